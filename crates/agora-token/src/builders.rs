@@ -116,7 +116,8 @@ impl RtcPrivilegeExpires {
 }
 
 fn rtc_service(channel_name: &str, uid: &str, role: Role, p: RtcPrivilegeExpires) -> Service {
-    let s = Service::rtc(channel_name, uid).with_privilege(privilege::RTC_JOIN_CHANNEL, p.join_channel);
+    let s =
+        Service::rtc(channel_name, uid).with_privilege(privilege::RTC_JOIN_CHANNEL, p.join_channel);
     match role {
         Role::Publisher => s
             .with_privilege(privilege::RTC_PUBLISH_AUDIO_STREAM, p.publish_audio)
@@ -134,7 +135,13 @@ pub fn rtc_with_uid(
     token_expire: u32,
     privilege_expire: u32,
 ) -> Grant {
-    rtc_with_user_account(channel_name, &uid_string(uid), role, token_expire, privilege_expire)
+    rtc_with_user_account(
+        channel_name,
+        &uid_string(uid),
+        role,
+        token_expire,
+        privilege_expire,
+    )
 }
 
 /// `RtcTokenBuilder.build_token_with_user_account`: RTC for a string account
@@ -177,7 +184,12 @@ pub fn rtc_with_user_account_and_privilege(
 ) -> Grant {
     Grant {
         expire: token_expire,
-        services: vec![rtc_service(channel_name, account, Role::Publisher, privileges)],
+        services: vec![rtc_service(
+            channel_name,
+            account,
+            Role::Publisher,
+            privileges,
+        )],
     }
 }
 
@@ -290,7 +302,9 @@ pub fn apaas_room_user(room_uuid: &str, user_uuid: &str, role: i16, expire: u32)
 pub fn apaas_user(user_uuid: &str, expire: u32) -> Grant {
     Grant {
         expire,
-        services: vec![Service::apaas("", user_uuid, -1).with_privilege(privilege::APAAS_USER, expire)],
+        services: vec![
+            Service::apaas("", user_uuid, -1).with_privilege(privilege::APAAS_USER, expire),
+        ],
     }
 }
 
@@ -313,7 +327,10 @@ mod tests {
             assert_eq!(Role::from_official(r), Role::Subscriber);
         }
         let g = rtc_with_uid("c", 0, Role::Subscriber, 10, 5);
-        assert_eq!(g.services[0].privileges.iter().collect::<Vec<_>>(), [(1, 5)]);
+        assert_eq!(
+            g.services[0].privileges.iter().collect::<Vec<_>>(),
+            [(1, 5)]
+        );
     }
 
     #[test]

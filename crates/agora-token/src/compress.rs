@@ -27,7 +27,11 @@ pub fn zlib_compress(input: &[u8], out: &mut Vec<u8>) {
         Ok(mut c) => compress_with(&mut c, input, out),
         // Re-entrancy cannot happen (nothing here calls back into this
         // function), but if it ever did, a fresh stream gives the same bytes.
-        Err(_) => compress_with(&mut Compress::new(Compression::new(LEVEL), true), input, out),
+        Err(_) => compress_with(
+            &mut Compress::new(Compression::new(LEVEL), true),
+            input,
+            out,
+        ),
     });
 }
 
@@ -71,7 +75,7 @@ fn decompress_with(
 ) -> Result<(Vec<u8>, usize), ParseError> {
     d.reset(true);
     let limit = max.saturating_add(1);
-    let mut out = Vec::with_capacity(input.len().saturating_mul(3).clamp(64, limit));
+    let mut out = Vec::with_capacity(input.len().saturating_mul(3).max(64).min(limit));
     loop {
         if out.len() == out.capacity() {
             if out.len() >= limit {

@@ -160,7 +160,9 @@ impl Privileges {
 
     pub(crate) fn unpack(r: &mut Reader<'_>) -> Result<Self, ParseError> {
         let n = r.u16("privilege count")?;
-        let mut p = Self(Vec::with_capacity(usize::from(n).min(r.remaining().len() / 6)));
+        let mut p = Self(Vec::with_capacity(
+            usize::from(n).min(r.remaining().len() / 6),
+        ));
         for _ in 0..n {
             let k = r.u16("privilege id")?;
             let v = r.u32("privilege value")?;
@@ -628,12 +630,16 @@ mod tests {
         perms.add(0, 0, ["chat.*"]);
         perms.add(0, 1, Vec::<String>::new());
         for s in [
-            Service::rtc("ch", "42").with_privilege(1, 600).with_privilege(4, 1),
+            Service::rtc("ch", "42")
+                .with_privilege(1, 600)
+                .with_privilege(4, 1),
             Service::rtm("u").with_privilege(1, 5),
             Service::streaming("ch", "acct").with_privilege(2, 9),
             Service::fpa().with_privilege(1, 0),
             Service::chat("").with_privilege(2, 60),
-            Service::fcdn("ch", "").with_privilege(1, 1).with_privilege(2, 2),
+            Service::fcdn("ch", "")
+                .with_privilege(1, 1)
+                .with_privilege(2, 2),
             Service::apaas("room", "user", -1).with_privilege(3, 7),
             Service::rtm2("u", perms),
             Service::rtm2("u", Rtm2Permissions::new()),

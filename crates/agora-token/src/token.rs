@@ -46,7 +46,10 @@ pub fn signing_key(certificate: &AppCertificate, issue_ts: u32, salt: u32) -> [u
     let k1 = hmac(&issue_ts.to_le_bytes(), &[certificate.expose_secret()])
         .finalize()
         .into_bytes();
-    hmac(&salt.to_le_bytes(), &[&k1]).finalize().into_bytes().into()
+    hmac(&salt.to_le_bytes(), &[&k1])
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// Size of the signature field at the start of the content: `u16(32)` + 32 bytes.

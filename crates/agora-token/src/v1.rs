@@ -74,7 +74,9 @@ impl V1Token {
         let rest = token
             .strip_prefix(VERSION)
             .ok_or(ParseError::NotVersion006)?;
-        let app_id = rest.get(..32).ok_or(ParseError::Truncated { field: "app_id" })?;
+        let app_id = rest
+            .get(..32)
+            .ok_or(ParseError::Truncated { field: "app_id" })?;
         let body = rest.get(32..).unwrap_or_default();
         let content = STANDARD.decode(body).map_err(|_| ParseError::Base64)?;
         let mut r = Reader::new(&content);
@@ -101,7 +103,8 @@ impl V1Token {
     /// Whether `channel_name` and `uid` (the uid string: `""` for uid 0)
     /// match the CRC-32 values in the token.
     pub fn matches(&self, channel_name: &[u8], uid: &[u8]) -> bool {
-        crc32fast::hash(channel_name) == self.crc_channel_name && crc32fast::hash(uid) == self.crc_uid
+        crc32fast::hash(channel_name) == self.crc_channel_name
+            && crc32fast::hash(uid) == self.crc_uid
     }
 
     /// Verifies the token for `channel_name` and `uid`: both CRCs, then the
