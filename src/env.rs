@@ -29,7 +29,8 @@ pub const AGORA_APP_CERTIFICATE: &str = "AGORA_APP_CERTIFICATE";
 /// Fallback secondary certificate variable.
 pub const AGORA_APP_CERTIFICATE_SECONDARY: &str = "AGORA_APP_CERTIFICATE_SECONDARY";
 
-const WHERE: &str = "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
+const WHERE: &str =
+    "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
 
 /// A source of variables.
 pub trait Env {
@@ -184,7 +185,10 @@ pub fn credentials(env: &impl Env) -> Result<AppCredentials, EnvError> {
     let app_id = app_id(env)?.ok_or(EnvError::Missing(APP_ID, AGORA_APP_ID))?;
     let certificate = load_certificate(env, &[APP_CERTIFICATE, AGORA_APP_CERTIFICATE])?
         .ok_or(EnvError::Missing(APP_CERTIFICATE, AGORA_APP_CERTIFICATE))?;
-    let secondary = load_certificate(env, &[APP_CERTIFICATE_SECONDARY, AGORA_APP_CERTIFICATE_SECONDARY])?;
+    let secondary = load_certificate(
+        env,
+        &[APP_CERTIFICATE_SECONDARY, AGORA_APP_CERTIFICATE_SECONDARY],
+    )?;
     Ok(AppCredentials {
         app_id,
         certificate,
@@ -197,7 +201,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     const ID: &str = "970CA35de60c44645bbae8a215061b33";
@@ -221,7 +228,10 @@ mod tests {
         let bad = "5CFd2fd1755d40ecb72977518be15d3!";
         let e = env(&[(APP_ID, ID), (APP_CERTIFICATE, bad)]);
         let err = credentials(&e).unwrap_err().to_string();
-        assert!(err.contains(APP_CERTIFICATE) && err.contains("hexadecimal"), "{err}");
+        assert!(
+            err.contains(APP_CERTIFICATE) && err.contains("hexadecimal"),
+            "{err}"
+        );
         assert!(!err.contains(bad), "{err}");
     }
 
@@ -234,7 +244,10 @@ mod tests {
         let p = path.to_string_lossy().into_owned();
         let e = env(&[(APP_ID, ID), ("SHENGWANG_APP_CERTIFICATE_FILE", &p)]);
         assert!(credentials(&e).is_ok());
-        let e = env(&[(APP_ID, ID), ("SHENGWANG_APP_CERTIFICATE_FILE", "/nonexistent/x")]);
+        let e = env(&[
+            (APP_ID, ID),
+            ("SHENGWANG_APP_CERTIFICATE_FILE", "/nonexistent/x"),
+        ]);
         assert!(matches!(credentials(&e), Err(EnvError::File { .. })));
     }
 

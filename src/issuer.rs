@@ -8,7 +8,9 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use agora_token::service::{permission_type_name, privilege_name, resource_type_name, service_name};
+use agora_token::service::{
+    permission_type_name, privilege_name, resource_type_name, service_name,
+};
 use agora_token::{
     AppCertificate, AppId, BuildError, Grant, ParseError, Payload, Role, RtcPrivilegeExpires,
     Rtm2Permissions, Service, UnverifiedToken, builders, v1::V1Token,
@@ -556,11 +558,20 @@ impl Issuer {
     }
 
     fn check(&self, r: Result<(), Violation>) -> Result<(), IssueError> {
-        if self.strict() { r.map_err(Into::into) } else { Ok(()) }
+        if self.strict() {
+            r.map_err(Into::into)
+        } else {
+            Ok(())
+        }
     }
 
     /// The token lifetime: given, or 3600 capped by the caller's maximum.
-    fn token_expire(&self, field: &str, v: Option<u32>, limits: &Limits) -> Result<u32, IssueError> {
+    fn token_expire(
+        &self,
+        field: &str,
+        v: Option<u32>,
+        limits: &Limits,
+    ) -> Result<u32, IssueError> {
         match v {
             None => Ok(rules::DEFAULT_EXPIRE.min(limits.max_expire).max(1)),
             Some(v) if self.strict() => {
@@ -571,7 +582,12 @@ impl Issuer {
         }
     }
 
-    fn privilege_expire(&self, field: &str, v: Option<u32>, default: u32) -> Result<u32, IssueError> {
+    fn privilege_expire(
+        &self,
+        field: &str,
+        v: Option<u32>,
+        default: u32,
+    ) -> Result<u32, IssueError> {
         match v {
             None => Ok(default),
             Some(v) if self.strict() => Ok(rules::privilege_expire(field, v)?),
@@ -589,7 +605,12 @@ impl Issuer {
         }
     }
 
-    fn sign(&self, app: &AppCredentials, grant: &Grant, kind: TokenKind) -> Result<Issued, IssueError> {
+    fn sign(
+        &self,
+        app: &AppCredentials,
+        grant: &Grant,
+        kind: TokenKind,
+    ) -> Result<Issued, IssueError> {
         let issued_at = self.clock.now();
         let token = grant.build(&app.app_id, &app.certificate, issued_at, self.salt.salt())?;
         Ok(Issued {
@@ -612,18 +633,42 @@ impl Issuer {
         self.sign(app, &grant, TokenKind::Rtc)
     }
 
-    fn privilege_set(&self, p: &PrivilegeExpires, default: u32) -> Result<RtcPrivilegeExpires, IssueError> {
+    fn privilege_set(
+        &self,
+        p: &PrivilegeExpires,
+        default: u32,
+    ) -> Result<RtcPrivilegeExpires, IssueError> {
         Ok(RtcPrivilegeExpires {
-            join_channel: self.privilege_expire("join_channel_expire_seconds", p.join_channel, default)?,
-            publish_audio: self.privilege_expire("publish_audio_expire_seconds", p.publish_audio, default)?,
-            publish_video: self.privilege_expire("publish_video_expire_seconds", p.publish_video, default)?,
-            publish_data: self.privilege_expire("publish_data_expire_seconds", p.publish_data, default)?,
+            join_channel: self.privilege_expire(
+                "join_channel_expire_seconds",
+                p.join_channel,
+                default,
+            )?,
+            publish_audio: self.privilege_expire(
+                "publish_audio_expire_seconds",
+                p.publish_audio,
+                default,
+            )?,
+            publish_video: self.privilege_expire(
+                "publish_video_expire_seconds",
+                p.publish_video,
+                default,
+            )?,
+            publish_data: self.privilege_expire(
+                "publish_data_expire_seconds",
+                p.publish_data,
+                default,
+            )?,
         })
     }
 
     /// An RTC token with separate privilege expiries
     /// (`build_token_with_uid_and_privilege` / `_user_account_and_privilege`).
-    pub fn rtc_with_privileges(&self, req: &RtcPrivilegesRequest, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn rtc_with_privileges(
+        &self,
+        req: &RtcPrivilegesRequest,
+        limits: &Limits,
+    ) -> Result<Issued, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::channel_name("channel_name", &req.channel_name))?;
         let uid = self.rtc_user(&req.user, "account")?;
@@ -685,13 +730,25 @@ impl Issuer {
                     return Err(Violation::new(format!("{field}.resource_type"), "must be 0..=4 (message channels, stream channels, group channels, server groups, users)").into());
                 }
                 if permission_type_name(*pt).is_none() {
-                    return Err(Violation::new(format!("{field}.permission_type"), "must be 0 (read) or 1 (write)").into());
+                    return Err(Violation::new(
+                        format!("{field}.permission_type"),
+                        "must be 0 (read) or 1 (write)",
+                    )
+                    .into());
                 }
                 if resources.len() > rules::MAX_RESOURCES {
-                    return Err(Violation::new(format!("{field}.resources"), format!("at most {} resources", rules::MAX_RESOURCES)).into());
+                    return Err(Violation::new(
+                        format!("{field}.resources"),
+                        format!("at most {} resources", rules::MAX_RESOURCES),
+                    )
+                    .into());
                 }
                 for (j, r) in resources.iter().enumerate() {
-                    rules::bounded_text(&format!("{field}.resources[{j}]"), r, rules::MAX_RESOURCE_LEN)?;
+                    rules::bounded_text(
+                        &format!("{field}.resources[{j}]"),
+                        r,
+                        rules::MAX_RESOURCE_LEN,
+                    )?;
                 }
             }
             perms.add(*rt, *pt, resources.iter().map(String::as_str));
@@ -705,7 +762,11 @@ impl Issuer {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::user_id("user_id", &req.user_id))?;
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
-        self.sign(app, &builders::chat_user(&req.user_id, te), TokenKind::ChatUser)
+        self.sign(
+            app,
+            &builders::chat_user(&req.user_id, te),
+            TokenKind::ChatUser,
+        )
     }
 
     /// A Chat app token.
@@ -721,7 +782,10 @@ impl Issuer {
         if self.strict() && limits.max_expire < builders::FPA_TOKEN_EXPIRE {
             return Err(Violation::new(
                 "expire_seconds",
-                format!("an FPA token lasts {} seconds, more than this caller's maximum", builders::FPA_TOKEN_EXPIRE),
+                format!(
+                    "an FPA token lasts {} seconds, more than this caller's maximum",
+                    builders::FPA_TOKEN_EXPIRE
+                ),
             )
             .into());
         }
@@ -729,9 +793,17 @@ impl Issuer {
     }
 
     /// An APaaS (Education) room-user token.
-    pub fn apaas_room_user(&self, req: &ApaasRoomUserRequest, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn apaas_room_user(
+        &self,
+        req: &ApaasRoomUserRequest,
+        limits: &Limits,
+    ) -> Result<Issued, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
-        self.check(rules::bounded_text("room_uuid", &req.room_uuid, rules::MAX_UUID_LEN))?;
+        self.check(rules::bounded_text(
+            "room_uuid",
+            &req.room_uuid,
+            rules::MAX_UUID_LEN,
+        ))?;
         self.check(rules::user_id("user_uuid", &req.user_uuid))?;
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
         let grant = builders::apaas_room_user(&req.room_uuid, &req.user_uuid, req.role, te);
@@ -739,11 +811,24 @@ impl Issuer {
     }
 
     /// An APaaS user token.
-    pub fn apaas_user(&self, common: &Common, user_uuid: &str, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn apaas_user(
+        &self,
+        common: &Common,
+        user_uuid: &str,
+        limits: &Limits,
+    ) -> Result<Issued, IssueError> {
         let app = self.app(common.app_id.as_deref())?;
-        self.check(rules::bounded_text("user_uuid", user_uuid, rules::MAX_UUID_LEN))?;
+        self.check(rules::bounded_text(
+            "user_uuid",
+            user_uuid,
+            rules::MAX_UUID_LEN,
+        ))?;
         let te = self.token_expire("expire_seconds", common.expire, limits)?;
-        self.sign(app, &builders::apaas_user(user_uuid, te), TokenKind::ApaasUser)
+        self.sign(
+            app,
+            &builders::apaas_user(user_uuid, te),
+            TokenKind::ApaasUser,
+        )
     }
 
     /// An APaaS app token.
@@ -762,7 +847,11 @@ impl Issuer {
                 return Err(Violation::new("services", "at least one service is required").into());
             }
             if req.services.len() > rules::MAX_SERVICES {
-                return Err(Violation::new("services", format!("at most {} services", rules::MAX_SERVICES)).into());
+                return Err(Violation::new(
+                    "services",
+                    format!("at most {} services", rules::MAX_SERVICES),
+                )
+                .into());
             }
             for (i, s) in req.services.iter().enumerate() {
                 check_service(&format!("services[{i}]"), s)?;
@@ -776,7 +865,11 @@ impl Issuer {
     }
 
     /// The three tokens of a ConvoAI agent session.
-    pub fn agent_session(&self, req: &AgentSessionRequest, limits: &Limits) -> Result<AgentSession, IssueError> {
+    pub fn agent_session(
+        &self,
+        req: &AgentSessionRequest,
+        limits: &Limits,
+    ) -> Result<AgentSession, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::channel_name("channel_name", &req.channel_name))?;
         let user_of = |field: &str, s: &str| -> Result<RtcUser, IssueError> {
@@ -797,15 +890,25 @@ impl Issuer {
         let rtc_rtm = |uid: &str, rtm_id: &str| {
             builders::rtc_with_rtm2(&req.channel_name, uid, Role::Publisher, te, all, rtm_id, te)
         };
-        let rest = self.sign(app, &rtc_rtm(&agent_str, &req.agent_uid), TokenKind::AgentSession)?;
+        let rest = self.sign(
+            app,
+            &rtc_rtm(&agent_str, &req.agent_uid),
+            TokenKind::AgentSession,
+        )?;
         let (agent_token, user_token) = if req.enable_rtm {
             self.check(rules::user_id("user_uid", &req.user_uid))?;
             (
                 rest.clone(),
-                self.sign(app, &rtc_rtm(&user_str, &req.user_uid), TokenKind::AgentSession)?,
+                self.sign(
+                    app,
+                    &rtc_rtm(&user_str, &req.user_uid),
+                    TokenKind::AgentSession,
+                )?,
             )
         } else {
-            let rtc = |uid: &str| builders::rtc_with_user_account(&req.channel_name, uid, Role::Publisher, te, te);
+            let rtc = |uid: &str| {
+                builders::rtc_with_user_account(&req.channel_name, uid, Role::Publisher, te, te)
+            };
             (
                 self.sign(app, &rtc(&agent_str), TokenKind::AgentSession)?,
                 self.sign(app, &rtc(&user_str), TokenKind::AgentSession)?,
@@ -822,7 +925,11 @@ impl Issuer {
     /// configured certificates of its app (primary, then secondary). For a
     /// 006 token the signature is checked only when `v1_identity` gives the
     /// channel name and uid string it was made for.
-    pub fn inspect(&self, token: &str, v1_identity: Option<(&str, &str)>) -> Result<Inspection, InspectError> {
+    pub fn inspect(
+        &self,
+        token: &str,
+        v1_identity: Option<(&str, &str)>,
+    ) -> Result<Inspection, InspectError> {
         let now = u64::from(self.clock.now());
         let token = token.trim();
         if token.starts_with(agora_token::v1::VERSION) {
@@ -843,13 +950,21 @@ impl Issuer {
             notes.push("the embedded app id is not 32 hexadecimal characters".to_owned());
         }
         if let Some(ty) = t.stopped_at_unknown_service_type {
-            notes.push(format!("reading stopped at unknown service type {ty}; later services cannot be read"));
+            notes.push(format!(
+                "reading stopped at unknown service type {ty}; later services cannot be read"
+            ));
         }
         if t.trailing_bytes > 0 && t.stopped_at_unknown_service_type.is_none() {
-            notes.push(format!("{} signed bytes follow the last service (ignored)", t.trailing_bytes));
+            notes.push(format!(
+                "{} signed bytes follow the last service (ignored)",
+                t.trailing_bytes
+            ));
         }
         if t.bytes_after_zlib_stream > 0 {
-            notes.push(format!("{} unsigned bytes follow the compressed content (ignored)", t.bytes_after_zlib_stream));
+            notes.push(format!(
+                "{} unsigned bytes follow the compressed content (ignored)",
+                t.bytes_after_zlib_stream
+            ));
         }
         let services = t
             .services
@@ -903,7 +1018,8 @@ impl Issuer {
     fn inspect_v1(&self, t: &V1Token, identity: Option<(&str, &str)>, now: u64) -> Inspection {
         let certs = self.certificates_for(t.app_id.as_bytes());
         let mut notes = vec![
-            "this is a legacy v1 (006) AccessToken; current SDKs expect AccessToken2 (007) tokens".to_owned(),
+            "this is a legacy v1 (006) AccessToken; current SDKs expect AccessToken2 (007) tokens"
+                .to_owned(),
         ];
         let signature = match identity {
             _ if certs.is_empty() => SignatureStatus::NotChecked,
@@ -913,7 +1029,10 @@ impl Issuer {
             }
             Some((channel, uid)) => {
                 if !t.matches(channel.as_bytes(), uid.as_bytes()) {
-                    notes.push("the channel name or uid does not match the token's CRC-32 values".to_owned());
+                    notes.push(
+                        "the channel name or uid does not match the token's CRC-32 values"
+                            .to_owned(),
+                    );
                 }
                 if certs
                     .iter()
@@ -976,7 +1095,11 @@ fn check_service(field: &str, s: &Service) -> Result<(), IssueError> {
     }
     for (id, v) in s.privileges.iter() {
         if privilege_name(ty, id).is_none() {
-            return Err(Violation::new(f("privileges"), format!("privilege {id} does not exist for service type {ty}")).into());
+            return Err(Violation::new(
+                f("privileges"),
+                format!("privilege {id} does not exist for service type {ty}"),
+            )
+            .into());
         }
         rules::privilege_expire(&f("privileges"), v)?;
     }
@@ -988,7 +1111,14 @@ fn check_service(field: &str, s: &Service) -> Result<(), IssueError> {
                 rules::account(&f("uid"), &uid)?;
             }
         }
-        Payload::Streaming { channel_name, account } | Payload::Fcdn { channel_name, account } => {
+        Payload::Streaming {
+            channel_name,
+            account,
+        }
+        | Payload::Fcdn {
+            channel_name,
+            account,
+        } => {
             rules::channel_name(&f("channel_name"), &text(channel_name, "channel_name")?)?;
             let a = text(account, "account")?;
             if !a.is_empty() {
@@ -1002,7 +1132,11 @@ fn check_service(field: &str, s: &Service) -> Result<(), IssueError> {
                 rules::user_id(&f("user_id"), &u)?;
             }
         }
-        Payload::Apaas { room_uuid, user_uuid, .. } => {
+        Payload::Apaas {
+            room_uuid,
+            user_uuid,
+            ..
+        } => {
             for (b, name) in [(room_uuid, "room_uuid"), (user_uuid, "user_uuid")] {
                 let t = text(b, name)?;
                 if !t.is_empty() {
@@ -1010,18 +1144,35 @@ fn check_service(field: &str, s: &Service) -> Result<(), IssueError> {
                 }
             }
         }
-        Payload::Rtm2 { user_id, permissions } => {
+        Payload::Rtm2 {
+            user_id,
+            permissions,
+        } => {
             rules::user_id(&f("user_id"), &text(user_id, "user_id")?)?;
             for (i, g) in permissions.grants().iter().enumerate() {
                 let gf = format!("permissions[{i}]");
-                if resource_type_name(g.resource_type).is_none() || permission_type_name(g.permission_type).is_none() {
-                    return Err(Violation::new(f(&gf), "resource_type must be 0..=4 and permission_type 0..=1").into());
+                if resource_type_name(g.resource_type).is_none()
+                    || permission_type_name(g.permission_type).is_none()
+                {
+                    return Err(Violation::new(
+                        f(&gf),
+                        "resource_type must be 0..=4 and permission_type 0..=1",
+                    )
+                    .into());
                 }
                 if g.resources.len() > rules::MAX_RESOURCES {
-                    return Err(Violation::new(f(&gf), format!("at most {} resources", rules::MAX_RESOURCES)).into());
+                    return Err(Violation::new(
+                        f(&gf),
+                        format!("at most {} resources", rules::MAX_RESOURCES),
+                    )
+                    .into());
                 }
                 for r in &g.resources {
-                    rules::bounded_text(&f(&format!("{gf}.resources")), &text(r, &gf)?, rules::MAX_RESOURCE_LEN)?;
+                    rules::bounded_text(
+                        &f(&format!("{gf}.resources")),
+                        &text(r, &gf)?,
+                        rules::MAX_RESOURCE_LEN,
+                    )?;
                 }
             }
         }

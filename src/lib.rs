@@ -13,7 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod env;
+pub mod inspect_json;
 pub mod issuer;
 pub mod rules;
 pub mod server;
-

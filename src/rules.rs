@@ -56,16 +56,15 @@ pub fn is_agora_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b" !#$%&()+-:;<=.>?@[]^_{}|~,".contains(&b)
 }
 
-const CHARSET_RULE: &str = "letters, digits, space and ! # $ % & ( ) + - : ; < = . > ? @ [ ] ^ _ { } | ~ ,";
+const CHARSET_RULE: &str =
+    "letters, digits, space and ! # $ % & ( ) + - : ; < = . > ? @ [ ] ^ _ { } | ~ ,";
 
 fn check_charset(field: &str, s: &str) -> Result<(), Violation> {
     match s.bytes().position(|b| !is_agora_char(b)) {
         None => Ok(()),
         Some(i) => Err(Violation::new(
             field,
-            format!(
-                "character at byte {i} is not allowed; use only {CHARSET_RULE}"
-            ),
+            format!("character at byte {i} is not allowed; use only {CHARSET_RULE}"),
         )),
     }
 }
