@@ -133,9 +133,10 @@ impl Default for Limits {
 }
 
 /// What kind of token was issued (for metrics and audit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TokenKind {
     /// RTC, one expiry for all privileges.
+    #[default]
     Rtc,
     /// RTC with separate privilege expiries.
     RtcPrivileges,
