@@ -18,3 +18,4 @@ pub mod inspect_json;
 pub mod issuer;
 pub mod rules;
 pub mod server;
+pub mod tls;
