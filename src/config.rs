@@ -38,7 +38,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Default graceful-shutdown grace period, in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE: u64 = 10;
 
-const WHERE: &str = "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
+const WHERE: &str =
+    "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
@@ -57,9 +58,13 @@ pub enum LogFormat {
 Credentials (when the config file has no [[apps]]):
   SHENGWANG_APP_ID, SHENGWANG_APP_CERTIFICATE     the app id and its certificate (32 hex chars each)
   AGORA_APP_ID, AGORA_APP_CERTIFICATE             fallbacks
-  <NAME>_FILE                                     read the value from a file (Docker/Kubernetes secrets)
+  SHENGWANG_APP_CERTIFICATE_FILE (any <NAME>_FILE) read the value from a file (Docker/Kubernetes secrets)
   SHENGWANG_APP_CERTIFICATE_SECONDARY[_FILE]      a second certificate accepted by InspectToken
   .env in the working directory fills in variables that are not set.
+Config file (TOML; flags override it, it overrides the environment):
+  listen, admin_listen, log_format, shutdown_grace_seconds, max_request_bytes
+  [[apps]] app_id, certificate_file, secondary_certificate_file (first app = default;
+           relative paths are relative to the config file; unknown keys are errors)
 Logging: RUST_LOG (default \"info\").
 Exit codes: 0 clean shutdown, 78 configuration error, 1 other start-up failure.")]
 pub struct ServeArgs {
@@ -144,7 +149,10 @@ impl Config {
     /// Flags, then the config file they name, then `env`.
     pub fn load(args: &ServeArgs, env: &impl Env) -> Result<Self, ConfigError> {
         let (file, base) = match &args.config {
-            Some(path) => (read_file(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
+            Some(path) => (
+                read_file(path)?,
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ),
             None => (FileConfig::default(), PathBuf::new()),
         };
         let listen_str = args
@@ -268,7 +276,11 @@ fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, Confi
                 problem: format!("{} is configured twice", app_id.as_str()),
             });
         }
-        let certificate = certificate_file(&format!("apps[{i}].certificate_file"), &a.certificate_file, base)?;
+        let certificate = certificate_file(
+            &format!("apps[{i}].certificate_file"),
+            &a.certificate_file,
+            base,
+        )?;
         let secondary = a
             .secondary_certificate_file
             .as_ref()
@@ -284,7 +296,11 @@ fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, Confi
 }
 
 fn certificate_file(what: &str, path: &Path, base: &Path) -> Result<AppCertificate, ConfigError> {
-    let full = if path.is_relative() { base.join(path) } else { path.to_path_buf() };
+    let full = if path.is_relative() {
+        base.join(path)
+    } else {
+        path.to_path_buf()
+    };
     let shown = full.display().to_string();
     let text = env::read_secret_file(what, &shown).map_err(|e| ConfigError::Invalid {
         what: what.to_owned(),
@@ -309,7 +325,10 @@ mod tests {
     const CERT: &str = "5CFd2fd1755d40ecb72977518be15d3b";
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn tmpdir(name: &str) -> PathBuf {
@@ -320,10 +339,17 @@ mod tests {
 
     #[test]
     fn env_only_with_defaults() {
-        let c = Config::load(&ServeArgs::default(), &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)])).unwrap();
+        let c = Config::load(
+            &ServeArgs::default(),
+            &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+        )
+        .unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(c.apps.len(), 1);
-        assert_eq!(c.shutdown_grace, Duration::from_secs(DEFAULT_SHUTDOWN_GRACE));
+        assert_eq!(
+            c.shutdown_grace,
+            Duration::from_secs(DEFAULT_SHUTDOWN_GRACE)
+        );
         assert_eq!(c.log_format, LogFormat::Text);
     }
 
@@ -331,7 +357,10 @@ mod tests {
     fn missing_certificate_is_explained() {
         let e = Config::load(&ServeArgs::default(), &env(&[(env::APP_ID, ID)])).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("SHENGWANG_APP_CERTIFICATE") && msg.contains("console"), "{msg}");
+        assert!(
+            msg.contains("SHENGWANG_APP_CERTIFICATE") && msg.contains("console"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -371,7 +400,11 @@ mod tests {
     fn bad_file_never_echoes_the_secret() {
         let d = tmpdir("bad");
         let path = d.join("ta.toml");
-        std::fs::write(&path, format!("[[apps]]\napp_id = \"{ID}\"\ncertificate = \"{CERT}\"\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("[[apps]]\napp_id = \"{ID}\"\ncertificate = \"{CERT}\"\n"),
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path),
             ..Default::default()
@@ -382,7 +415,11 @@ mod tests {
 
         std::fs::write(d.join("badcert"), "not-a-certificate\n").unwrap();
         let path = d.join("ta2.toml");
-        std::fs::write(&path, format!("[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"badcert\"\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"badcert\"\n"),
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path),
             ..Default::default()
@@ -398,7 +435,11 @@ mod tests {
             listen: Some("localhost".into()),
             ..Default::default()
         };
-        let e = Config::load(&args, &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)])).unwrap_err();
+        let e = Config::load(
+            &args,
+            &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("--listen"), "{e}");
     }
 }

@@ -96,7 +96,13 @@ fn rtm2_number(v: u32) -> u16 {
 fn rtm2_permissions(perms: &[pb::Rtm2Permission]) -> Vec<(u16, u16, Vec<String>)> {
     perms
         .iter()
-        .map(|p| (rtm2_number(p.resource_type), rtm2_number(p.permission_type), p.resources.clone()))
+        .map(|p| {
+            (
+                rtm2_number(p.resource_type),
+                rtm2_number(p.permission_type),
+                p.resources.clone(),
+            )
+        })
         .collect()
 }
 
@@ -130,11 +136,22 @@ fn service_from_pb(i: usize, s: pb::Service) -> Result<Service, IssueError> {
             .into());
         }
     };
-    if let Some((name, _)) = set.iter().find(|(name, is_set)| *is_set && !allowed.contains(name)) {
-        return Err(Violation::new(field(name), format!("is not a field of a {} service", ty.as_str_name())).into());
+    if let Some((name, _)) = set
+        .iter()
+        .find(|(name, is_set)| *is_set && !allowed.contains(name))
+    {
+        return Err(Violation::new(
+            field(name),
+            format!("is not a field of a {} service", ty.as_str_name()),
+        )
+        .into());
     }
     if s.role.is_some() && ty != T::Apaas {
-        return Err(Violation::new(field("role"), format!("is not a field of a {} service", ty.as_str_name())).into());
+        return Err(Violation::new(
+            field("role"),
+            format!("is not a field of a {} service", ty.as_str_name()),
+        )
+        .into());
     }
     let payload = match ty {
         T::Rtc => Payload::Rtc {
@@ -165,7 +182,11 @@ fn service_from_pb(i: usize, s: pb::Service) -> Result<Service, IssueError> {
         T::Rtm2 => {
             let mut p = Rtm2Permissions::new();
             for g in &s.permissions {
-                p.add(rtm2_number(g.resource_type), rtm2_number(g.permission_type), g.resources.iter().map(String::as_str));
+                p.add(
+                    rtm2_number(g.resource_type),
+                    rtm2_number(g.permission_type),
+                    g.resources.iter().map(String::as_str),
+                );
             }
             Payload::Rtm2 {
                 user_id: s.user_id.into_bytes(),
@@ -177,7 +198,10 @@ fn service_from_pb(i: usize, s: pb::Service) -> Result<Service, IssueError> {
     let mut privileges = Privileges::new();
     for (j, p) in s.privileges.iter().enumerate() {
         let id = u16::try_from(p.id).map_err(|_| {
-            Violation::new(field(&format!("privileges[{j}].id")), format!("privilege {} does not exist", p.id))
+            Violation::new(
+                field(&format!("privileges[{j}].id")),
+                format!("privilege {} does not exist", p.id),
+            )
         })?;
         privileges.set(id, p.expire_seconds);
     }
@@ -218,8 +242,17 @@ pub fn inspection_to_pb(ins: &issuer::Inspection) -> pb::InspectTokenResponse {
                     out.channel_name = lossy(channel_name);
                     out.uid = lossy(uid);
                 }
-                Payload::Rtm { user_id } | Payload::Chat { user_id } => out.user_id = lossy(user_id),
-                Payload::Streaming { channel_name, account } | Payload::Fcdn { channel_name, account } => {
+                Payload::Rtm { user_id } | Payload::Chat { user_id } => {
+                    out.user_id = lossy(user_id)
+                }
+                Payload::Streaming {
+                    channel_name,
+                    account,
+                }
+                | Payload::Fcdn {
+                    channel_name,
+                    account,
+                } => {
                     out.channel_name = lossy(channel_name);
                     out.account = lossy(account);
                 }
@@ -232,7 +265,10 @@ pub fn inspection_to_pb(ins: &issuer::Inspection) -> pb::InspectTokenResponse {
                     out.user_uuid = lossy(user_uuid);
                     out.role = i32::from(*role);
                 }
-                Payload::Rtm2 { user_id, permissions } => {
+                Payload::Rtm2 {
+                    user_id,
+                    permissions,
+                } => {
                     out.user_id = lossy(user_id);
                     out.permissions = permissions
                         .grants()
@@ -301,7 +337,10 @@ impl TokenApi {
     }
 
     /// `BuildRtcToken`.
-    pub fn build_rtc_token(&self, r: pb::BuildRtcTokenRequest) -> Result<pb::BuildRtcTokenResponse, IssueError> {
+    pub fn build_rtc_token(
+        &self,
+        r: pb::BuildRtcTokenRequest,
+    ) -> Result<pb::BuildRtcTokenResponse, IssueError> {
         let req = RtcRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
@@ -329,12 +368,18 @@ impl TokenApi {
                 publish_data: r.publish_data_expire_seconds,
             },
         };
-        let issued = self.shared.issuer().rtc_with_privileges(&req, &self.shared.limits())?;
+        let issued = self
+            .shared
+            .issuer()
+            .rtc_with_privileges(&req, &self.shared.limits())?;
         Ok(self.issued(issued).into())
     }
 
     /// `BuildRtcRtmToken`.
-    pub fn build_rtc_rtm_token(&self, r: pb::BuildRtcRtmTokenRequest) -> Result<pb::BuildRtcRtmTokenResponse, IssueError> {
+    pub fn build_rtc_rtm_token(
+        &self,
+        r: pb::BuildRtcRtmTokenRequest,
+    ) -> Result<pb::BuildRtcRtmTokenResponse, IssueError> {
         let req = RtcRtmRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
@@ -350,7 +395,10 @@ impl TokenApi {
     }
 
     /// `BuildRtmToken`.
-    pub fn build_rtm_token(&self, r: pb::BuildRtmTokenRequest) -> Result<pb::BuildRtmTokenResponse, IssueError> {
+    pub fn build_rtm_token(
+        &self,
+        r: pb::BuildRtmTokenRequest,
+    ) -> Result<pb::BuildRtmTokenResponse, IssueError> {
         let req = RtmRequest {
             common: common(r.app_id, r.expire_seconds),
             user_id: r.user_id,
@@ -370,12 +418,18 @@ impl TokenApi {
             common: common(r.app_id, r.expire_seconds),
             user_id: r.user_id,
         };
-        let issued = self.shared.issuer().chat_user(&req, &self.shared.limits())?;
+        let issued = self
+            .shared
+            .issuer()
+            .chat_user(&req, &self.shared.limits())?;
         Ok(self.issued(issued).into())
     }
 
     /// `BuildChatAppToken`.
-    pub fn build_chat_app_token(&self, r: pb::BuildChatAppTokenRequest) -> Result<pb::BuildChatAppTokenResponse, IssueError> {
+    pub fn build_chat_app_token(
+        &self,
+        r: pb::BuildChatAppTokenRequest,
+    ) -> Result<pb::BuildChatAppTokenResponse, IssueError> {
         let issued = self
             .shared
             .issuer()
@@ -384,13 +438,22 @@ impl TokenApi {
     }
 
     /// `BuildFpaToken`.
-    pub fn build_fpa_token(&self, r: pb::BuildFpaTokenRequest) -> Result<pb::BuildFpaTokenResponse, IssueError> {
-        let issued = self.shared.issuer().fpa(&common(r.app_id, None), &self.shared.limits())?;
+    pub fn build_fpa_token(
+        &self,
+        r: pb::BuildFpaTokenRequest,
+    ) -> Result<pb::BuildFpaTokenResponse, IssueError> {
+        let issued = self
+            .shared
+            .issuer()
+            .fpa(&common(r.app_id, None), &self.shared.limits())?;
         Ok(self.issued(issued).into())
     }
 
     /// `BuildToken`.
-    pub fn build_token(&self, r: pb::BuildTokenRequest) -> Result<pb::BuildTokenResponse, IssueError> {
+    pub fn build_token(
+        &self,
+        r: pb::BuildTokenRequest,
+    ) -> Result<pb::BuildTokenResponse, IssueError> {
         let services = r
             .services
             .into_iter()
@@ -406,10 +469,15 @@ impl TokenApi {
     }
 
     /// `InspectToken`.
-    pub fn inspect_token(&self, r: pb::InspectTokenRequest) -> Result<pb::InspectTokenResponse, IssueError> {
+    pub fn inspect_token(
+        &self,
+        r: pb::InspectTokenRequest,
+    ) -> Result<pb::InspectTokenResponse, IssueError> {
         let uid = match r.user {
             None => None,
-            Some(pb::inspect_token_request::User::Uid(u)) => Some(agora_token::service::uid_string(u)),
+            Some(pb::inspect_token_request::User::Uid(u)) => {
+                Some(agora_token::service::uid_string(u))
+            }
             Some(pb::inspect_token_request::User::Account(a)) => Some(a),
         };
         let identity = match (&uid, r.channel_name.is_empty()) {
@@ -437,7 +505,10 @@ impl TokenApi {
             string_uid: r.string_uid,
             enable_rtm: r.enable_rtm,
         };
-        let s = self.shared.issuer().agent_session(&req, &self.shared.limits())?;
+        let s = self
+            .shared
+            .issuer()
+            .agent_session(&req, &self.shared.limits())?;
         let agent = self.issued(s.agent);
         let user = self.issued(s.user);
         let rest = self.issued(s.rest);
@@ -461,14 +532,25 @@ impl TokenApi {
         let start = Instant::now();
         let result = f(self).map_err(Status::from);
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.shared.metrics.request(transport, method, code, start.elapsed());
+        self.shared
+            .metrics
+            .request(transport, method, code, start.elapsed());
         if let Err(s) = &result {
-            tracing::info!(rpc = method.as_str(), code = code_name(code), reason = s.message(), "request refused");
+            tracing::info!(
+                rpc = method.as_str(),
+                code = code_name(code),
+                reason = s.message(),
+                "request refused"
+            );
         }
         result
     }
 
-    fn grpc<T>(&self, method: Method, f: impl FnOnce(&Self) -> Result<T, IssueError>) -> Result<Response<T>, Status> {
+    fn grpc<T>(
+        &self,
+        method: Method,
+        f: impl FnOnce(&Self) -> Result<T, IssueError>,
+    ) -> Result<Response<T>, Status> {
         self.observe(Transport::Grpc, method, f).map(Response::new)
     }
 }
@@ -479,7 +561,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildRtcTokenRequest>,
     ) -> Result<Response<pb::BuildRtcTokenResponse>, Status> {
-        self.grpc(Method::BuildRtcToken, |a| a.build_rtc_token(request.into_inner()))
+        self.grpc(Method::BuildRtcToken, |a| {
+            a.build_rtc_token(request.into_inner())
+        })
     }
 
     async fn build_rtc_token_with_privileges(
@@ -495,35 +579,45 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildRtcRtmTokenRequest>,
     ) -> Result<Response<pb::BuildRtcRtmTokenResponse>, Status> {
-        self.grpc(Method::BuildRtcRtmToken, |a| a.build_rtc_rtm_token(request.into_inner()))
+        self.grpc(Method::BuildRtcRtmToken, |a| {
+            a.build_rtc_rtm_token(request.into_inner())
+        })
     }
 
     async fn build_rtm_token(
         &self,
         request: Request<pb::BuildRtmTokenRequest>,
     ) -> Result<Response<pb::BuildRtmTokenResponse>, Status> {
-        self.grpc(Method::BuildRtmToken, |a| a.build_rtm_token(request.into_inner()))
+        self.grpc(Method::BuildRtmToken, |a| {
+            a.build_rtm_token(request.into_inner())
+        })
     }
 
     async fn build_chat_user_token(
         &self,
         request: Request<pb::BuildChatUserTokenRequest>,
     ) -> Result<Response<pb::BuildChatUserTokenResponse>, Status> {
-        self.grpc(Method::BuildChatUserToken, |a| a.build_chat_user_token(request.into_inner()))
+        self.grpc(Method::BuildChatUserToken, |a| {
+            a.build_chat_user_token(request.into_inner())
+        })
     }
 
     async fn build_chat_app_token(
         &self,
         request: Request<pb::BuildChatAppTokenRequest>,
     ) -> Result<Response<pb::BuildChatAppTokenResponse>, Status> {
-        self.grpc(Method::BuildChatAppToken, |a| a.build_chat_app_token(request.into_inner()))
+        self.grpc(Method::BuildChatAppToken, |a| {
+            a.build_chat_app_token(request.into_inner())
+        })
     }
 
     async fn build_fpa_token(
         &self,
         request: Request<pb::BuildFpaTokenRequest>,
     ) -> Result<Response<pb::BuildFpaTokenResponse>, Status> {
-        self.grpc(Method::BuildFpaToken, |a| a.build_fpa_token(request.into_inner()))
+        self.grpc(Method::BuildFpaToken, |a| {
+            a.build_fpa_token(request.into_inner())
+        })
     }
 
     async fn build_token(
@@ -537,13 +631,17 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::InspectTokenRequest>,
     ) -> Result<Response<pb::InspectTokenResponse>, Status> {
-        self.grpc(Method::InspectToken, |a| a.inspect_token(request.into_inner()))
+        self.grpc(Method::InspectToken, |a| {
+            a.inspect_token(request.into_inner())
+        })
     }
 
     async fn build_agent_session(
         &self,
         request: Request<pb::BuildAgentSessionRequest>,
     ) -> Result<Response<pb::BuildAgentSessionResponse>, Status> {
-        self.grpc(Method::BuildAgentSession, |a| a.build_agent_session(request.into_inner()))
+        self.grpc(Method::BuildAgentSession, |a| {
+            a.build_agent_session(request.into_inner())
+        })
     }
 }

@@ -70,8 +70,10 @@ pub async fn not_found() -> Response {
 
 fn text(status: StatusCode, body: impl Into<Body>) -> Response {
     let mut r = (status, body.into()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -178,7 +180,10 @@ fn get_token_inner(api: &TokenApi, query: &str) -> Result<String, (StatusCode, S
         }
     };
     let req = RtcRequest {
-        common: Common { app_id: None, expire },
+        common: Common {
+            app_id: None,
+            expire,
+        },
         channel_name,
         user: RtcUser::Uid(uid),
         role,
@@ -200,7 +205,10 @@ fn get_token_inner(api: &TokenApi, query: &str) -> Result<String, (StatusCode, S
         Err(IssueError::Invalid(v)) => Err(bad_param(get_param_name(&v.field), &v.rule)),
         Err(e @ IssueError::UnknownApp(_)) => {
             tracing::error!(error = %e, "no default app configured");
-            Err((StatusCode::INTERNAL_SERVER_ERROR, "token generation failed\n".to_owned()))
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "token generation failed\n".to_owned(),
+            ))
         }
     }
 }
@@ -218,7 +226,12 @@ async fn get_token(State(s): State<HttpState>, uri: Uri) -> Response {
         _ => Code::Internal,
     };
     if code != Code::Ok {
-        tracing::info!(rpc = "GetToken", code = code_name(code), reason = body.trim_end(), "request refused");
+        tracing::info!(
+            rpc = "GetToken",
+            code = code_name(code),
+            reason = body.trim_end(),
+            "request refused"
+        );
     }
     s.api
         .shared()
@@ -264,7 +277,9 @@ impl HttpError {
     pub fn http_status(code: Code) -> StatusCode {
         match code {
             Code::Ok => StatusCode::OK,
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                StatusCode::BAD_REQUEST
+            }
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
@@ -299,26 +314,34 @@ impl IntoResponse for HttpError {
             .unwrap_or_else(|| Self::http_status(self.code));
         let body = serde_json::json!({ "code": code_name(self.code), "message": self.message });
         let mut r = (status, body.to_string()).into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         r
     }
 }
 
 fn json_response(body: Vec<u8>) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 /// Decodes, calls and encodes one JSON RPC.
-fn run<Req, Resp>(body: &[u8], f: impl FnOnce(Req) -> Result<Resp, IssueError>) -> Result<Vec<u8>, HttpError>
+fn run<Req, Resp>(
+    body: &[u8],
+    f: impl FnOnce(Req) -> Result<Resp, IssueError>,
+) -> Result<Vec<u8>, HttpError>
 where
     Req: serde::de::DeserializeOwned,
     Resp: serde::Serialize,
 {
-    let req = json::decode::<Req>(body).map_err(|e| HttpError::new(Code::InvalidArgument, e.to_string()))?;
+    let req = json::decode::<Req>(body)
+        .map_err(|e| HttpError::new(Code::InvalidArgument, e.to_string()))?;
     let resp = f(req)?;
     json::encode(&resp).map_err(|e| {
         tracing::error!(error = %e, "cannot encode a response");
@@ -329,7 +352,9 @@ where
 fn dispatch(api: &TokenApi, method: Method, body: &[u8]) -> Result<Vec<u8>, HttpError> {
     match method {
         Method::BuildRtcToken => run(body, |r| api.build_rtc_token(r)),
-        Method::BuildRtcTokenWithPrivileges => run(body, |r| api.build_rtc_token_with_privileges(r)),
+        Method::BuildRtcTokenWithPrivileges => {
+            run(body, |r| api.build_rtc_token_with_privileges(r))
+        }
         Method::BuildRtcRtmToken => run(body, |r| api.build_rtc_rtm_token(r)),
         Method::BuildRtmToken => run(body, |r| api.build_rtm_token(r)),
         Method::BuildChatUserToken => run(body, |r| api.build_chat_user_token(r)),
@@ -362,19 +387,30 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, HttpError> {
             format!("body: larger than {max} bytes"),
         )
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)),
-        Err(_) => Err(HttpError::new(Code::InvalidArgument, "body: could not be read")),
+        Err(_) => Err(HttpError::new(
+            Code::InvalidArgument,
+            "body: could not be read",
+        )),
     }
 }
 
-async fn json_rpc(State(s): State<HttpState>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn json_rpc(
+    State(s): State<HttpState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(method) = Method::from_rpc_name(&name) else {
         return not_found().await;
     };
     let start = Instant::now();
     let result = async {
         if !is_json(&headers) {
-            return Err(HttpError::new(Code::InvalidArgument, "content-type: must be application/json")
-                .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+            return Err(HttpError::new(
+                Code::InvalidArgument,
+                "content-type: must be application/json",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
         let bytes = read_body(body, s.max_body).await?;
         dispatch(&s.api, method, &bytes)
@@ -411,11 +447,29 @@ mod tests {
 
     #[test]
     fn connect_status_table() {
-        assert_eq!(HttpError::http_status(Code::InvalidArgument), StatusCode::BAD_REQUEST);
-        assert_eq!(HttpError::http_status(Code::NotFound), StatusCode::NOT_FOUND);
-        assert_eq!(HttpError::http_status(Code::Unauthenticated), StatusCode::UNAUTHORIZED);
-        assert_eq!(HttpError::http_status(Code::PermissionDenied), StatusCode::FORBIDDEN);
-        assert_eq!(HttpError::http_status(Code::ResourceExhausted), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(HttpError::http_status(Code::Internal), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            HttpError::http_status(Code::InvalidArgument),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            HttpError::http_status(Code::NotFound),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            HttpError::http_status(Code::Unauthenticated),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            HttpError::http_status(Code::PermissionDenied),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            HttpError::http_status(Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            HttpError::http_status(Code::Internal),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

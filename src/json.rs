@@ -22,7 +22,11 @@ pub struct DecodeError {
 
 /// Decodes a request message from proto3 JSON. An empty body is `{}`.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -76,9 +80,11 @@ mod tests {
     #[test]
     fn accepts_both_names_and_answers_camel_case_with_defaults() {
         let a: pb::BuildRtcTokenRequest =
-            decode(br#"{"channel_name":"c","expire_seconds":60,"role":"ROLE_SUBSCRIBER","uid":7}"#).unwrap();
+            decode(br#"{"channel_name":"c","expire_seconds":60,"role":"ROLE_SUBSCRIBER","uid":7}"#)
+                .unwrap();
         let b: pb::BuildRtcTokenRequest =
-            decode(br#"{"channelName":"c","expireSeconds":60,"role":"ROLE_SUBSCRIBER","uid":7}"#).unwrap();
+            decode(br#"{"channelName":"c","expireSeconds":60,"role":"ROLE_SUBSCRIBER","uid":7}"#)
+                .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.expire_seconds, Some(60));
         assert_eq!(a.user, Some(pb::build_rtc_token_request::User::Uid(7)));
@@ -89,7 +95,10 @@ mod tests {
             app_id: String::new(),
         };
         let s = String::from_utf8(encode(&resp).unwrap()).unwrap();
-        assert_eq!(s, r#"{"token":"007x","issuedAt":1,"expiresAt":2,"appId":""}"#);
+        assert_eq!(
+            s,
+            r#"{"token":"007x","issuedAt":1,"expiresAt":2,"appId":""}"#
+        );
     }
 
     #[test]
@@ -109,8 +118,8 @@ mod tests {
 
     #[test]
     fn inspection_json_matches_the_rpc() {
+        use crate::issuer::{AppCredentials, Fixed, Issuer, Limits, RtcRequest};
         use agora_token::{AppCertificate, AppId};
-        use crate::issuer::{AppCredentials, Fixed, Issuer, RtcRequest, Limits};
         let issuer = Issuer::new(vec![AppCredentials {
             app_id: AppId::new("970CA35de60c44645bbae8a215061b33").unwrap(),
             certificate: AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap(),
@@ -134,7 +143,10 @@ mod tests {
         assert_eq!(v["signature"], "SIGNATURE_STATUS_VALID");
         assert_eq!(v["services"][0]["type"], "SERVICE_TYPE_RTC");
         assert_eq!(v["services"][0]["channelName"], "lobby");
-        assert_eq!(v["services"][0]["privileges"][0]["expiresAt"], 1_700_003_600);
+        assert_eq!(
+            v["services"][0]["privileges"][0]["expiresAt"],
+            1_700_003_600
+        );
         let back: pb::InspectTokenResponse = decode(json.as_bytes()).unwrap();
         assert_eq!(back, crate::grpc::inspection_to_pb(&ins));
     }

@@ -24,4 +24,3 @@ pub mod pb;
 pub mod rules;
 pub mod server;
 pub mod state;
-

@@ -268,11 +268,17 @@ impl Metrics {
             "token_authority_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        let _ = writeln!(out, "# HELP token_authority_ready Whether the service accepts work.");
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_ready Whether the service accepts work."
+        );
         let _ = writeln!(out, "# TYPE token_authority_ready gauge");
         let _ = writeln!(out, "token_authority_ready {}", u8::from(ready));
 
-        let _ = writeln!(out, "# HELP token_authority_requests_total API requests by transport, method and result code.");
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_requests_total API requests by transport, method and result code."
+        );
         let _ = writeln!(out, "# TYPE token_authority_requests_total counter");
         for t in Transport::ALL {
             for m in Method::ALL {
@@ -292,8 +298,14 @@ impl Metrics {
             }
         }
 
-        let _ = writeln!(out, "# HELP token_authority_request_duration_seconds API request latency.");
-        let _ = writeln!(out, "# TYPE token_authority_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_request_duration_seconds API request latency."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE token_authority_request_duration_seconds histogram"
+        );
         for t in Transport::ALL {
             let h = &self.latency[transport_index(t)];
             let mut cumulative = 0;
@@ -311,7 +323,8 @@ impl Metrics {
                 "token_authority_request_duration_seconds_bucket{{transport=\"{}\",le=\"+Inf\"}} {count}",
                 t.as_str()
             );
-            #[allow(clippy::cast_precision_loss)] // a sum of microseconds; f64 is what Prometheus takes
+            #[allow(clippy::cast_precision_loss)]
+            // a sum of microseconds; f64 is what Prometheus takes
             let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
             let _ = writeln!(
                 out,
@@ -325,7 +338,10 @@ impl Metrics {
             );
         }
 
-        let _ = writeln!(out, "# HELP token_authority_tokens_issued_total Tokens issued by kind and app.");
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_tokens_issued_total Tokens issued by kind and app."
+        );
         let _ = writeln!(out, "# TYPE token_authority_tokens_issued_total counter");
         if let Ok(map) = self.tokens.read() {
             let mut apps: Vec<_> = map.iter().collect();
@@ -350,7 +366,9 @@ impl Metrics {
 
 /// Escapes a label value (app ids are hex, but be safe).
 fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -360,8 +378,18 @@ mod tests {
     #[test]
     fn counts_and_renders() {
         let m = Metrics::new();
-        m.request(Transport::Grpc, Method::BuildRtcToken, tonic::Code::Ok, Duration::from_millis(2));
-        m.request(Transport::Http, Method::GetToken, tonic::Code::InvalidArgument, Duration::from_millis(1));
+        m.request(
+            Transport::Grpc,
+            Method::BuildRtcToken,
+            tonic::Code::Ok,
+            Duration::from_millis(2),
+        );
+        m.request(
+            Transport::Http,
+            Method::GetToken,
+            tonic::Code::InvalidArgument,
+            Duration::from_millis(1),
+        );
         m.token_issued(TokenKind::Rtc, "app");
         m.token_issued(TokenKind::Rtc, "app");
         let text = m.render(true);
@@ -371,8 +399,12 @@ mod tests {
         assert!(text.contains(
             "token_authority_requests_total{transport=\"http\",method=\"GetToken\",code=\"invalid_argument\"} 1"
         ));
-        assert!(text.contains("token_authority_tokens_issued_total{kind=\"rtc\",app_id=\"app\"} 2"));
-        assert!(text.contains("token_authority_request_duration_seconds_count{transport=\"grpc\"} 1"));
+        assert!(
+            text.contains("token_authority_tokens_issued_total{kind=\"rtc\",app_id=\"app\"} 2")
+        );
+        assert!(
+            text.contains("token_authority_request_duration_seconds_count{transport=\"grpc\"} 1")
+        );
         assert!(text.contains("token_authority_ready 1"));
     }
 

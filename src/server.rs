@@ -118,15 +118,13 @@ fn is_grpc(req: &Request) -> bool {
 impl Server {
     /// Binds the listeners of `config` (port 0 picks a free port).
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+        })?;
         let admin = match config.admin_listen {
-            Some(a) => Some(
-                TcpListener::bind(a)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a} (admin): {e}")))?,
-            ),
+            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {a} (admin): {e}"))
+            })?),
             None => None,
         };
         Ok(Self {
@@ -156,6 +154,9 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let admin_addr = self.admin.as_ref().and_then(|l| l.local_addr().ok());
         let shared = Arc::clone(&self.shared);
+        // Bound and holding credentials: ready (connections queue until the
+        // task below accepts them).
+        self.shared.set_ready(true);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
             // A send or a dropped handle both mean: stop.
@@ -171,7 +172,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains within the grace period.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let api = TokenApi::new(Arc::clone(&self.shared));
         let (reporter, health_service) = tonic_health::server::health_reporter();
         reporter.set_serving::<TokenServiceServer<TokenApi>>().await;
@@ -182,7 +186,9 @@ impl Server {
                 .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         };
         let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
-        let reflection_v1alpha = reflection().build_v1alpha().map_err(std::io::Error::other)?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(std::io::Error::other)?;
         let token_service = TokenServiceServer::new(api.clone())
             .max_decoding_message_size(self.max_request_bytes)
             .max_encoding_message_size(MAX_GRPC_RESPONSE);
@@ -195,7 +201,11 @@ impl Server {
         let http = http::router(http_state.clone());
         let app = Router::new()
             .fallback_service(tower::service_fn(move |req: Request| {
-                let target = if is_grpc(&req) { grpc.clone() } else { http.clone() };
+                let target = if is_grpc(&req) {
+                    grpc.clone()
+                } else {
+                    http.clone()
+                };
                 target.oneshot(req)
             }))
             .layer(middleware::from_fn(request_context));
@@ -212,7 +222,8 @@ impl Server {
         );
         let mut admin_task = match self.admin {
             Some(listener) => {
-                let admin_app = http::admin_router(http_state).layer(middleware::from_fn(request_context));
+                let admin_app =
+                    http::admin_router(http_state).layer(middleware::from_fn(request_context));
                 tracing::info!(addr = %listener.local_addr()?, "admin listener: /healthz /readyz /metrics");
                 Some(tokio::spawn(
                     axum::serve(listener, admin_app)
@@ -236,10 +247,17 @@ impl Server {
             }
         }
 
-        tracing::info!(grace_seconds = self.shutdown_grace.as_secs(), "shutting down: draining in-flight requests");
+        tracing::info!(
+            grace_seconds = self.shutdown_grace.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
         self.shared.set_ready(false);
-        reporter.set_not_serving::<TokenServiceServer<TokenApi>>().await;
-        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter
+            .set_not_serving::<TokenServiceServer<TokenApi>>()
+            .await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let _ = stop_tx.send(true);
         let drain = async {
             let main = (&mut main_task).await;
@@ -273,13 +291,21 @@ fn request_id(req: &Request) -> String {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|s| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)));
+        .filter(|s| {
+            (1..=64).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
     if let Some(id) = given {
         return id.to_owned();
     }
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut b = [0u8; 8];
-    let random = if getrandom::fill(&mut b).is_ok() { u64::from_le_bytes(b) } else { 0 };
+    let random = if getrandom::fill(&mut b).is_ok() {
+        u64::from_le_bytes(b)
+    } else {
+        0
+    };
     format!("{:016x}", random ^ COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -335,7 +361,11 @@ pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
     // Already installed (e.g. by a test): keep the existing one.
     let _ = result;
@@ -352,7 +382,10 @@ pub fn main(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("token-authority: cannot start the async runtime: {e}");
@@ -407,7 +440,11 @@ fn healthcheck(addr: &str, path: &str, timeout: Duration) -> Result<(), String> 
                 let io = |e: std::io::Error| format!("{a}: {e}");
                 s.set_read_timeout(Some(timeout)).map_err(io)?;
                 s.set_write_timeout(Some(timeout)).map_err(io)?;
-                write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io)?;
+                write!(
+                    s,
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+                )
+                .map_err(io)?;
                 let mut buf = [0u8; 64];
                 let mut n = 0;
                 while n < 12 {
@@ -421,7 +458,10 @@ fn healthcheck(addr: &str, path: &str, timeout: Duration) -> Result<(), String> 
                 return if status == "200" {
                     Ok(())
                 } else {
-                    Err(format!("{a}{path} answered {:?}", line.lines().next().unwrap_or("")))
+                    Err(format!(
+                        "{a}{path} answered {:?}",
+                        line.lines().next().unwrap_or("")
+                    ))
                 };
             }
             Err(e) => last = format!("{a}: {e}"),

@@ -1,0 +1,179 @@
+//! Reflection (v1 and v1alpha), health, readiness, metrics, the admin
+//! port, plain 404s and shutdown.
+
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+use crate::common::*;
+
+const SERVICE: &str = "agora.token.v1.TokenService";
+
+#[tokio::test]
+async fn reflection_v1_lists_services_and_describes() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let app = spawn_app().await;
+    let mut c = ServerReflectionClient::new(app.channel().await);
+    let reqs = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(SERVICE.into())),
+        },
+    ];
+    let mut stream = c
+        .server_reflection_info(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        panic!("unexpected {first:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [SERVICE, "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    let second = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(fd)) = second.message_response else {
+        panic!("unexpected {second:?}");
+    };
+    assert!(!fd.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_services() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let app = spawn_app().await;
+    let mut c = ServerReflectionClient::new(app.channel().await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = c
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected {resp:?}");
+    };
+    assert!(list.service.iter().any(|s| s.name == SERVICE), "{list:?}");
+}
+
+#[tokio::test]
+async fn grpc_health_overall_and_per_service() {
+    let app = spawn_app().await;
+    let mut h = HealthClient::new(app.channel().await);
+    for service in ["", SERVICE] {
+        let r = h
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let e = h
+        .check(HealthCheckRequest {
+            service: "nope.Nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn http_ops_endpoints_and_404() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+    let r = app.get("/readyz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ready\n"));
+    let r = app.get("/no/such/path").await;
+    assert_eq!(r.status, 404);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(r.headers.get("grpc-status").is_none());
+    let r = app.post_json("NoSuchMethod", "{}").await;
+    assert_eq!(r.status, 404);
+    assert!(r.headers.contains_key("x-request-id"));
+
+    // The admin port serves health, readiness and metrics only.
+    let admin = app.handle.admin_addr().unwrap();
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/metrics", 200),
+        ("/api/agora/token?channelName=", 404),
+    ] {
+        let r = app.request_to(admin, "GET", path, None, Vec::new()).await;
+        assert_eq!(r.status, status, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_move() {
+    let app = spawn_app().await;
+    let get_ok = r#"token_authority_requests_total{transport="http",method="GetToken",code="ok"}"#;
+    let get_bad = r#"token_authority_requests_total{transport="http",method="GetToken",code="invalid_argument"}"#;
+    let grpc_ok =
+        r#"token_authority_requests_total{transport="grpc",method="BuildRtcToken",code="ok"}"#;
+    let json_ok =
+        r#"token_authority_requests_total{transport="json",method="BuildChatAppToken",code="ok"}"#;
+    let issued = format!(r#"token_authority_tokens_issued_total{{kind="rtc",app_id="{APP_ID}"}}"#);
+    assert_eq!(app.metric(get_ok).await, 0);
+    app.get("/api/agora/token?channelName=a").await;
+    app.get("/api/agora/token?channelName=a").await;
+    app.get("/api/agora/token?uid=1").await;
+    app.grpc()
+        .await
+        .build_rtc_token(token_authority::pb::BuildRtcTokenRequest::default())
+        .await
+        .unwrap();
+    app.post_json("BuildChatAppToken", "{}").await;
+    assert_eq!(app.metric(get_ok).await, 2);
+    assert_eq!(app.metric(get_bad).await, 1);
+    assert_eq!(app.metric(grpc_ok).await, 1);
+    assert_eq!(app.metric(json_ok).await, 1);
+    assert_eq!(app.metric(&issued).await, 3);
+    assert_eq!(
+        app.metric(r#"token_authority_request_duration_seconds_count{transport="http"}"#)
+            .await,
+        3
+    );
+    let text = app.get("/metrics").await.body;
+    assert!(
+        text.contains("token_authority_build_info{version="),
+        "{text}"
+    );
+    assert!(text.contains("token_authority_ready 1"));
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving() {
+    let app = spawn_app().await;
+    let addr = app.addr();
+    let shared = std::sync::Arc::clone(app.handle.shared());
+    assert!(shared.is_ready());
+    app.handle.shutdown().await.unwrap();
+    assert!(!shared.is_ready());
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
