@@ -31,15 +31,16 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." || path.is_empty() {
+        if inner.is_syntax() || inner.is_eof() {
             return DecodeError {
                 field: "body".to_owned(),
                 problem: format!("malformed JSON: {inner}"),
             };
         }
+        let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
         DecodeError {
-            field: path,
-            problem: strip_position(&inner.to_string()),
+            field,
+            problem: explain(&strip_position(&inner.to_string())),
         }
     })?;
     de.end().map_err(|e| DecodeError {
@@ -47,6 +48,18 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
         problem: format!("malformed JSON: {e}"),
     })?;
     Ok(value)
+}
+
+/// Makes pbjson's number errors say what the field needs.
+fn explain(problem: &str) -> String {
+    if problem.contains("untagged enum") {
+        // pbjson's number visitor: negative, fractional or too large.
+        "must be a whole number in the field's range (uint32: 0..=4294967295; int32: -2147483648..=2147483647)".to_owned()
+    } else if problem.contains("invalid digit") || problem.contains("number too large") {
+        format!("must be a number ({problem})")
+    } else {
+        problem.to_owned()
+    }
 }
 
 /// serde_json appends " at line L column C"; the field name says more.
