@@ -244,7 +244,8 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         // which could hold a secret pasted into the wrong place.
         let line = e
             .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            .and_then(|s| text.get(..s.start))
+            .map(|before| before.matches('\n').count() + 1);
         let problem = match line {
             Some(l) => format!("line {l}: {}", e.message().trim()),
             None => e.message().trim().to_owned(),

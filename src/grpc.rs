@@ -645,3 +645,102 @@ impl TokenService for TokenApi {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use agora_token::{AppCertificate, AppId};
+
+    use super::*;
+    use crate::issuer::{AppCredentials, Issuer};
+
+    fn api() -> TokenApi {
+        let issuer = Issuer::new(vec![AppCredentials {
+            app_id: AppId::new("970CA35de60c44645bbae8a215061b33").unwrap(),
+            certificate: AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap(),
+            secondary: None,
+        }]);
+        TokenApi::new(Arc::new(Shared::new(issuer)))
+    }
+
+    #[test]
+    fn issue_errors_map_to_status_codes() {
+        let s = Status::from(IssueError::Invalid(Violation::new("uid", "bad")));
+        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "uid: bad"));
+        let s = Status::from(IssueError::UnknownApp("x".into()));
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().starts_with("app_id"));
+    }
+
+    #[tokio::test]
+    async fn service_methods_can_be_called_directly() {
+        let api = api();
+        let r = TokenService::build_rtc_token(
+            &api,
+            Request::new(pb::BuildRtcTokenRequest {
+                channel_name: "c".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        assert!(r.token.starts_with("007"));
+        let e = TokenService::build_rtc_token(
+            &api,
+            Request::new(pb::BuildRtcTokenRequest {
+                role: 42,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(
+            api.shared().metrics.requests_total(
+                Transport::Grpc,
+                Method::BuildRtcToken,
+                Code::InvalidArgument
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn generic_service_payloads() {
+        let e = service_from_pb(
+            0,
+            pb::Service {
+                r#type: 99,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("services[0].type"), "{e}");
+        let e = service_from_pb(
+            1,
+            pb::Service {
+                r#type: pb::ServiceType::Rtc as i32,
+                privileges: vec![pb::Privilege {
+                    id: 70_000,
+                    expire_seconds: 1,
+                }],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("services[1].privileges[0].id"),
+            "{e}"
+        );
+        let s = service_from_pb(
+            0,
+            pb::Service {
+                r#type: pb::ServiceType::Apaas as i32,
+                user_uuid: "u".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(matches!(s.payload, Payload::Apaas { role: -1, .. }));
+    }
+}

@@ -37,7 +37,11 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
                 problem: format!("malformed JSON: {inner}"),
             };
         }
-        let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
+        let field = if path == "." || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
         DecodeError {
             field,
             problem: explain(&strip_position(&inner.to_string())),

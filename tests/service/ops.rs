@@ -168,6 +168,56 @@ async fn metrics_move() {
 }
 
 #[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let addr = app.addr();
+    // An idle HTTP/2 connection must not hold shutdown up.
+    let mut grpc = app.grpc().await;
+    grpc.build_chat_app_token(token_authority::pb::BuildChatAppTokenRequest::default())
+        .await
+        .unwrap();
+    // An HTTP/1.1 request whose body is still arriving when shutdown starts.
+    let body = br#"{"channelName":"drain","uid":8}"#;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /agora.token.v1.TokenService/BuildRtcToken HTTP/1.1\r\nHost: t\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let shared = std::sync::Arc::clone(app.handle.shared());
+    let shutdown = tokio::spawn(app.handle.shutdown());
+    while shared.is_ready() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.write_all(&body[10..]).await.unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let token = resp
+        .split("\"token\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    verified(token, CERT);
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown finished within the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
 async fn shutdown_stops_serving() {
     let app = spawn_app().await;
     let addr = app.addr();
