@@ -113,6 +113,32 @@ struct FileApp {
     secondary_certificate_file: Option<PathBuf>,
 }
 
+/// Per-connection limits of the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// HTTP/1.1: time allowed to receive a request's headers (slow-client
+    /// protection).
+    pub header_read_timeout: Duration,
+    /// HTTP/1.1 read buffer and HTTP/2 header list limit, in bytes.
+    pub max_header_bytes: usize,
+    /// HTTP/2: concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2: keep-alive ping interval (idle peers that do not answer are
+    /// dropped).
+    pub keep_alive_interval: Option<Duration>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_concurrent_streams: 256,
+            keep_alive_interval: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -130,6 +156,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Where the apps came from (for the start-up log).
     pub apps_source: String,
+    /// Per-connection limits (defaults; not yet exposed as flags).
+    pub connection: ConnectionLimits,
 }
 
 impl Config {
@@ -143,6 +171,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE),
             max_request_bytes: crate::http::DEFAULT_MAX_BODY,
             apps_source: "code".to_owned(),
+            connection: ConnectionLimits::default(),
         }
     }
 
@@ -198,6 +227,7 @@ impl Config {
             ),
             max_request_bytes,
             apps_source,
+            connection: ConnectionLimits::default(),
         })
     }
 }

@@ -12,7 +12,7 @@
 //! accepting, and in-flight requests get the grace period to finish; after
 //! it, remaining connections are dropped.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
@@ -25,6 +25,10 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,7 +36,7 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
-use crate::config::{Config, EXIT_CONFIG, LogFormat, ServeArgs};
+use crate::config::{Config, ConnectionLimits, EXIT_CONFIG, LogFormat, ServeArgs};
 use crate::grpc::{TokenApi, TokenServiceServer};
 use crate::http::{self, HttpState};
 use crate::issuer::Issuer;
@@ -41,6 +45,8 @@ use crate::state::Shared;
 
 /// Largest gRPC response message, in bytes (tokens are small).
 const MAX_GRPC_RESPONSE: usize = 1024 * 1024;
+/// How long an HTTP/2 keep-alive ping may go unanswered.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `token-authority healthcheck` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +71,7 @@ pub struct Server {
     shared: Arc<Shared>,
     shutdown_grace: Duration,
     max_request_bytes: usize,
+    connection: ConnectionLimits,
 }
 
 /// A running server started by [`Server::spawn`] or [`spawn`]. Dropping it
@@ -133,6 +140,7 @@ impl Server {
             shared: Arc::new(Shared::new(Issuer::new(config.apps.clone()))),
             shutdown_grace: config.shutdown_grace,
             max_request_bytes: config.max_request_bytes,
+            connection: config.connection,
         })
     }
 
@@ -211,25 +219,21 @@ impl Server {
             .layer(middleware::from_fn(request_context));
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
         let main_addr = self.listener.local_addr()?;
-        let mut main_task = tokio::spawn(
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
+        let conn = self.connection;
+        let mut main_task =
+            tokio::spawn(serve_connections(self.listener, app, stop_rx.clone(), conn));
         let mut admin_task = match self.admin {
             Some(listener) => {
                 let admin_app =
                     http::admin_router(http_state).layer(middleware::from_fn(request_context));
                 tracing::info!(addr = %listener.local_addr()?, "admin listener: /healthz /readyz /metrics");
-                Some(tokio::spawn(
-                    axum::serve(listener, admin_app)
-                        .with_graceful_shutdown(stopped(stop_rx.clone()))
-                        .into_future(),
-                ))
+                Some(tokio::spawn(serve_connections(
+                    listener,
+                    admin_app,
+                    stop_rx.clone(),
+                    conn,
+                )))
             }
             None => None,
         };
@@ -240,10 +244,7 @@ impl Server {
             () = shutdown => {}
             r = &mut main_task => {
                 self.shared.set_ready(false);
-                return match r {
-                    Ok(r) => r,
-                    Err(e) => Err(std::io::Error::other(e)),
-                };
+                return r.map_err(std::io::Error::other);
             }
         }
 
@@ -267,9 +268,9 @@ impl Server {
             main
         };
         match tokio::time::timeout(self.shutdown_grace, drain).await {
-            Ok(Ok(r)) => {
+            Ok(Ok(())) => {
                 tracing::info!("stopped");
-                r
+                Ok(())
             }
             Ok(Err(e)) => Err(std::io::Error::other(e)),
             Err(_) => {
@@ -282,6 +283,66 @@ impl Server {
             }
         }
     }
+}
+
+/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1 or
+/// HTTP/2, detected per connection) with the connection limits, until `stop`
+/// turns true; then stops accepting, asks every connection to finish
+/// gracefully (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and
+/// waits for them. The caller bounds the wait with the grace period.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(limits.keep_alive_interval)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stopped => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // E.g. EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// A request id: the caller's `x-request-id` when it is short and plain,

@@ -40,11 +40,17 @@ pub struct TestApp {
 
 /// A server with two apps (the sample app is the default) and an admin port.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with a changed configuration.
+pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::new(
         "127.0.0.1:0".parse().unwrap(),
         vec![creds(APP_ID, CERT), creds(APP_ID2, CERT2)],
     );
     config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    change(&mut config);
     let handle = server::spawn(&config).await.unwrap();
     TestApp { handle }
 }
