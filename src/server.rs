@@ -21,17 +21,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tonic::transport::server::TcpConnectInfo;
 use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
@@ -329,7 +329,19 @@ async fn serve_connections(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The peer address, for tonic's `Request::remote_addr()` and axum's
+        // `ConnectInfo` (caller policies and per-IP limits need it).
+        let info = TcpConnectInfo {
+            local_addr: stream.local_addr().ok(),
+            remote_addr: Some(peer),
+        };
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info.clone());
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(req)
+            });
         let conn = graceful.watch(
             builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -375,7 +387,11 @@ fn request_id(req: &Request) -> String {
 async fn request_context(req: Request, next: Next) -> Response {
     let id = request_id(&req);
     let path: String = req.uri().path().chars().take(128).collect();
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %path);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(String::new, |c| c.0.to_string());
+    let span = tracing::info_span!("request", id = %id, peer = %peer, method = %req.method(), path = %path);
     let start = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
