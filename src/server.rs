@@ -310,6 +310,7 @@ async fn serve_connections(
         .keep_alive_interval(limits.keep_alive_interval)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -347,7 +348,10 @@ async fn serve_connections(
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned(),
         );
-        tokio::spawn(async move {
+        // Connections live in a JoinSet owned by this task: if the grace
+        // period runs out and this task is aborted, they are dropped with it.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection closed with an error");
             }

@@ -251,3 +251,33 @@ async fn slow_headers_are_cut_off() {
     // Other clients are unaffected.
     assert_eq!(app.get("/healthz").await.status, 200);
 }
+
+#[tokio::test]
+async fn grace_period_bounds_shutdown() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.shutdown_grace = Duration::from_millis(300)).await;
+    // A request whose body never completes.
+    let mut s = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    s.write_all(
+        b"POST /agora.token.v1.TokenService/BuildChatAppToken HTTP/1.1\r\nHost: t\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), app.handle.shutdown())
+        .await
+        .expect("shutdown is bounded by the grace period")
+        .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    // The stuck connection was dropped.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open");
+}
