@@ -12,9 +12,9 @@ use agora_token::{Payload, Privileges, Rtm2Permissions, Service};
 use tonic::{Code, Request, Response, Status};
 
 use crate::issuer::{
-    self, AgentSessionRequest, ChatUserRequest, Common, GenericRequest, IssueError, Issued,
-    PrivilegeExpires, RtcPrivilegesRequest, RtcRequest, RtcRtmRequest, RtcUser, RtmRequest,
-    fingerprint,
+    self, AgentSessionRequest, ApaasRoomUserRequest, ChatUserRequest, Common, GenericRequest,
+    IssueError, Issued, PrivilegeExpires, RtcPrivilegesRequest, RtcRequest, RtcRtmRequest, RtcUser,
+    RtmRequest, fingerprint,
 };
 use crate::metrics::{Method, Transport, code_name};
 use crate::pb;
@@ -58,6 +58,7 @@ token_response!(
     BuildChatUserTokenResponse,
     BuildChatAppTokenResponse,
     BuildFpaTokenResponse,
+    BuildApaasTokenResponse,
     BuildTokenResponse,
 );
 
@@ -449,6 +450,62 @@ impl TokenApi {
         Ok(self.issued(issued).into())
     }
 
+    /// `BuildApaasToken`.
+    pub fn build_apaas_token(
+        &self,
+        r: pb::BuildApaasTokenRequest,
+    ) -> Result<pb::BuildApaasTokenResponse, IssueError> {
+        use pb::ApaasTokenKind as K;
+        let kind = K::try_from(r.kind).unwrap_or(K::Unspecified);
+        let unused = |field: &str, is_set: bool| -> Result<(), IssueError> {
+            if is_set {
+                return Err(Violation::new(
+                    field,
+                    format!("is not used by {}", kind.as_str_name()),
+                )
+                .into());
+            }
+            Ok(())
+        };
+        let common = common(r.app_id, r.expire_seconds);
+        let limits = self.shared.limits();
+        let issuer = self.shared.issuer();
+        let issued = match kind {
+            K::RoomUser => {
+                let role = i16::try_from(r.role)
+                    .map_err(|_| Violation::new("role", "must be -32768..=32767"))?;
+                issuer.apaas_room_user(
+                    &ApaasRoomUserRequest {
+                        common,
+                        room_uuid: r.room_uuid,
+                        user_uuid: r.user_uuid,
+                        role,
+                    },
+                    &limits,
+                )?
+            }
+            K::User => {
+                unused("room_uuid", !r.room_uuid.is_empty())?;
+                unused("role", r.role != 0)?;
+                issuer.apaas_user(&common, &r.user_uuid, &limits)?
+            }
+            K::App => {
+                unused("room_uuid", !r.room_uuid.is_empty())?;
+                unused("user_uuid", !r.user_uuid.is_empty())?;
+                unused("role", r.role != 0)?;
+                issuer.apaas_app(&common, &limits)?
+            }
+            K::Unspecified => {
+                return Err(Violation::new(
+                    "kind",
+                    "must be APAAS_TOKEN_KIND_ROOM_USER, APAAS_TOKEN_KIND_USER or APAAS_TOKEN_KIND_APP",
+                )
+                .into());
+            }
+        };
+        Ok(self.issued(issued).into())
+    }
+
     /// `BuildToken`.
     pub fn build_token(
         &self,
@@ -617,6 +674,15 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::BuildFpaTokenResponse>, Status> {
         self.grpc(Method::BuildFpaToken, |a| {
             a.build_fpa_token(request.into_inner())
+        })
+    }
+
+    async fn build_apaas_token(
+        &self,
+        request: Request<pb::BuildApaasTokenRequest>,
+    ) -> Result<Response<pb::BuildApaasTokenResponse>, Status> {
+        self.grpc(Method::BuildApaasToken, |a| {
+            a.build_apaas_token(request.into_inner())
         })
     }
 

@@ -360,6 +360,7 @@ fn dispatch(api: &TokenApi, method: Method, body: &[u8]) -> Result<Vec<u8>, Http
         Method::BuildChatUserToken => run(body, |r| api.build_chat_user_token(r)),
         Method::BuildChatAppToken => run(body, |r| api.build_chat_app_token(r)),
         Method::BuildFpaToken => run(body, |r| api.build_fpa_token(r)),
+        Method::BuildApaasToken => run(body, |r| api.build_apaas_token(r)),
         Method::BuildToken => run(body, |r| api.build_token(r)),
         Method::InspectToken => run(body, |r| api.inspect_token(r)),
         Method::BuildAgentSession => run(body, |r| api.build_agent_session(r)),

@@ -61,6 +61,8 @@ pub enum Method {
     BuildChatAppToken,
     /// `BuildFpaToken`.
     BuildFpaToken,
+    /// `BuildApaasToken`.
+    BuildApaasToken,
     /// `BuildToken`.
     BuildToken,
     /// `InspectToken`.
@@ -73,7 +75,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in label order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::BuildRtcToken,
         Self::BuildRtcTokenWithPrivileges,
         Self::BuildRtcRtmToken,
@@ -81,6 +83,7 @@ impl Method {
         Self::BuildChatUserToken,
         Self::BuildChatAppToken,
         Self::BuildFpaToken,
+        Self::BuildApaasToken,
         Self::BuildToken,
         Self::InspectToken,
         Self::BuildAgentSession,
@@ -97,6 +100,7 @@ impl Method {
             Self::BuildChatUserToken => "BuildChatUserToken",
             Self::BuildChatAppToken => "BuildChatAppToken",
             Self::BuildFpaToken => "BuildFpaToken",
+            Self::BuildApaasToken => "BuildApaasToken",
             Self::BuildToken => "BuildToken",
             Self::InspectToken => "InspectToken",
             Self::BuildAgentSession => "BuildAgentSession",

@@ -572,3 +572,102 @@ async fn build_agent_session() {
     );
     assert_eq!(r.agent_token, r.rest_token);
 }
+
+#[tokio::test]
+async fn build_apaas_token_kinds() {
+    use pb::ApaasTokenKind as K;
+    let app = spawn_app().await;
+    let mut c = app.grpc().await;
+    let r = c
+        .build_apaas_token(pb::BuildApaasTokenRequest {
+            kind: K::RoomUser as i32,
+            room_uuid: "room-1".into(),
+            user_uuid: "user-1".into(),
+            role: 2,
+            expire_seconds: Some(900),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t = verified(&r.token, CERT);
+    let types: Vec<u16> = t
+        .services
+        .iter()
+        .map(agora_token::Service::service_type)
+        .collect();
+    // Packed in service-type order, as the official builders do.
+    assert_eq!(types, vec![2, 5, 7]);
+    assert_eq!(
+        t.services[2].payload,
+        Payload::Apaas {
+            room_uuid: b"room-1".to_vec(),
+            user_uuid: b"user-1".to_vec(),
+            role: 2
+        }
+    );
+    assert_eq!(
+        t.services[1].payload,
+        Payload::Chat {
+            user_id: agora_token::builders::md5_hex("user-1").into_bytes()
+        }
+    );
+    assert_eq!(privileges(&t, 2), vec![(1, 900)]);
+
+    let r = c
+        .build_apaas_token(pb::BuildApaasTokenRequest {
+            kind: K::User as i32,
+            user_uuid: "user-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t = verified(&r.token, CERT);
+    assert_eq!(privileges(&t, 0), vec![(2, 3600)]);
+
+    let r = c
+        .build_apaas_token(pb::BuildApaasTokenRequest {
+            kind: K::App as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t = verified(&r.token, CERT);
+    assert_eq!(privileges(&t, 0), vec![(3, 3600)]);
+
+    for (req, field) in [
+        (pb::BuildApaasTokenRequest::default(), "kind"),
+        (
+            pb::BuildApaasTokenRequest {
+                kind: K::App as i32,
+                user_uuid: "u".into(),
+                ..Default::default()
+            },
+            "user_uuid",
+        ),
+        (
+            pb::BuildApaasTokenRequest {
+                kind: K::RoomUser as i32,
+                user_uuid: "u".into(),
+                ..Default::default()
+            },
+            "room_uuid",
+        ),
+        (
+            pb::BuildApaasTokenRequest {
+                kind: K::RoomUser as i32,
+                room_uuid: "r".into(),
+                user_uuid: "u".into(),
+                role: 40_000,
+                ..Default::default()
+            },
+            "role",
+        ),
+    ] {
+        let e = c.build_apaas_token(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with(field), "{}", e.message());
+    }
+}

@@ -68,6 +68,12 @@ async fn every_token_rpc_over_json() {
         ("BuildChatAppToken", r#"{}"#, 3600, &[5]),
         ("BuildFpaToken", r#""#, 86_400, &[4]),
         (
+            "BuildApaasToken",
+            r#"{"kind":"APAAS_TOKEN_KIND_ROOM_USER","roomUuid":"r","user_uuid":"u","role":1}"#,
+            3600,
+            &[2, 5, 7],
+        ),
+        (
             "BuildToken",
             r#"{"services":[{"type":"SERVICE_TYPE_FCDN","channelName":"c","account":"a","privileges":[{"id":1,"expireSeconds":5}]},
                             {"type":"SERVICE_TYPE_APAAS","roomUuid":"r","userUuid":"u","privileges":[{"id":1,"expire_seconds":5}]}],
