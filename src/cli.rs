@@ -622,13 +622,35 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The JSON of an inspection: the InspectToken response's proto3 JSON.
+/// The JSON of an inspection: exactly the service's InspectToken response.
 pub fn inspection_json(ins: &Inspection) -> String {
-    crate::inspect_json::to_json(ins)
+    crate::json::inspection_json(ins)
 }
 
 fn time(ts: u64) -> String {
-    format!("{ts} ({})", crate::inspect_json::rfc3339(ts))
+    format!("{ts} ({})", rfc3339(ts))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds (proleptic Gregorian, UTC).
+pub fn rfc3339(ts: u64) -> String {
+    let days = ts / 86_400;
+    let secs = ts % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), on non-negative days.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// A human-readable report of an inspection.
@@ -766,6 +788,14 @@ pub fn inspection_text(ins: &Inspection) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(u64::from(u32::MAX)), "2106-02-07T06:28:15Z");
+    }
 
     #[test]
     fn permission_specs() {

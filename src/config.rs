@@ -1,10 +1,476 @@
-//! Service configuration: flags, environment, config file -> one validated
-//! config. (Being written; see issue 3.)
+//! Service configuration: flags, an optional TOML file and the environment
+//! become one validated [`Config`] (DESIGN 5), before anything binds.
+//!
+//! Precedence: flags > config file > environment / built-in defaults.
+//! Apps come from the file's `[[apps]]` when it has any, otherwise from the
+//! environment (`SHENGWANG_APP_ID` / `SHENGWANG_APP_CERTIFICATE`, see
+//! [`crate::env`]). Errors say what is missing or malformed and where to get
+//! it; they never contain a certificate.
+//!
+//! ```toml
+//! listen = "0.0.0.0:8080"          # --listen
+//! admin_listen = "127.0.0.1:9090"  # --admin-listen
+//! log_format = "json"              # --log-format: text | json
+//! shutdown_grace_seconds = 20      # --shutdown-grace
+//! max_request_bytes = 65536        # --max-request-bytes
+//!
+//! [[apps]]                          # the first app is the default
+//! app_id = "970CA35de60c44645bbae8a215061b33"
+//! certificate_file = "/run/secrets/agora-cert"       # relative: to this file
+//! secondary_certificate_file = "/run/secrets/old"    # optional (rotation)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agora_token::{AppCertificate, AppId};
+use serde::Deserialize;
+
+use crate::env::{self, Env, EnvError};
+use crate::issuer::AppCredentials;
+
+/// Exit code for configuration errors (`EX_CONFIG` from `sysexits.h`).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default graceful-shutdown grace period, in seconds.
+pub const DEFAULT_SHUTDOWN_GRACE: u64 = 10;
+
+const WHERE: &str =
+    "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// `token-authority serve` options.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(after_help = "\
+Credentials (when the config file has no [[apps]]):
+  SHENGWANG_APP_ID, SHENGWANG_APP_CERTIFICATE     the app id and its certificate (32 hex chars each)
+  AGORA_APP_ID, AGORA_APP_CERTIFICATE             fallbacks
+  SHENGWANG_APP_CERTIFICATE_FILE (any <NAME>_FILE) read the value from a file (Docker/Kubernetes secrets)
+  SHENGWANG_APP_CERTIFICATE_SECONDARY[_FILE]      a second certificate accepted by InspectToken
+  .env in the working directory fills in variables that are not set.
+Config file (TOML; flags override it, it overrides the environment):
+  listen, admin_listen, log_format, shutdown_grace_seconds, max_request_bytes
+  [[apps]] app_id, certificate_file, secondary_certificate_file (first app = default;
+           relative paths are relative to the config file; unknown keys are errors)
+Logging: RUST_LOG (default \"info\").
+Exit codes: 0 clean shutdown, 78 configuration error, 1 other start-up failure.")]
 pub struct ServeArgs {
-    /// Address to listen on (gRPC and HTTP/1.1).
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub listen: String,
+    /// Address for gRPC (h2c) and HTTP/1.1 [default: 0.0.0.0:8080; file: listen].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Also serve /healthz, /readyz and /metrics on this plaintext address
+    /// [file: admin_listen].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// TOML config file (apps, listen addresses, limits).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format [default: text; file: log_format].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Seconds in-flight requests get to finish on SIGTERM / Ctrl-C
+    /// [default: 10; file: shutdown_grace_seconds].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_grace: Option<u64>,
+    /// Largest JSON request body and gRPC message, in bytes
+    /// [default: 65536; file: max_request_bytes].
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+}
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    log_format: Option<LogFormat>,
+    shutdown_grace_seconds: Option<u64>,
+    max_request_bytes: Option<usize>,
+    #[serde(default)]
+    apps: Vec<FileApp>,
+}
+
+/// One `[[apps]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApp {
+    app_id: String,
+    certificate_file: PathBuf,
+    secondary_certificate_file: Option<PathBuf>,
+}
+
+/// Per-connection limits of the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// HTTP/1.1: time allowed to receive a request's headers (slow-client
+    /// protection).
+    pub header_read_timeout: Duration,
+    /// HTTP/1.1 read buffer and HTTP/2 header list limit, in bytes.
+    pub max_header_bytes: usize,
+    /// HTTP/2: concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2: keep-alive ping interval (idle peers that do not answer are
+    /// dropped).
+    pub keep_alive_interval: Option<Duration>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_concurrent_streams: 256,
+            keep_alive_interval: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Main listen address.
+    pub listen: SocketAddr,
+    /// Admin listen address.
+    pub admin_listen: Option<SocketAddr>,
+    /// Apps; the first is the default. Never empty.
+    pub apps: Vec<AppCredentials>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+    /// Largest JSON request body and gRPC message, in bytes.
+    pub max_request_bytes: usize,
+    /// Where the apps came from (for the start-up log).
+    pub apps_source: String,
+    /// Per-connection limits (defaults; not yet exposed as flags).
+    pub connection: ConnectionLimits,
+}
+
+impl Config {
+    /// A config for `apps` with the defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr, apps: Vec<AppCredentials>) -> Self {
+        Self {
+            listen,
+            admin_listen: None,
+            apps,
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE),
+            max_request_bytes: crate::http::DEFAULT_MAX_BODY,
+            apps_source: "code".to_owned(),
+            connection: ConnectionLimits::default(),
+        }
+    }
+
+    /// Flags, then the config file they name, then `env`.
+    pub fn load(args: &ServeArgs, env: &impl Env) -> Result<Self, ConfigError> {
+        let (file, base) = match &args.config {
+            Some(path) => (
+                read_file(path)?,
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ),
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        let listen_str = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = parse_addr("--listen", &listen_str)?;
+        let admin_listen = args
+            .admin_listen
+            .clone()
+            .or(file.admin_listen)
+            .map(|a| parse_addr("--admin-listen", &a))
+            .transpose()?;
+        let max_request_bytes = args
+            .max_request_bytes
+            .or(file.max_request_bytes)
+            .unwrap_or(crate::http::DEFAULT_MAX_BODY);
+        if max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                what: "--max-request-bytes".to_owned(),
+                problem: "must be at least 1024".to_owned(),
+            });
+        }
+        let (apps, apps_source) = if file.apps.is_empty() {
+            (vec![env::credentials(env)?], "environment".to_owned())
+        } else {
+            let source = args
+                .config
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string());
+            (file_apps(&file.apps, &base)?, source)
+        };
+        Ok(Self {
+            listen,
+            admin_listen,
+            apps,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            shutdown_grace: Duration::from_secs(
+                args.shutdown_grace
+                    .or(file.shutdown_grace_seconds)
+                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            ),
+            max_request_bytes,
+            apps_source,
+            connection: ConnectionLimits::default(),
+        })
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Credentials from the environment.
+    #[error("{0}")]
+    Env(#[from] EnvError),
+    /// The config file cannot be read.
+    #[error("config file {path}: cannot read it: {reason}")]
+    ReadFile {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The config file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path}: {problem}")]
+    ParseFile {
+        /// The path.
+        path: String,
+        /// What is wrong (the parser's message and line; never the line's text).
+        problem: String,
+    },
+    /// A value is malformed.
+    #[error("{what}: {problem}")]
+    Invalid {
+        /// Which setting.
+        what: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        // The message only: toml's Display quotes the offending source line,
+        // which could hold a secret pasted into the wrong place.
+        let line = e
+            .span()
+            .and_then(|s| text.get(..s.start))
+            .map(|before| before.matches('\n').count() + 1);
+        let problem = match line {
+            Some(l) => format!("line {l}: {}", e.message().trim()),
+            None => e.message().trim().to_owned(),
+        };
+        ConfigError::ParseFile {
+            path: path.display().to_string(),
+            problem,
+        }
+    })
+}
+
+fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| ConfigError::Invalid {
+        what: what.to_owned(),
+        problem: format!("{s:?} is not an IP:PORT socket address (e.g. 0.0.0.0:8080 or [::]:8080)"),
+    })
+}
+
+fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, ConfigError> {
+    let mut out: Vec<AppCredentials> = Vec::with_capacity(apps.len());
+    for (i, a) in apps.iter().enumerate() {
+        let app_id = AppId::new(a.app_id.trim()).map_err(|e| ConfigError::Invalid {
+            what: format!("apps[{i}].app_id"),
+            problem: format!("{e}; {WHERE}"),
+        })?;
+        if out.iter().any(|o| o.app_id.as_str() == app_id.as_str()) {
+            return Err(ConfigError::Invalid {
+                what: format!("apps[{i}].app_id"),
+                problem: format!("{} is configured twice", app_id.as_str()),
+            });
+        }
+        let certificate = certificate_file(
+            &format!("apps[{i}].certificate_file"),
+            &a.certificate_file,
+            base,
+        )?;
+        let secondary = a
+            .secondary_certificate_file
+            .as_ref()
+            .map(|p| certificate_file(&format!("apps[{i}].secondary_certificate_file"), p, base))
+            .transpose()?;
+        out.push(AppCredentials {
+            app_id,
+            certificate,
+            secondary,
+        });
+    }
+    Ok(out)
+}
+
+fn certificate_file(what: &str, path: &Path, base: &Path) -> Result<AppCertificate, ConfigError> {
+    let full = if path.is_relative() {
+        base.join(path)
+    } else {
+        path.to_path_buf()
+    };
+    let shown = full.display().to_string();
+    let text = env::read_secret_file(what, &shown).map_err(|e| ConfigError::Invalid {
+        what: what.to_owned(),
+        problem: match e {
+            EnvError::File { path, reason, .. } => format!("cannot read {path}: {reason}"),
+            other => other.to_string(),
+        },
+    })?;
+    AppCertificate::new(text.trim()).map_err(|e| ConfigError::Invalid {
+        what: format!("{what} ({shown})"),
+        problem: format!("{e}; {WHERE}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const ID: &str = "970CA35de60c44645bbae8a215061b33";
+    const CERT: &str = "5CFd2fd1755d40ecb72977518be15d3b";
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ta-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn env_only_with_defaults() {
+        let c = Config::load(
+            &ServeArgs::default(),
+            &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(
+            c.shutdown_grace,
+            Duration::from_secs(DEFAULT_SHUTDOWN_GRACE)
+        );
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn missing_certificate_is_explained() {
+        let e = Config::load(&ServeArgs::default(), &env(&[(env::APP_ID, ID)])).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("SHENGWANG_APP_CERTIFICATE") && msg.contains("console"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let d = tmpdir("ok");
+        std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+        let path = d.join("ta.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:9000\"\nlog_format = \"json\"\nshutdown_grace_seconds = 3\n\
+                 [[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n"
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(c.apps[0].app_id.as_str(), ID);
+        let args = ServeArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:9001".into()),
+            log_format: Some(LogFormat::Text),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_file_never_echoes_the_secret() {
+        let d = tmpdir("bad");
+        let path = d.join("ta.toml");
+        std::fs::write(
+            &path,
+            format!("[[apps]]\napp_id = \"{ID}\"\ncertificate = \"{CERT}\"\n"),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+        assert!(msg.contains("certificate") && msg.contains("line"), "{msg}");
+        assert!(!msg.contains(CERT), "{msg}");
+
+        std::fs::write(d.join("badcert"), "not-a-certificate\n").unwrap();
+        let path = d.join("ta2.toml");
+        std::fs::write(
+            &path,
+            format!("[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"badcert\"\n"),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+        assert!(msg.contains("apps[0].certificate_file"), "{msg}");
+        assert!(!msg.contains("not-a-certificate"), "{msg}");
+    }
+
+    #[test]
+    fn bad_listen_address() {
+        let args = ServeArgs {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        };
+        let e = Config::load(
+            &args,
+            &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--listen"), "{e}");
+    }
 }

@@ -4,9 +4,11 @@
 //! App Certificate lives only here; everything else asks for tokens over
 //! gRPC, JSON/HTTP or the compatible `GET /api/agora/token`.
 //!
-//! Layers (dependencies point one way): `main` (CLI) -> transports ->
-//! [`issuer`] -> the `agora-token` library. [`rules`] holds the input rules
-//! every transport shares.
+//! Layers (dependencies point one way): `main` (CLI) -> [`server`] ->
+//! transports ([`grpc`], [`http`], [`json`]) -> [`issuer`] -> the
+//! `agora-token` library. [`rules`] holds the input rules every transport
+//! shares; [`config`] turns flags, file and environment into one validated
+//! [`config::Config`].
 
 #![forbid(unsafe_code)]
 
@@ -14,8 +16,13 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod env;
-pub mod inspect_json;
+pub mod grpc;
+pub mod http;
 pub mod issuer;
+pub mod json;
+pub mod metrics;
+pub mod pb;
 pub mod rules;
 pub mod server;
+pub mod state;
 pub mod tls;

@@ -1,0 +1,812 @@
+//! The gRPC `TokenService`: proto messages <-> [`crate::issuer`] requests.
+//!
+//! Thin by design: every default and input rule lives in the issuer; this
+//! module only maps fields (and proto shapes such as enums and oneofs) and
+//! maps [`IssueError`] to a gRPC status in one place. The JSON routes call
+//! the same [`TokenApi`] methods, so both transports answer identically.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use agora_token::{Payload, Privileges, Rtm2Permissions, Service};
+use tonic::{Code, Request, Response, Status};
+
+use crate::issuer::{
+    self, AgentSessionRequest, ApaasRoomUserRequest, ChatUserRequest, Common, GenericRequest,
+    IssueError, Issued, PrivilegeExpires, RtcPrivilegesRequest, RtcRequest, RtcRtmRequest, RtcUser,
+    RtmRequest, fingerprint,
+};
+use crate::metrics::{Method, Transport, code_name};
+use crate::pb;
+use crate::rules::Violation;
+use crate::state::Shared;
+
+pub use pb::token_service_server::{TokenService, TokenServiceServer};
+
+/// The one mapping from issuer errors to gRPC status codes: bad input is
+/// INVALID_ARGUMENT naming the field and the rule, an unknown app NOT_FOUND.
+impl From<IssueError> for Status {
+    fn from(e: IssueError) -> Self {
+        match &e {
+            IssueError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            IssueError::UnknownApp(_) => Status::not_found(e.to_string()),
+        }
+    }
+}
+
+/// The API implementation shared by gRPC and JSON.
+#[derive(Debug, Clone)]
+pub struct TokenApi {
+    shared: Arc<Shared>,
+}
+
+macro_rules! token_response {
+    ($($t:ident),* $(,)?) => {$(
+        impl From<Issued> for pb::$t {
+            fn from(i: Issued) -> Self {
+                Self { token: i.token, issued_at: i.issued_at, expires_at: i.expires_at, app_id: i.app_id }
+            }
+        }
+    )*};
+}
+
+token_response!(
+    BuildRtcTokenResponse,
+    BuildRtcTokenWithPrivilegesResponse,
+    BuildRtcRtmTokenResponse,
+    BuildRtmTokenResponse,
+    BuildChatUserTokenResponse,
+    BuildChatAppTokenResponse,
+    BuildFpaTokenResponse,
+    BuildApaasTokenResponse,
+    BuildTokenResponse,
+);
+
+/// The `user` oneof of a request as an issuer [`RtcUser`] (absent: uid 0).
+macro_rules! rtc_user {
+    ($user:expr, $module:ident) => {
+        match $user {
+            None => RtcUser::Uid(0),
+            Some(pb::$module::User::Uid(u)) => RtcUser::Uid(u),
+            Some(pb::$module::User::Account(a)) => RtcUser::Account(a),
+        }
+    };
+}
+
+fn role(v: i32) -> Result<agora_token::Role, IssueError> {
+    match pb::Role::try_from(v) {
+        Ok(pb::Role::Unspecified | pb::Role::Publisher) => Ok(agora_token::Role::Publisher),
+        Ok(pb::Role::Subscriber) => Ok(agora_token::Role::Subscriber),
+        Err(_) => Err(Violation::new("role", "must be ROLE_PUBLISHER or ROLE_SUBSCRIBER").into()),
+    }
+}
+
+fn common(app_id: String, expire: Option<u32>) -> Common {
+    Common {
+        app_id: Some(app_id),
+        expire,
+    }
+}
+
+/// An official RTM2 number given as `uint32`; values beyond `u16` become
+/// `u16::MAX`, which the issuer rejects with its own rule.
+fn rtm2_number(v: u32) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
+fn rtm2_permissions(perms: &[pb::Rtm2Permission]) -> Vec<(u16, u16, Vec<String>)> {
+    perms
+        .iter()
+        .map(|p| {
+            (
+                rtm2_number(p.resource_type),
+                rtm2_number(p.permission_type),
+                p.resources.clone(),
+            )
+        })
+        .collect()
+}
+
+/// A generic service from its proto form: picks the payload of its type and
+/// refuses payload fields that type does not have (they would be dropped).
+fn service_from_pb(i: usize, s: pb::Service) -> Result<Service, IssueError> {
+    use pb::ServiceType as T;
+    let field = |n: &str| format!("services[{i}].{n}");
+    let ty = T::try_from(s.r#type).unwrap_or(T::Unspecified);
+    let set: [(&str, bool); 7] = [
+        ("channel_name", !s.channel_name.is_empty()),
+        ("uid", !s.uid.is_empty()),
+        ("account", !s.account.is_empty()),
+        ("user_id", !s.user_id.is_empty()),
+        ("room_uuid", !s.room_uuid.is_empty()),
+        ("user_uuid", !s.user_uuid.is_empty()),
+        ("permissions", !s.permissions.is_empty()),
+    ];
+    let allowed: &[&str] = match ty {
+        T::Rtc => &["channel_name", "uid"],
+        T::Rtm | T::Chat => &["user_id"],
+        T::Streaming | T::Fcdn => &["channel_name", "account"],
+        T::Fpa => &[],
+        T::Apaas => &["room_uuid", "user_uuid"],
+        T::Rtm2 => &["user_id", "permissions"],
+        T::Unspecified => {
+            return Err(Violation::new(
+                field("type"),
+                "must be a service type: SERVICE_TYPE_RTC, _RTM, _STREAMING, _FPA, _CHAT, _FCDN, _APAAS or _RTM2",
+            )
+            .into());
+        }
+    };
+    if let Some((name, _)) = set
+        .iter()
+        .find(|(name, is_set)| *is_set && !allowed.contains(name))
+    {
+        return Err(Violation::new(
+            field(name),
+            format!("is not a field of a {} service", ty.as_str_name()),
+        )
+        .into());
+    }
+    if s.role.is_some() && ty != T::Apaas {
+        return Err(Violation::new(
+            field("role"),
+            format!("is not a field of a {} service", ty.as_str_name()),
+        )
+        .into());
+    }
+    let payload = match ty {
+        T::Rtc => Payload::Rtc {
+            channel_name: s.channel_name.into_bytes(),
+            uid: s.uid.into_bytes(),
+        },
+        T::Rtm => Payload::Rtm {
+            user_id: s.user_id.into_bytes(),
+        },
+        T::Streaming => Payload::Streaming {
+            channel_name: s.channel_name.into_bytes(),
+            account: s.account.into_bytes(),
+        },
+        T::Fpa => Payload::Fpa,
+        T::Chat => Payload::Chat {
+            user_id: s.user_id.into_bytes(),
+        },
+        T::Fcdn => Payload::Fcdn {
+            channel_name: s.channel_name.into_bytes(),
+            account: s.account.into_bytes(),
+        },
+        T::Apaas => Payload::Apaas {
+            room_uuid: s.room_uuid.into_bytes(),
+            user_uuid: s.user_uuid.into_bytes(),
+            role: i16::try_from(s.role.unwrap_or(-1))
+                .map_err(|_| Violation::new(field("role"), "must be -32768..=32767"))?,
+        },
+        T::Rtm2 => {
+            let mut p = Rtm2Permissions::new();
+            for g in &s.permissions {
+                p.add(
+                    rtm2_number(g.resource_type),
+                    rtm2_number(g.permission_type),
+                    g.resources.iter().map(String::as_str),
+                );
+            }
+            Payload::Rtm2 {
+                user_id: s.user_id.into_bytes(),
+                permissions: p,
+            }
+        }
+        T::Unspecified => Payload::Other(0),
+    };
+    let mut privileges = Privileges::new();
+    for (j, p) in s.privileges.iter().enumerate() {
+        let id = u16::try_from(p.id).map_err(|_| {
+            Violation::new(
+                field(&format!("privileges[{j}].id")),
+                format!("privilege {} does not exist", p.id),
+            )
+        })?;
+        privileges.set(id, p.expire_seconds);
+    }
+    Ok(Service::new(payload, privileges))
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn saturate(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// The proto form of an inspection (also the JSON of `InspectToken`).
+pub fn inspection_to_pb(ins: &issuer::Inspection) -> pb::InspectTokenResponse {
+    let services = ins
+        .services
+        .iter()
+        .map(|s| {
+            let mut out = pb::InspectedService {
+                r#type: i32::from(s.service_type),
+                name: s.name.to_owned(),
+                privileges: s
+                    .privileges
+                    .iter()
+                    .map(|p| pb::InspectedPrivilege {
+                        id: u32::from(p.id),
+                        name: p.name.unwrap_or_default().to_owned(),
+                        expire_seconds: p.expire,
+                        expires_at: saturate(p.expires_at),
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            match &s.payload {
+                Payload::Rtc { channel_name, uid } => {
+                    out.channel_name = lossy(channel_name);
+                    out.uid = lossy(uid);
+                }
+                Payload::Rtm { user_id } | Payload::Chat { user_id } => {
+                    out.user_id = lossy(user_id)
+                }
+                Payload::Streaming {
+                    channel_name,
+                    account,
+                }
+                | Payload::Fcdn {
+                    channel_name,
+                    account,
+                } => {
+                    out.channel_name = lossy(channel_name);
+                    out.account = lossy(account);
+                }
+                Payload::Apaas {
+                    room_uuid,
+                    user_uuid,
+                    role,
+                } => {
+                    out.room_uuid = lossy(room_uuid);
+                    out.user_uuid = lossy(user_uuid);
+                    out.role = i32::from(*role);
+                }
+                Payload::Rtm2 {
+                    user_id,
+                    permissions,
+                } => {
+                    out.user_id = lossy(user_id);
+                    out.permissions = permissions
+                        .grants()
+                        .iter()
+                        .map(|g| pb::Rtm2Permission {
+                            resource_type: u32::from(g.resource_type),
+                            permission_type: u32::from(g.permission_type),
+                            resources: g.resources.iter().map(|r| lossy(r)).collect(),
+                        })
+                        .collect();
+                }
+                Payload::Fpa | Payload::Other(_) => {}
+            }
+            out
+        })
+        .collect();
+    pb::InspectTokenResponse {
+        version: match ins.version {
+            issuer::TokenVersion::V007 => agora_token::VERSION.to_owned(),
+            issuer::TokenVersion::V006 => agora_token::v1::VERSION.to_owned(),
+        },
+        app_id: ins.app_id.clone(),
+        issued_at: ins.issued_at,
+        expires_at: saturate(ins.expires_at),
+        salt: ins.salt,
+        services,
+        expired: ins.expired,
+        signature: match ins.signature {
+            issuer::SignatureStatus::Valid => pb::SignatureStatus::Valid,
+            issuer::SignatureStatus::Invalid => pb::SignatureStatus::Invalid,
+            issuer::SignatureStatus::NotChecked => pb::SignatureStatus::NotChecked,
+        } as i32,
+        expire_seconds: ins.expire,
+        service_count: u32::from(ins.service_count),
+        stopped_at_unknown_service_type: ins.stopped_at_unknown_service_type.map(u32::from),
+        trailing_bytes: saturate(ins.trailing_bytes as u64),
+        bytes_after_zlib_stream: saturate(ins.bytes_after_zlib_stream as u64),
+        v1_crc_channel_name: ins.v1_crc.map(|c| c.0),
+        v1_crc_uid: ins.v1_crc.map(|c| c.1),
+        notes: ins.notes.clone(),
+    }
+}
+
+impl TokenApi {
+    /// The API over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Counts and logs an issued token (by fingerprint only).
+    fn issued(&self, i: Issued) -> Issued {
+        self.shared.metrics.token_issued(i.kind, &i.app_id);
+        tracing::info!(
+            kind = i.kind.as_str(),
+            app_id = %i.app_id,
+            token_fp = %fingerprint(&i.token),
+            expires_at = i.expires_at,
+            "token issued"
+        );
+        i
+    }
+
+    /// `BuildRtcToken`.
+    pub fn build_rtc_token(
+        &self,
+        r: pb::BuildRtcTokenRequest,
+    ) -> Result<pb::BuildRtcTokenResponse, IssueError> {
+        let req = RtcRequest {
+            common: common(r.app_id, r.expire_seconds),
+            channel_name: r.channel_name,
+            user: rtc_user!(r.user, build_rtc_token_request),
+            role: role(r.role)?,
+            privilege_expire: r.privilege_expire_seconds,
+        };
+        let issued = self.shared.issuer().rtc(&req, &self.shared.limits())?;
+        Ok(self.issued(issued).into())
+    }
+
+    /// `BuildRtcTokenWithPrivileges`.
+    pub fn build_rtc_token_with_privileges(
+        &self,
+        r: pb::BuildRtcTokenWithPrivilegesRequest,
+    ) -> Result<pb::BuildRtcTokenWithPrivilegesResponse, IssueError> {
+        let req = RtcPrivilegesRequest {
+            common: common(r.app_id, r.expire_seconds),
+            channel_name: r.channel_name,
+            user: rtc_user!(r.user, build_rtc_token_with_privileges_request),
+            privileges: PrivilegeExpires {
+                join_channel: r.join_channel_expire_seconds,
+                publish_audio: r.publish_audio_expire_seconds,
+                publish_video: r.publish_video_expire_seconds,
+                publish_data: r.publish_data_expire_seconds,
+            },
+        };
+        let issued = self
+            .shared
+            .issuer()
+            .rtc_with_privileges(&req, &self.shared.limits())?;
+        Ok(self.issued(issued).into())
+    }
+
+    /// `BuildRtcRtmToken`.
+    pub fn build_rtc_rtm_token(
+        &self,
+        r: pb::BuildRtcRtmTokenRequest,
+    ) -> Result<pb::BuildRtcRtmTokenResponse, IssueError> {
+        let req = RtcRtmRequest {
+            common: common(r.app_id, r.expire_seconds),
+            channel_name: r.channel_name,
+            user: rtc_user!(r.user, build_rtc_rtm_token_request),
+            role: role(r.role)?,
+            privilege_expire: r.privilege_expire_seconds,
+            privileges: None,
+            rtm_user_id: r.rtm_user_id,
+            rtm_expire: r.rtm_expire_seconds,
+        };
+        let issued = self.shared.issuer().rtc_rtm(&req, &self.shared.limits())?;
+        Ok(self.issued(issued).into())
+    }
+
+    /// `BuildRtmToken`.
+    pub fn build_rtm_token(
+        &self,
+        r: pb::BuildRtmTokenRequest,
+    ) -> Result<pb::BuildRtmTokenResponse, IssueError> {
+        let req = RtmRequest {
+            common: common(r.app_id, r.expire_seconds),
+            user_id: r.user_id,
+            rtm2: r.rtm2,
+            permissions: rtm2_permissions(&r.permissions),
+        };
+        let issued = self.shared.issuer().rtm(&req, &self.shared.limits())?;
+        Ok(self.issued(issued).into())
+    }
+
+    /// `BuildChatUserToken`.
+    pub fn build_chat_user_token(
+        &self,
+        r: pb::BuildChatUserTokenRequest,
+    ) -> Result<pb::BuildChatUserTokenResponse, IssueError> {
+        let req = ChatUserRequest {
+            common: common(r.app_id, r.expire_seconds),
+            user_id: r.user_id,
+        };
+        let issued = self
+            .shared
+            .issuer()
+            .chat_user(&req, &self.shared.limits())?;
+        Ok(self.issued(issued).into())
+    }
+
+    /// `BuildChatAppToken`.
+    pub fn build_chat_app_token(
+        &self,
+        r: pb::BuildChatAppTokenRequest,
+    ) -> Result<pb::BuildChatAppTokenResponse, IssueError> {
+        let issued = self
+            .shared
+            .issuer()
+            .chat_app(&common(r.app_id, r.expire_seconds), &self.shared.limits())?;
+        Ok(self.issued(issued).into())
+    }
+
+    /// `BuildFpaToken`.
+    pub fn build_fpa_token(
+        &self,
+        r: pb::BuildFpaTokenRequest,
+    ) -> Result<pb::BuildFpaTokenResponse, IssueError> {
+        let issued = self
+            .shared
+            .issuer()
+            .fpa(&common(r.app_id, None), &self.shared.limits())?;
+        Ok(self.issued(issued).into())
+    }
+
+    /// `BuildApaasToken`.
+    pub fn build_apaas_token(
+        &self,
+        r: pb::BuildApaasTokenRequest,
+    ) -> Result<pb::BuildApaasTokenResponse, IssueError> {
+        use pb::ApaasTokenKind as K;
+        let kind = K::try_from(r.kind).unwrap_or(K::Unspecified);
+        let unused = |field: &str, is_set: bool| -> Result<(), IssueError> {
+            if is_set {
+                return Err(Violation::new(
+                    field,
+                    format!("is not used by {}", kind.as_str_name()),
+                )
+                .into());
+            }
+            Ok(())
+        };
+        let common = common(r.app_id, r.expire_seconds);
+        let limits = self.shared.limits();
+        let issuer = self.shared.issuer();
+        let issued = match kind {
+            K::RoomUser => {
+                let role = i16::try_from(r.role)
+                    .map_err(|_| Violation::new("role", "must be -32768..=32767"))?;
+                issuer.apaas_room_user(
+                    &ApaasRoomUserRequest {
+                        common,
+                        room_uuid: r.room_uuid,
+                        user_uuid: r.user_uuid,
+                        role,
+                    },
+                    &limits,
+                )?
+            }
+            K::User => {
+                unused("room_uuid", !r.room_uuid.is_empty())?;
+                unused("role", r.role != 0)?;
+                issuer.apaas_user(&common, &r.user_uuid, &limits)?
+            }
+            K::App => {
+                unused("room_uuid", !r.room_uuid.is_empty())?;
+                unused("user_uuid", !r.user_uuid.is_empty())?;
+                unused("role", r.role != 0)?;
+                issuer.apaas_app(&common, &limits)?
+            }
+            K::Unspecified => {
+                return Err(Violation::new(
+                    "kind",
+                    "must be APAAS_TOKEN_KIND_ROOM_USER, APAAS_TOKEN_KIND_USER or APAAS_TOKEN_KIND_APP",
+                )
+                .into());
+            }
+        };
+        Ok(self.issued(issued).into())
+    }
+
+    /// `BuildToken`.
+    pub fn build_token(
+        &self,
+        r: pb::BuildTokenRequest,
+    ) -> Result<pb::BuildTokenResponse, IssueError> {
+        let services = r
+            .services
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| service_from_pb(i, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let req = GenericRequest {
+            common: common(r.app_id, r.expire_seconds),
+            services,
+        };
+        let issued = self.shared.issuer().generic(&req, &self.shared.limits())?;
+        Ok(self.issued(issued).into())
+    }
+
+    /// `InspectToken`.
+    pub fn inspect_token(
+        &self,
+        r: pb::InspectTokenRequest,
+    ) -> Result<pb::InspectTokenResponse, IssueError> {
+        let uid = match r.user {
+            None => None,
+            Some(pb::inspect_token_request::User::Uid(u)) => {
+                Some(agora_token::service::uid_string(u))
+            }
+            Some(pb::inspect_token_request::User::Account(a)) => Some(a),
+        };
+        let identity = match (&uid, r.channel_name.is_empty()) {
+            (None, true) => None,
+            (uid, _) => Some((r.channel_name.as_str(), uid.as_deref().unwrap_or(""))),
+        };
+        let ins = self
+            .shared
+            .issuer()
+            .inspect(&r.token, identity)
+            .map_err(|e| IssueError::Invalid(Violation::new("token", e.0.to_string())))?;
+        Ok(inspection_to_pb(&ins))
+    }
+
+    /// `BuildAgentSession`.
+    pub fn build_agent_session(
+        &self,
+        r: pb::BuildAgentSessionRequest,
+    ) -> Result<pb::BuildAgentSessionResponse, IssueError> {
+        let req = AgentSessionRequest {
+            common: common(r.app_id, r.expire_seconds),
+            channel_name: r.channel_name,
+            agent_uid: r.agent_uid,
+            user_uid: r.user_uid,
+            string_uid: r.string_uid,
+            enable_rtm: r.enable_rtm,
+        };
+        let s = self
+            .shared
+            .issuer()
+            .agent_session(&req, &self.shared.limits())?;
+        let agent = self.issued(s.agent);
+        let user = self.issued(s.user);
+        let rest = self.issued(s.rest);
+        Ok(pb::BuildAgentSessionResponse {
+            agent_token: agent.token,
+            user_token: user.token,
+            rest_token: rest.token,
+            issued_at: rest.issued_at,
+            expires_at: rest.expires_at,
+            app_id: rest.app_id,
+        })
+    }
+
+    /// Runs one call for `transport`: times it, counts it and maps the error.
+    pub fn observe<T>(
+        &self,
+        transport: Transport,
+        method: Method,
+        f: impl FnOnce(&Self) -> Result<T, IssueError>,
+    ) -> Result<T, Status> {
+        let start = Instant::now();
+        let result = f(self).map_err(Status::from);
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.shared
+            .metrics
+            .request(transport, method, code, start.elapsed());
+        if let Err(s) = &result {
+            tracing::info!(
+                rpc = method.as_str(),
+                code = code_name(code),
+                reason = s.message(),
+                "request refused"
+            );
+        }
+        result
+    }
+
+    fn grpc<T>(
+        &self,
+        method: Method,
+        f: impl FnOnce(&Self) -> Result<T, IssueError>,
+    ) -> Result<Response<T>, Status> {
+        self.observe(Transport::Grpc, method, f).map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    async fn build_rtc_token(
+        &self,
+        request: Request<pb::BuildRtcTokenRequest>,
+    ) -> Result<Response<pb::BuildRtcTokenResponse>, Status> {
+        self.grpc(Method::BuildRtcToken, |a| {
+            a.build_rtc_token(request.into_inner())
+        })
+    }
+
+    async fn build_rtc_token_with_privileges(
+        &self,
+        request: Request<pb::BuildRtcTokenWithPrivilegesRequest>,
+    ) -> Result<Response<pb::BuildRtcTokenWithPrivilegesResponse>, Status> {
+        self.grpc(Method::BuildRtcTokenWithPrivileges, |a| {
+            a.build_rtc_token_with_privileges(request.into_inner())
+        })
+    }
+
+    async fn build_rtc_rtm_token(
+        &self,
+        request: Request<pb::BuildRtcRtmTokenRequest>,
+    ) -> Result<Response<pb::BuildRtcRtmTokenResponse>, Status> {
+        self.grpc(Method::BuildRtcRtmToken, |a| {
+            a.build_rtc_rtm_token(request.into_inner())
+        })
+    }
+
+    async fn build_rtm_token(
+        &self,
+        request: Request<pb::BuildRtmTokenRequest>,
+    ) -> Result<Response<pb::BuildRtmTokenResponse>, Status> {
+        self.grpc(Method::BuildRtmToken, |a| {
+            a.build_rtm_token(request.into_inner())
+        })
+    }
+
+    async fn build_chat_user_token(
+        &self,
+        request: Request<pb::BuildChatUserTokenRequest>,
+    ) -> Result<Response<pb::BuildChatUserTokenResponse>, Status> {
+        self.grpc(Method::BuildChatUserToken, |a| {
+            a.build_chat_user_token(request.into_inner())
+        })
+    }
+
+    async fn build_chat_app_token(
+        &self,
+        request: Request<pb::BuildChatAppTokenRequest>,
+    ) -> Result<Response<pb::BuildChatAppTokenResponse>, Status> {
+        self.grpc(Method::BuildChatAppToken, |a| {
+            a.build_chat_app_token(request.into_inner())
+        })
+    }
+
+    async fn build_fpa_token(
+        &self,
+        request: Request<pb::BuildFpaTokenRequest>,
+    ) -> Result<Response<pb::BuildFpaTokenResponse>, Status> {
+        self.grpc(Method::BuildFpaToken, |a| {
+            a.build_fpa_token(request.into_inner())
+        })
+    }
+
+    async fn build_apaas_token(
+        &self,
+        request: Request<pb::BuildApaasTokenRequest>,
+    ) -> Result<Response<pb::BuildApaasTokenResponse>, Status> {
+        self.grpc(Method::BuildApaasToken, |a| {
+            a.build_apaas_token(request.into_inner())
+        })
+    }
+
+    async fn build_token(
+        &self,
+        request: Request<pb::BuildTokenRequest>,
+    ) -> Result<Response<pb::BuildTokenResponse>, Status> {
+        self.grpc(Method::BuildToken, |a| a.build_token(request.into_inner()))
+    }
+
+    async fn inspect_token(
+        &self,
+        request: Request<pb::InspectTokenRequest>,
+    ) -> Result<Response<pb::InspectTokenResponse>, Status> {
+        self.grpc(Method::InspectToken, |a| {
+            a.inspect_token(request.into_inner())
+        })
+    }
+
+    async fn build_agent_session(
+        &self,
+        request: Request<pb::BuildAgentSessionRequest>,
+    ) -> Result<Response<pb::BuildAgentSessionResponse>, Status> {
+        self.grpc(Method::BuildAgentSession, |a| {
+            a.build_agent_session(request.into_inner())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_token::{AppCertificate, AppId};
+
+    use super::*;
+    use crate::issuer::{AppCredentials, Issuer};
+
+    fn api() -> TokenApi {
+        let issuer = Issuer::new(vec![AppCredentials {
+            app_id: AppId::new("970CA35de60c44645bbae8a215061b33").unwrap(),
+            certificate: AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap(),
+            secondary: None,
+        }]);
+        TokenApi::new(Arc::new(Shared::new(issuer)))
+    }
+
+    #[test]
+    fn issue_errors_map_to_status_codes() {
+        let s = Status::from(IssueError::Invalid(Violation::new("uid", "bad")));
+        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "uid: bad"));
+        let s = Status::from(IssueError::UnknownApp("x".into()));
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().starts_with("app_id"));
+    }
+
+    #[tokio::test]
+    async fn service_methods_can_be_called_directly() {
+        let api = api();
+        let r = TokenService::build_rtc_token(
+            &api,
+            Request::new(pb::BuildRtcTokenRequest {
+                channel_name: "c".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        assert!(r.token.starts_with("007"));
+        let e = TokenService::build_rtc_token(
+            &api,
+            Request::new(pb::BuildRtcTokenRequest {
+                role: 42,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(
+            api.shared().metrics.requests_total(
+                Transport::Grpc,
+                Method::BuildRtcToken,
+                Code::InvalidArgument
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn generic_service_payloads() {
+        let e = service_from_pb(
+            0,
+            pb::Service {
+                r#type: 99,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("services[0].type"), "{e}");
+        let e = service_from_pb(
+            1,
+            pb::Service {
+                r#type: pb::ServiceType::Rtc as i32,
+                privileges: vec![pb::Privilege {
+                    id: 70_000,
+                    expire_seconds: 1,
+                }],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("services[1].privileges[0].id"),
+            "{e}"
+        );
+        let s = service_from_pb(
+            0,
+            pb::Service {
+                r#type: pb::ServiceType::Apaas as i32,
+                user_uuid: "u".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(matches!(s.payload, Payload::Apaas { role: -1, .. }));
+    }
+}

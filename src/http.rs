@@ -1,0 +1,476 @@
+//! The HTTP side of the one listener: the compatible
+//! `GET /api/agora/token` (DESIGN 4.1), proto3 JSON for every RPC at
+//! `POST /agora.token.v1.TokenService/<Method>` (Connect unary style),
+//! `/healthz`, `/readyz` and `/metrics`. Unknown paths get a plain 404.
+//!
+//! Errors of the JSON routes go through one type, [`HttpError`], built from
+//! the gRPC [`Status`] the issuer error maps to, so both transports report
+//! the same code and message.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tonic::{Code, Status};
+
+use crate::grpc::TokenApi;
+use crate::issuer::{Common, IssueError, RtcRequest, RtcUser};
+use crate::json;
+use crate::metrics::{Method, Transport, code_name};
+use crate::rules;
+
+/// Default JSON request body limit, in bytes.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// State of the HTTP routes.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    api: TokenApi,
+    max_body: usize,
+}
+
+impl HttpState {
+    /// Routes over `api`, refusing JSON bodies above `max_body` bytes.
+    pub fn new(api: TokenApi, max_body: usize) -> Self {
+        Self { api, max_body }
+    }
+}
+
+/// The main port's HTTP routes.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/api/agora/token", get(get_token))
+        .route("/agora.token.v1.TokenService/{method}", post(json_rpc))
+        .merge(ops_routes())
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// The admin port's routes: health, readiness and metrics only.
+pub fn admin_router(state: HttpState) -> Router {
+    ops_routes().fallback(not_found).with_state(state)
+}
+
+fn ops_routes() -> Router<HttpState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// A plain-text 404.
+pub async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn text(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut r = (status, body.into()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    if s.api.shared().is_ready() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    let shared = s.api.shared();
+    let mut r = text(StatusCode::OK, shared.metrics.render(shared.is_ready()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+// ---------------------------------------------------------------------------
+// GET /api/agora/token
+// ---------------------------------------------------------------------------
+
+/// The compatible endpoint's parameters, as received.
+#[derive(Debug, Default)]
+struct GetParams {
+    channel_name: Option<String>,
+    uid: Option<String>,
+    role: Option<String>,
+    expire_seconds: Option<String>,
+}
+
+impl GetParams {
+    /// Decodes the query as a form (`+` is a space, `%2B` a plus). The first
+    /// occurrence of a parameter wins; unknown parameters are ignored.
+    fn parse(query: &str) -> Self {
+        let mut p = Self::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match k.as_ref() {
+                "channelName" => &mut p.channel_name,
+                "uid" => &mut p.uid,
+                "role" => &mut p.role,
+                "expireSeconds" => &mut p.expire_seconds,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(v.into_owned());
+            }
+        }
+        p
+    }
+}
+
+/// A `400` line for the GET endpoint.
+fn bad_param(param: &str, why: &str) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, format!("{param}: {why}\n"))
+}
+
+/// The issuer names fields as in the proto; the GET endpoint's parameters
+/// are named differently.
+fn get_param_name(field: &str) -> &str {
+    match field {
+        "channel_name" => "channelName",
+        "expire_seconds" | "privilege_expire_seconds" => "expireSeconds",
+        "account" => "uid",
+        other => other,
+    }
+}
+
+fn get_token_inner(api: &TokenApi, query: &str) -> Result<String, (StatusCode, String)> {
+    let p = GetParams::parse(query);
+    let Some(channel_name) = p.channel_name else {
+        return Err(bad_param(
+            "channelName",
+            "is required (an empty value means any channel)",
+        ));
+    };
+    let uid = match p.uid.as_deref() {
+        None => 0,
+        Some(s) => rules::parse_uid("uid", s).map_err(|v| bad_param("uid", &v.rule))?,
+    };
+    let role = match p.role.as_deref() {
+        None | Some("publisher") => agora_token::Role::Publisher,
+        Some("subscriber") => agora_token::Role::Subscriber,
+        Some(_) => return Err(bad_param("role", "must be publisher or subscriber")),
+    };
+    let expire = match p.expire_seconds.as_deref() {
+        None => None,
+        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            // Too many digits for a u32 is out of range; let the issuer say so.
+            Some(s.parse::<u32>().unwrap_or(u32::MAX))
+        }
+        Some(_) => {
+            return Err(bad_param(
+                "expireSeconds",
+                "must be a decimal integer of seconds (digits only)",
+            ));
+        }
+    };
+    let req = RtcRequest {
+        common: Common {
+            app_id: None,
+            expire,
+        },
+        channel_name,
+        user: RtcUser::Uid(uid),
+        role,
+        privilege_expire: expire,
+    };
+    let shared = api.shared();
+    match shared.issuer().rtc(&req, &shared.limits()) {
+        Ok(issued) => {
+            shared.metrics.token_issued(issued.kind, &issued.app_id);
+            tracing::info!(
+                kind = issued.kind.as_str(),
+                app_id = %issued.app_id,
+                token_fp = %crate::issuer::fingerprint(&issued.token),
+                expires_at = issued.expires_at,
+                "token issued"
+            );
+            Ok(issued.token)
+        }
+        Err(IssueError::Invalid(v)) => Err(bad_param(get_param_name(&v.field), &v.rule)),
+        Err(e @ IssueError::UnknownApp(_)) => {
+            tracing::error!(error = %e, "no default app configured");
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "token generation failed\n".to_owned(),
+            ))
+        }
+    }
+}
+
+async fn get_token(State(s): State<HttpState>, uri: Uri) -> Response {
+    let start = Instant::now();
+    let result = get_token_inner(&s.api, uri.query().unwrap_or(""));
+    let (status, body) = match result {
+        Ok(token) => (StatusCode::OK, token),
+        Err(e) => e,
+    };
+    let code = match status {
+        StatusCode::OK => Code::Ok,
+        StatusCode::BAD_REQUEST => Code::InvalidArgument,
+        _ => Code::Internal,
+    };
+    if code != Code::Ok {
+        tracing::info!(
+            rpc = "GetToken",
+            code = code_name(code),
+            reason = body.trim_end(),
+            "request refused"
+        );
+    }
+    s.api
+        .shared()
+        .metrics
+        .request(Transport::Http, Method::GetToken, code, start.elapsed());
+    let mut r = text(status, body);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+// ---------------------------------------------------------------------------
+// JSON for every RPC
+// ---------------------------------------------------------------------------
+
+/// An error of a JSON route: HTTP status plus the Connect error body
+/// `{"code":"invalid_argument","message":"..."}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// The gRPC code it stands for.
+    pub code: Code,
+    /// The message (never a secret: internal details are logged, not sent).
+    pub message: String,
+    status_override: Option<StatusCode>,
+}
+
+impl HttpError {
+    /// An error with `code` and `message`.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            status_override: None,
+        }
+    }
+
+    fn with_status(mut self, status: StatusCode) -> Self {
+        self.status_override = Some(status);
+        self
+    }
+
+    /// The HTTP status of a gRPC code (the Connect protocol's table).
+    pub fn http_status(code: Code) -> StatusCode {
+        match code {
+            Code::Ok => StatusCode::OK,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                StatusCode::BAD_REQUEST
+            }
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            // 499: client closed request (Connect's mapping of canceled).
+            Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<Status> for HttpError {
+    fn from(s: Status) -> Self {
+        Self::new(s.code(), s.message())
+    }
+}
+
+impl From<IssueError> for HttpError {
+    fn from(e: IssueError) -> Self {
+        Status::from(e).into()
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = self
+            .status_override
+            .unwrap_or_else(|| Self::http_status(self.code));
+        let body = serde_json::json!({ "code": code_name(self.code), "message": self.message });
+        let mut r = (status, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Decodes, calls and encodes one JSON RPC.
+fn run<Req, Resp>(
+    body: &[u8],
+    f: impl FnOnce(Req) -> Result<Resp, IssueError>,
+) -> Result<Vec<u8>, HttpError>
+where
+    Req: serde::de::DeserializeOwned,
+    Resp: serde::Serialize,
+{
+    let req = json::decode::<Req>(body)
+        .map_err(|e| HttpError::new(Code::InvalidArgument, e.to_string()))?;
+    let resp = f(req)?;
+    json::encode(&resp).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode a response");
+        HttpError::new(Code::Internal, "internal error")
+    })
+}
+
+fn dispatch(api: &TokenApi, method: Method, body: &[u8]) -> Result<Vec<u8>, HttpError> {
+    match method {
+        Method::BuildRtcToken => run(body, |r| api.build_rtc_token(r)),
+        Method::BuildRtcTokenWithPrivileges => {
+            run(body, |r| api.build_rtc_token_with_privileges(r))
+        }
+        Method::BuildRtcRtmToken => run(body, |r| api.build_rtc_rtm_token(r)),
+        Method::BuildRtmToken => run(body, |r| api.build_rtm_token(r)),
+        Method::BuildChatUserToken => run(body, |r| api.build_chat_user_token(r)),
+        Method::BuildChatAppToken => run(body, |r| api.build_chat_app_token(r)),
+        Method::BuildFpaToken => run(body, |r| api.build_fpa_token(r)),
+        Method::BuildApaasToken => run(body, |r| api.build_apaas_token(r)),
+        Method::BuildToken => run(body, |r| api.build_token(r)),
+        Method::InspectToken => run(body, |r| api.inspect_token(r)),
+        Method::BuildAgentSession => run(body, |r| api.build_agent_session(r)),
+        Method::GetToken => Err(HttpError::new(Code::Unimplemented, "no such method")),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE) {
+        // curl -d without -H sends a form content type; a missing one is fine.
+        None => true,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")),
+    }
+}
+
+async fn read_body(body: Body, max: usize) -> Result<Bytes, HttpError> {
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(HttpError::new(
+            Code::ResourceExhausted,
+            format!("body: larger than {max} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)),
+        Err(_) => Err(HttpError::new(
+            Code::InvalidArgument,
+            "body: could not be read",
+        )),
+    }
+}
+
+async fn json_rpc(
+    State(s): State<HttpState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(method) = Method::from_rpc_name(&name) else {
+        return not_found().await;
+    };
+    let start = Instant::now();
+    let result = async {
+        if !is_json(&headers) {
+            return Err(HttpError::new(
+                Code::InvalidArgument,
+                "content-type: must be application/json",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let bytes = read_body(body, s.max_body).await?;
+        dispatch(&s.api, method, &bytes)
+    }
+    .await;
+    let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
+    s.api
+        .shared()
+        .metrics
+        .request(Transport::Json, method, code, start.elapsed());
+    match result {
+        Ok(body) => json_response(body),
+        Err(e) => {
+            tracing::info!(rpc = method.as_str(), code = code_name(e.code), reason = %e.message, "request refused");
+            e.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_params_are_a_form() {
+        let p = GetParams::parse("channelName=a+b%2Bc&uid=1&uid=2&x=y&role=subscriber");
+        assert_eq!(p.channel_name.as_deref(), Some("a b+c"));
+        assert_eq!(p.uid.as_deref(), Some("1"));
+        assert_eq!(p.role.as_deref(), Some("subscriber"));
+        assert_eq!(p.expire_seconds, None);
+        let p = GetParams::parse("channelName=");
+        assert_eq!(p.channel_name.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn connect_status_table() {
+        assert_eq!(
+            HttpError::http_status(Code::InvalidArgument),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            HttpError::http_status(Code::NotFound),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            HttpError::http_status(Code::Unauthenticated),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            HttpError::http_status(Code::PermissionDenied),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            HttpError::http_status(Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            HttpError::http_status(Code::Internal),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! Prometheus metrics, kept cheap: fixed label sets are arrays of atomics
+//! indexed by enums, so recording a request allocates nothing and takes no
+//! lock. Tokens issued are labelled by kind and app; apps are few and known
+//! at start-up (or reload), so that map takes a read lock per token and a
+//! write lock only the first time an app issues a token.
+//!
+//! Series (all prefixed `token_authority_`):
+//! - `requests_total{transport,method,code}`: every RPC call (gRPC and
+//!   JSON) and every `GET /api/agora/token`, by result code (gRPC code name).
+//! - `request_duration_seconds{transport}`: latency histogram of the same.
+//! - `tokens_issued_total{kind,app_id}`: tokens issued.
+//! - `build_info{version}`: always 1.
+//! - `ready`: 1 while the service accepts work.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::issuer::TokenKind;
+
+/// How a request arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// gRPC (HTTP/2).
+    Grpc,
+    /// JSON at `POST /agora.token.v1.TokenService/<Method>`.
+    Json,
+    /// The compatible `GET /api/agora/token`.
+    Http,
+}
+
+impl Transport {
+    const ALL: [Self; 3] = [Self::Grpc, Self::Json, Self::Http];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::Json => "json",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// The API operations (the RPCs, and the compatible GET endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `BuildRtcToken`.
+    BuildRtcToken,
+    /// `BuildRtcTokenWithPrivileges`.
+    BuildRtcTokenWithPrivileges,
+    /// `BuildRtcRtmToken`.
+    BuildRtcRtmToken,
+    /// `BuildRtmToken`.
+    BuildRtmToken,
+    /// `BuildChatUserToken`.
+    BuildChatUserToken,
+    /// `BuildChatAppToken`.
+    BuildChatAppToken,
+    /// `BuildFpaToken`.
+    BuildFpaToken,
+    /// `BuildApaasToken`.
+    BuildApaasToken,
+    /// `BuildToken`.
+    BuildToken,
+    /// `InspectToken`.
+    InspectToken,
+    /// `BuildAgentSession`.
+    BuildAgentSession,
+    /// `GET /api/agora/token`.
+    GetToken,
+}
+
+impl Method {
+    /// Every method, in label order.
+    pub const ALL: [Self; 12] = [
+        Self::BuildRtcToken,
+        Self::BuildRtcTokenWithPrivileges,
+        Self::BuildRtcRtmToken,
+        Self::BuildRtmToken,
+        Self::BuildChatUserToken,
+        Self::BuildChatAppToken,
+        Self::BuildFpaToken,
+        Self::BuildApaasToken,
+        Self::BuildToken,
+        Self::InspectToken,
+        Self::BuildAgentSession,
+        Self::GetToken,
+    ];
+
+    /// The RPC name (the label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BuildRtcToken => "BuildRtcToken",
+            Self::BuildRtcTokenWithPrivileges => "BuildRtcTokenWithPrivileges",
+            Self::BuildRtcRtmToken => "BuildRtcRtmToken",
+            Self::BuildRtmToken => "BuildRtmToken",
+            Self::BuildChatUserToken => "BuildChatUserToken",
+            Self::BuildChatAppToken => "BuildChatAppToken",
+            Self::BuildFpaToken => "BuildFpaToken",
+            Self::BuildApaasToken => "BuildApaasToken",
+            Self::BuildToken => "BuildToken",
+            Self::InspectToken => "InspectToken",
+            Self::BuildAgentSession => "BuildAgentSession",
+            Self::GetToken => "GetToken",
+        }
+    }
+
+    /// The method with this RPC name.
+    pub fn from_rpc_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| *m != Self::GetToken && m.as_str() == name)
+    }
+}
+
+/// gRPC status codes 0..=16.
+const CODES: usize = 17;
+
+/// Label of a gRPC code (the Connect / lower snake case names).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "ok",
+        C::Cancelled => "canceled",
+        C::Unknown => "unknown",
+        C::InvalidArgument => "invalid_argument",
+        C::DeadlineExceeded => "deadline_exceeded",
+        C::NotFound => "not_found",
+        C::AlreadyExists => "already_exists",
+        C::PermissionDenied => "permission_denied",
+        C::ResourceExhausted => "resource_exhausted",
+        C::FailedPrecondition => "failed_precondition",
+        C::Aborted => "aborted",
+        C::OutOfRange => "out_of_range",
+        C::Unimplemented => "unimplemented",
+        C::Internal => "internal",
+        C::Unavailable => "unavailable",
+        C::DataLoss => "data_loss",
+        C::Unauthenticated => "unauthenticated",
+    }
+}
+
+const KINDS: [TokenKind; 13] = [
+    TokenKind::Rtc,
+    TokenKind::RtcPrivileges,
+    TokenKind::RtcRtm,
+    TokenKind::Rtm,
+    TokenKind::Rtm2,
+    TokenKind::ChatUser,
+    TokenKind::ChatApp,
+    TokenKind::Fpa,
+    TokenKind::ApaasRoomUser,
+    TokenKind::ApaasUser,
+    TokenKind::ApaasApp,
+    TokenKind::Generic,
+    TokenKind::AgentSession,
+];
+
+fn kind_index(kind: TokenKind) -> usize {
+    KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// Histogram bucket upper bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Vec<AtomicU64>,
+    latency: [Histogram; 3],
+    tokens: RwLock<HashMap<String, [AtomicU64; KINDS.len()]>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Grpc => 0,
+        Transport::Json => 1,
+        Transport::Http => 2,
+    }
+}
+
+fn method_index(m: Method) -> usize {
+    Method::ALL.iter().position(|x| *x == m).unwrap_or(0)
+}
+
+fn code_index(c: tonic::Code) -> usize {
+    usize::try_from(c as i32).map_or(2, |i| i.min(CODES - 1))
+}
+
+impl Metrics {
+    /// Zeroed metrics.
+    pub fn new() -> Self {
+        let n = Transport::ALL.len() * Method::ALL.len() * CODES;
+        Self {
+            requests: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            latency: Default::default(),
+            tokens: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn slot(t: Transport, m: Method, c: tonic::Code) -> usize {
+        (transport_index(t) * Method::ALL.len() + method_index(m)) * CODES + code_index(c)
+    }
+
+    /// Records one finished request.
+    pub fn request(&self, t: Transport, m: Method, code: tonic::Code, elapsed: Duration) {
+        if let Some(c) = self.requests.get(Self::slot(t, m, code)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency[transport_index(t)].observe(elapsed);
+    }
+
+    /// Counts one issued token.
+    pub fn token_issued(&self, kind: TokenKind, app_id: &str) {
+        let i = kind_index(kind);
+        if let Ok(map) = self.tokens.read() {
+            if let Some(counters) = map.get(app_id) {
+                counters[i].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if let Ok(mut map) = self.tokens.write() {
+            map.entry(app_id.to_owned()).or_default()[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The value of `requests_total` for one label set (for tests and the CLI).
+    pub fn requests_total(&self, t: Transport, m: Method, code: tonic::Code) -> u64 {
+        self.requests
+            .get(Self::slot(t, m, code))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, ready: bool) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail; the results are ignored.
+        let _ = writeln!(out, "# HELP token_authority_build_info Build information.");
+        let _ = writeln!(out, "# TYPE token_authority_build_info gauge");
+        let _ = writeln!(
+            out,
+            "token_authority_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_ready Whether the service accepts work."
+        );
+        let _ = writeln!(out, "# TYPE token_authority_ready gauge");
+        let _ = writeln!(out, "token_authority_ready {}", u8::from(ready));
+
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_requests_total API requests by transport, method and result code."
+        );
+        let _ = writeln!(out, "# TYPE token_authority_requests_total counter");
+        for t in Transport::ALL {
+            for m in Method::ALL {
+                for ci in 0..CODES {
+                    let code = tonic::Code::from_i32(i32::try_from(ci).unwrap_or(2));
+                    let v = self.requests_total(t, m, code);
+                    if v > 0 {
+                        let _ = writeln!(
+                            out,
+                            "token_authority_requests_total{{transport=\"{}\",method=\"{}\",code=\"{}\"}} {v}",
+                            t.as_str(),
+                            m.as_str(),
+                            code_name(code)
+                        );
+                    }
+                }
+            }
+        }
+
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_request_duration_seconds API request latency."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE token_authority_request_duration_seconds histogram"
+        );
+        for t in Transport::ALL {
+            let h = &self.latency[transport_index(t)];
+            let mut cumulative = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "token_authority_request_duration_seconds_bucket{{transport=\"{}\",le=\"{b}\"}} {cumulative}",
+                    t.as_str()
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "token_authority_request_duration_seconds_bucket{{transport=\"{}\",le=\"+Inf\"}} {count}",
+                t.as_str()
+            );
+            #[allow(clippy::cast_precision_loss)]
+            // a sum of microseconds; f64 is what Prometheus takes
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "token_authority_request_duration_seconds_sum{{transport=\"{}\"}} {sum}",
+                t.as_str()
+            );
+            let _ = writeln!(
+                out,
+                "token_authority_request_duration_seconds_count{{transport=\"{}\"}} {count}",
+                t.as_str()
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_tokens_issued_total Tokens issued by kind and app."
+        );
+        let _ = writeln!(out, "# TYPE token_authority_tokens_issued_total counter");
+        if let Ok(map) = self.tokens.read() {
+            let mut apps: Vec<_> = map.iter().collect();
+            apps.sort_by(|a, b| a.0.cmp(b.0));
+            for (app, counters) in apps {
+                for (k, c) in KINDS.iter().zip(counters) {
+                    let v = c.load(Ordering::Relaxed);
+                    if v > 0 {
+                        let _ = writeln!(
+                            out,
+                            "token_authority_tokens_issued_total{{kind=\"{}\",app_id=\"{}\"}} {v}",
+                            k.as_str(),
+                            escape_label(app)
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Escapes a label value (app ids are hex, but be safe).
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        let m = Metrics::new();
+        m.request(
+            Transport::Grpc,
+            Method::BuildRtcToken,
+            tonic::Code::Ok,
+            Duration::from_millis(2),
+        );
+        m.request(
+            Transport::Http,
+            Method::GetToken,
+            tonic::Code::InvalidArgument,
+            Duration::from_millis(1),
+        );
+        m.token_issued(TokenKind::Rtc, "app");
+        m.token_issued(TokenKind::Rtc, "app");
+        let text = m.render(true);
+        assert!(text.contains(
+            "token_authority_requests_total{transport=\"grpc\",method=\"BuildRtcToken\",code=\"ok\"} 1"
+        ));
+        assert!(text.contains(
+            "token_authority_requests_total{transport=\"http\",method=\"GetToken\",code=\"invalid_argument\"} 1"
+        ));
+        assert!(
+            text.contains("token_authority_tokens_issued_total{kind=\"rtc\",app_id=\"app\"} 2")
+        );
+        assert!(
+            text.contains("token_authority_request_duration_seconds_count{transport=\"grpc\"} 1")
+        );
+        assert!(text.contains("token_authority_ready 1"));
+    }
+
+    #[test]
+    fn method_names_round_trip() {
+        for m in Method::ALL {
+            if m != Method::GetToken {
+                assert_eq!(Method::from_rpc_name(m.as_str()), Some(m));
+            }
+        }
+        assert_eq!(Method::from_rpc_name("GetToken"), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! Integration tests of the service: the real server on `127.0.0.1:0`,
+//! in-process, with real clients (tonic, reflection, health, an HTTP/1.1
+//! client), plus the built binary for start-up failures and signals.
+//!
+//! Modules:
+//! - `common`: spawning the server, clients, token checks.
+//! - `grpc`: every RPC over gRPC, tokens decoded and verified.
+//! - `json`: every RPC over JSON (proto3 mapping, both field spellings).
+//! - `http_get`: the compatible `GET /api/agora/token`.
+//! - `ops`: reflection v1/v1alpha, health, /healthz, /readyz, /metrics,
+//!   the admin port, plain 404s, shutdown.
+//! - `bad_input`: the bad-input matrix over both transports.
+//! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
+
+// A test crate: a failing unwrap is a failing test (helpers included).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod binary;
+mod common;
+mod grpc;
+mod http_get;
+mod json;
+mod ops;
