@@ -1,4 +1,5 @@
-//! The `token-authority` binary: `serve`, `token`, `inspect`, `healthcheck`.
+//! The `token-authority` binary: `serve`, `token`, `inspect`, `healthcheck`,
+//! `bench`.
 //! Thin: parses the command line and hands over to the library.
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     Inspect(cli::InspectArgs),
     /// Exit 0 when the server at --addr answers its health check.
     Healthcheck(token_authority::server::HealthcheckArgs),
+    /// Load generator: HTTP/1.1, JSON and gRPC scenarios with latency percentiles.
+    Bench(Box<token_authority::bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +38,6 @@ fn main() -> ExitCode {
         Command::Token(cmd) => cli::token_main(*cmd),
         Command::Inspect(args) => cli::inspect_main(&args),
         Command::Healthcheck(args) => token_authority::server::healthcheck_main(&args),
+        Command::Bench(args) => token_authority::bench::main(&args),
     }
 }

@@ -11,11 +11,13 @@
 //!   the admin port, plain 404s, shutdown.
 //! - `bad_input`: the bad-input matrix over both transports.
 //! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
+//! - `bench`: the load generator against the real server.
 
 // A test crate: a failing unwrap is a failing test (helpers included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod bench;
 mod binary;
 mod common;
 mod grpc;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the load generator against a local release server, the way
+# BENCHMARKS.md measures: server pinned to CPU 0, load generator to CPU 1,
+# loopback only, bounded runs. Prints the machine load, the bench report
+# (ratios token / trivial per transport) and the server's RSS idle and
+# under load.
+#
+#   scripts/bench-local.sh                 # 5 rounds x 10 s, 2 s warm-up, 32 connections
+#   RUNS=3 DURATION=5 scripts/bench-local.sh --scenario get,healthz
+#   SERVE_ARGS=--no-metrics scripts/bench-local.sh
+#
+# Extra arguments go to `token-authority bench`. Uses the public SAMPLE
+# credentials (not a real project).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${PORT:-18080}
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+BIN=${BIN:-target/release/token-authority}
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
+export SHENGWANG_APP_ID=970CA35de60c44645bbae8a215061b33
+export SHENGWANG_APP_CERTIFICATE=5CFd2fd1755d40ecb72977518be15d3b
+LOG=$(mktemp)
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
+taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} >"$LOG" 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -f "$LOG"' EXIT
+for _ in $(seq 50); do
+  "$BIN" healthcheck --addr "127.0.0.1:$PORT" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+rss() { awk '/VmRSS|VmHWM/ {printf "%s %s kB  ", $1, $2}' "/proc/$SERVER/status"; echo; }
+echo "machine: $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "server RSS idle:        $(rss)"
+taskset -c "$CLIENT_CPU" "$BIN" bench --addr "127.0.0.1:$PORT" --runs "$RUNS" \
+  --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" "$@"
+echo "server RSS after load:  $(rss)"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
