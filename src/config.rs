@@ -13,6 +13,7 @@
 //! log_format = "json"              # --log-format: text | json
 //! shutdown_grace_seconds = 20      # --shutdown-grace
 //! max_request_bytes = 65536        # --max-request-bytes
+//! metrics = true                   # --no-metrics turns them off
 //!
 //! [[apps]]                          # the first app is the default
 //! app_id = "970CA35de60c44645bbae8a215061b33"
@@ -62,7 +63,7 @@ Credentials (when the config file has no [[apps]]):
   SHENGWANG_APP_CERTIFICATE_SECONDARY[_FILE]      a second certificate accepted by InspectToken
   .env in the working directory fills in variables that are not set.
 Config file (TOML; flags override it, it overrides the environment):
-  listen, admin_listen, log_format, shutdown_grace_seconds, max_request_bytes
+  listen, admin_listen, log_format, shutdown_grace_seconds, max_request_bytes, metrics
   [[apps]] app_id, certificate_file, secondary_certificate_file (first app = default;
            relative paths are relative to the config file; unknown keys are errors)
 Logging: RUST_LOG (default \"info\").
@@ -89,6 +90,10 @@ pub struct ServeArgs {
     /// [default: 65536; file: max_request_bytes].
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Record no metrics and answer 404 at /metrics (to measure their cost;
+    /// they are on by default) [file: metrics = false].
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 /// The config file.
@@ -100,6 +105,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     shutdown_grace_seconds: Option<u64>,
     max_request_bytes: Option<usize>,
+    metrics: Option<bool>,
     #[serde(default)]
     apps: Vec<FileApp>,
 }
@@ -158,6 +164,8 @@ pub struct Config {
     pub apps_source: String,
     /// Per-connection limits (defaults; not yet exposed as flags).
     pub connection: ConnectionLimits,
+    /// Whether metrics are recorded and served (default true).
+    pub metrics: bool,
 }
 
 impl Config {
@@ -172,6 +180,7 @@ impl Config {
             max_request_bytes: crate::http::DEFAULT_MAX_BODY,
             apps_source: "code".to_owned(),
             connection: ConnectionLimits::default(),
+            metrics: true,
         }
     }
 
@@ -228,6 +237,7 @@ impl Config {
             max_request_bytes,
             apps_source,
             connection: ConnectionLimits::default(),
+            metrics: !args.no_metrics && file.metrics.unwrap_or(true),
         })
     }
 }

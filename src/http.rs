@@ -94,6 +94,12 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 
 async fn metrics(State(s): State<HttpState>) -> Response {
     let shared = s.api.shared();
+    if !shared.metrics.is_enabled() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "metrics are disabled (--no-metrics)\n",
+        );
+    }
     let mut r = text(StatusCode::OK, shared.metrics.render(shared.is_ready()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod http;
 pub mod issuer;
 pub mod json;
+pub mod logwriter;
 pub mod metrics;
 pub mod pb;
 pub mod rules;

@@ -16,8 +16,8 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -40,6 +40,7 @@ use crate::config::{Config, ConnectionLimits, EXIT_CONFIG, LogFormat, ServeArgs}
 use crate::grpc::{TokenApi, TokenServiceServer};
 use crate::http::{self, HttpState};
 use crate::issuer::Issuer;
+use crate::logwriter::{BatchedStdout, FlushGuard};
 use crate::pb;
 use crate::state::Shared;
 
@@ -137,7 +138,14 @@ impl Server {
         Ok(Self {
             listener,
             admin,
-            shared: Arc::new(Shared::new(Issuer::new(config.apps.clone()))),
+            shared: Arc::new(Shared::with_metrics(
+                Issuer::new(config.apps.clone()),
+                if config.metrics {
+                    crate::metrics::Metrics::new()
+                } else {
+                    crate::metrics::Metrics::disabled()
+                },
+            )),
             shutdown_grace: config.shutdown_grace,
             max_request_bytes: config.max_request_bytes,
             connection: config.connection,
@@ -362,53 +370,89 @@ async fn serve_connections(
 }
 
 /// A request id: the caller's `x-request-id` when it is short and plain,
-/// otherwise a new random one.
-fn request_id(req: &Request) -> String {
-    let given = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            (1..=64).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        });
+/// otherwise a new one. New ids are unique and unpredictable enough for
+/// correlating logs (they are not secrets): a random per-process key mixed
+/// with a counter, so no system call per request.
+fn request_id(req: &Request) -> HeaderValue {
+    let given = req.headers().get("x-request-id").filter(|v| {
+        let b = v.as_bytes();
+        (1..=64).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    });
     if let Some(id) = given {
-        return id.to_owned();
+        return id.clone();
     }
+    static KEY: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut b = [0u8; 8];
-    let random = if getrandom::fill(&mut b).is_ok() {
+    let key = *KEY.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without the OS's randomness, ids are still unique (the counter).
+        let _ = getrandom::fill(&mut b);
         u64::from_le_bytes(b)
-    } else {
-        0
-    };
-    format!("{:016x}", random ^ COUNTER.fetch_add(1, Ordering::Relaxed))
+    });
+    let id = splitmix64(key.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // Invariant: 16 lowercase hex digits are a valid header value.
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A bijective mixer of 64-bit values (SplitMix64's finaliser): distinct
+/// counters give distinct, scattered ids.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Request id, a span around the request, and one log line per request
 /// (probes and scrapes at debug level).
 async fn request_context(req: Request, next: Next) -> Response {
     let id = request_id(&req);
-    let path: String = req.uri().path().chars().take(128).collect();
+    // Cheap copies (the URI's bytes are reference counted; the address is
+    // Copy): nothing is formatted unless the span is enabled.
+    let uri = req.uri().clone();
+    let path = truncate(uri.path(), 128);
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(String::new, |c| c.0.to_string());
-    let span = tracing::info_span!("request", id = %id, peer = %peer, method = %req.method(), path = %path);
+        .map(|c| c.0);
+    let id_str = id.to_str().unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        id = id_str,
+        peer = peer.map(tracing::field::display),
+        method = %req.method(),
+        path = path
+    );
     let start = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
-    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
         tracing::debug!(parent: &span, status, elapsed_ms, "request");
     } else {
         tracing::info!(parent: &span, status, elapsed_ms, "request");
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
+    resp.headers_mut().insert("x-request-id", id);
     resp
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -435,11 +479,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// Installs the global `tracing` subscriber (`RUST_LOG`, default `info`).
-pub fn init_logging(format: LogFormat) {
+/// Installs the global `tracing` subscriber (`RUST_LOG`, default `info`),
+/// writing to stdout in batches off the request path
+/// ([`crate::logwriter`]). Keep the returned guard until exit: dropping it
+/// writes the remaining lines.
+pub fn init_logging(format: LogFormat) -> FlushGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (writer, guard) = BatchedStdout::new();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let result = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder
@@ -450,6 +500,7 @@ pub fn init_logging(format: LogFormat) {
     };
     // Already installed (e.g. by a test): keep the existing one.
     let _ = result;
+    guard
 }
 
 /// `token-authority serve`: validates the configuration before anything
@@ -462,7 +513,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(config.log_format);
+    let _log_guard = init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

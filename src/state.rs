@@ -22,9 +22,14 @@ pub struct Shared {
 impl Shared {
     /// Shared state around `issuer`; not ready until [`Shared::set_ready`].
     pub fn new(issuer: Issuer) -> Self {
+        Self::with_metrics(issuer, Metrics::new())
+    }
+
+    /// [`Shared::new`] with the given metrics (e.g. [`Metrics::disabled`]).
+    pub fn with_metrics(issuer: Issuer, metrics: Metrics) -> Self {
         Self {
             issuer: ArcSwap::from_pointee(issuer),
-            metrics: Metrics::new(),
+            metrics,
             ready: AtomicBool::new(false),
         }
     }
