@@ -6,6 +6,10 @@
 #
 #   scripts/soak.sh                # 5000 req/s in total for 10 minutes
 #   RATE=2000 SOAK_SECS=120 scripts/soak.sh
+#
+# The point is memory. The two generators share CPU 1 and wait for each
+# send time by yielding, so their latency figures include taking turns on
+# that CPU; measure latency with one generator (BENCHMARKS.md, open loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-18090}

@@ -17,7 +17,8 @@
 //! of being hidden behind fewer requests (no coordinated omission). A
 //! worker has one request in flight, so `--connections` bounds the
 //! concurrency; requests still unsent when the run's grace period ends are
-//! reported as `unsent`.
+//! reported as `unsent`. Send times are kept to within microseconds (see
+//! `wait_until`: tokio's 1 ms timer alone would add up to 1 ms and bursts).
 //!
 //! Rounds: each of `--runs` rounds runs every scenario once on every
 //! target (interleaved, so drift in the machine's load hits all of them
@@ -473,6 +474,24 @@ fn add_key<T>(req: &mut tonic::Request<T>, key: Option<&str>) {
     }
 }
 
+/// Waits until `t` to within microseconds. tokio's timer has a resolution
+/// of 1 ms and rounds up, which would send every open-loop request up to
+/// 1 ms late and in bursts at each tick (both counted as latency, since it
+/// is measured from the scheduled time); so sleep on the timer until shortly
+/// before `t`, then yield until it (this spends the load generator's CPU,
+/// not the server's).
+async fn wait_until(t: Instant) {
+    const TIMER_SLACK: Duration = Duration::from_micros(1500);
+    if let Some(coarse) = t.checked_sub(TIMER_SLACK) {
+        if coarse > Instant::now() {
+            tokio::time::sleep_until(coarse.into()).await;
+        }
+    }
+    while Instant::now() < t {
+        tokio::task::yield_now().await;
+    }
+}
+
 fn new_histogram() -> Result<Histogram<u64>, String> {
     // 1 us .. 10 min, 3 significant digits.
     Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())
@@ -543,7 +562,7 @@ async fn worker(
                     break;
                 }
                 // In the past when behind: returns at once, the schedule is kept.
-                tokio::time::sleep_until(t.into()).await;
+                wait_until(t).await;
                 next = Some(t + iv);
                 t
             }
@@ -726,6 +745,13 @@ pub fn render(args: &BenchArgs, report: &Report) -> String {
             ms(r.p[3]),
             r.errors,
             r.unsent
+        );
+    }
+    if args.open_loop_rate().is_some() && !report.ratios.is_empty() {
+        let _ = writeln!(
+            s,
+            "(open loop: every route that keeps up runs at the offered rate, so the ratios below say \
+             nothing about capacity; compare latency, or use the closed loop)"
         );
     }
     for r in &report.ratios {
