@@ -18,6 +18,26 @@
 //! app_id = "970CA35de60c44645bbae8a215061b33"
 //! certificate_file = "/run/secrets/agora-cert"       # relative: to this file
 //! secondary_certificate_file = "/run/secrets/old"    # optional (rotation)
+//!
+//! [[callers]]                       # absent: the service runs open (and says so)
+//! name = "convoai-orchestrator"
+//! api_key_sha256 = "<64 hex>"       # `token-authority keygen` makes one
+//! channels = ["agent-*"]            # see crate::auth for every policy key
+//!
+//! [anonymous]                       # optional: browsers on the GET endpoint
+//! channels = ["public-*"]
+//!
+//! [tls]                             # optional: TLS / mTLS on the main port
+//! cert_file = "server.pem"
+//! key_file = "server.key"
+//! client_ca_file = "clients-ca.pem"
+//!
+//! [cors]
+//! allowed_origins = ["https://app.example.com"]
+//!
+//! [limits]
+//! max_concurrent_requests = 1024
+//! request_timeout_seconds = 10
 //! ```
 
 use std::net::SocketAddr;
@@ -27,8 +47,11 @@ use std::time::Duration;
 use agora_token::{AppCertificate, AppId};
 use serde::Deserialize;
 
+use crate::auth::{AnonymousConfig, Authenticator, CallerConfig};
 use crate::env::{self, Env, EnvError};
-use crate::issuer::AppCredentials;
+use crate::issuer::{AppCredentials, Issuer};
+use crate::state::Snapshot;
+use crate::tls::TlsConfig;
 
 /// Exit code for configuration errors (`EX_CONFIG` from `sysexits.h`).
 pub const EXIT_CONFIG: u8 = 78;
@@ -89,6 +112,15 @@ pub struct ServeArgs {
     /// [default: 65536; file: max_request_bytes].
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Serve TLS on the main port with this PEM certificate chain [file: tls.cert_file].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert [file: tls.key_file].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Verify client certificates against this PEM CA (mTLS) [file: tls.client_ca_file].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The config file.
@@ -102,6 +134,33 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     #[serde(default)]
     apps: Vec<FileApp>,
+    #[serde(default)]
+    callers: Vec<CallerConfig>,
+    anonymous: Option<AnonymousConfig>,
+    tls: Option<TlsConfig>,
+    cors: Option<CorsConfig>,
+    limits: Option<FileLimits>,
+}
+
+/// `[cors]`: browser origins allowed to call the GET endpoint.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`); no wildcard by default.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_concurrent_requests: Option<usize>,
+    request_timeout_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_concurrent_streams: Option<u32>,
+    keep_alive_interval_seconds: Option<u64>,
 }
 
 /// One `[[apps]]` entry.
@@ -156,9 +215,28 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Where the apps came from (for the start-up log).
     pub apps_source: String,
-    /// Per-connection limits (defaults; not yet exposed as flags).
+    /// Per-connection limits (`[limits]` in the config file).
     pub connection: ConnectionLimits,
+    /// Callers and their policies (empty: open mode).
+    pub callers: Vec<CallerConfig>,
+    /// The anonymous policy for the GET endpoint.
+    pub anonymous: Option<AnonymousConfig>,
+    /// TLS on the main port.
+    pub tls: Option<TlsConfig>,
+    /// Origins allowed to call the GET endpoint from browsers.
+    pub cors_origins: Vec<String>,
+    /// Requests in progress at once before new ones get RESOURCE_EXHAUSTED / 429.
+    pub max_concurrent_requests: usize,
+    /// Longest time a request may take (reading its body included).
+    pub request_timeout: Duration,
+    /// The flags this config was loaded from (a reload loads them again).
+    pub args: ServeArgs,
 }
+
+/// Default `max_concurrent_requests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Default `request_timeout_seconds`.
+pub const DEFAULT_REQUEST_TIMEOUT: u64 = 10;
 
 impl Config {
     /// A config for `apps` with the defaults, listening on `listen`.
@@ -172,7 +250,28 @@ impl Config {
             max_request_bytes: crate::http::DEFAULT_MAX_BODY,
             apps_source: "code".to_owned(),
             connection: ConnectionLimits::default(),
+            callers: Vec::new(),
+            anonymous: None,
+            tls: None,
+            cors_origins: Vec::new(),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT),
+            args: ServeArgs::default(),
         }
+    }
+
+    /// The issuer and compiled caller policies this config describes.
+    pub fn snapshot(&self) -> Result<Snapshot, ConfigError> {
+        let auth = Authenticator::new(&self.callers, self.anonymous.as_ref()).map_err(|e| {
+            ConfigError::Invalid {
+                what: "callers".to_owned(),
+                problem: e,
+            }
+        })?;
+        Ok(Snapshot {
+            issuer: Issuer::new(self.apps.clone()),
+            auth,
+        })
     }
 
     /// Flags, then the config file they name, then `env`.
@@ -215,7 +314,73 @@ impl Config {
                 .map_or_else(String::new, |p| p.display().to_string());
             (file_apps(&file.apps, &base)?, source)
         };
-        Ok(Self {
+        let limits = file.limits.unwrap_or_default();
+        let defaults = ConnectionLimits::default();
+        let connection = ConnectionLimits {
+            header_read_timeout: limits
+                .header_read_timeout_seconds
+                .map_or(defaults.header_read_timeout, Duration::from_secs),
+            max_header_bytes: limits.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+            max_concurrent_streams: limits
+                .max_concurrent_streams
+                .unwrap_or(defaults.max_concurrent_streams),
+            keep_alive_interval: match limits.keep_alive_interval_seconds {
+                Some(0) => None,
+                Some(s) => Some(Duration::from_secs(s)),
+                None => defaults.keep_alive_interval,
+            },
+        };
+        let rel = |p: &Path| -> String {
+            if p.is_relative() {
+                base.join(p).display().to_string()
+            } else {
+                p.display().to_string()
+            }
+        };
+        let tls = match (&args.tls_cert, &args.tls_key, file.tls) {
+            (Some(cert), Some(key), from_file) => Some(TlsConfig {
+                cert_file: cert.display().to_string(),
+                key_file: key.display().to_string(),
+                client_ca_file: args
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .or_else(|| {
+                        from_file
+                            .as_ref()
+                            .and_then(|t| t.client_ca_file.as_deref().map(|p| rel(Path::new(p))))
+                    }),
+                client_auth: from_file.and_then(|t| t.client_auth),
+            }),
+            (_, _, Some(t)) => Some(TlsConfig {
+                cert_file: rel(Path::new(&t.cert_file)),
+                key_file: rel(Path::new(&t.key_file)),
+                client_ca_file: args
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .or_else(|| t.client_ca_file.as_deref().map(|p| rel(Path::new(p)))),
+                client_auth: t.client_auth,
+            }),
+            _ => None,
+        };
+        if let Some(t) = &tls {
+            // Fail fast on unreadable or mismatched files.
+            crate::tls::server_config(t).map_err(|problem| ConfigError::Invalid {
+                what: "tls".to_owned(),
+                problem,
+            })?;
+        }
+        let cors_origins = file.cors.map(|c| c.allowed_origins).unwrap_or_default();
+        for o in &cors_origins {
+            if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
+                return Err(ConfigError::Invalid {
+                    what: "cors.allowed_origins".to_owned(),
+                    problem: format!("{o:?} is not a valid origin"),
+                });
+            }
+        }
+        let config = Self {
             listen,
             admin_listen,
             apps,
@@ -227,8 +392,26 @@ impl Config {
             ),
             max_request_bytes,
             apps_source,
-            connection: ConnectionLimits::default(),
-        })
+            connection,
+            callers: file.callers,
+            anonymous: file.anonymous,
+            tls,
+            cors_origins,
+            max_concurrent_requests: limits
+                .max_concurrent_requests
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS)
+                .max(1),
+            request_timeout: Duration::from_secs(
+                limits
+                    .request_timeout_seconds
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+                    .max(1),
+            ),
+            args: args.clone(),
+        };
+        // Compile the caller policies now, so mistakes stop start-up.
+        config.snapshot()?;
+        Ok(config)
     }
 }
 

@@ -36,10 +36,10 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
+use crate::auth::Authn;
 use crate::config::{Config, ConnectionLimits, EXIT_CONFIG, LogFormat, ServeArgs};
 use crate::grpc::{TokenApi, TokenServiceServer};
 use crate::http::{self, HttpState};
-use crate::issuer::Issuer;
 use crate::pb;
 use crate::state::Shared;
 
@@ -72,7 +72,29 @@ pub struct Server {
     shutdown_grace: Duration,
     max_request_bytes: usize,
     connection: ConnectionLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    guard: Arc<Guard>,
 }
+
+/// What every request passes through before routing: authentication of
+/// token requests, the global concurrency limit, the request timeout and
+/// CORS for the GET endpoint.
+#[derive(Debug)]
+struct Guard {
+    shared: Arc<Shared>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+    cors_origins: Vec<String>,
+}
+
+/// The verified client-certificate names of a TLS connection (mTLS).
+#[derive(Debug, Clone, Default)]
+pub struct TlsClientNames(pub Arc<Vec<String>>);
+
+/// The path of the compatible GET endpoint.
+const GET_PATH: &str = "/api/agora/token";
+/// The prefix of every TokenService method, gRPC and JSON alike.
+const TOKEN_PREFIX: &str = "/agora.token.v1.TokenService/";
 
 /// A running server started by [`Server::spawn`] or [`spawn`]. Dropping it
 /// shuts the server down (without waiting).
@@ -134,13 +156,35 @@ impl Server {
             })?),
             None => None,
         };
+        let snapshot = config.snapshot().map_err(std::io::Error::other)?;
+        if snapshot.auth.is_open() {
+            tracing::warn!(
+                "NO CALLERS CONFIGURED: the service is OPEN, anyone who can reach it can get tokens; \
+                 configure [[callers]] (token-authority keygen) before exposing it"
+            );
+        }
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(
+                crate::tls::server_config(t).map_err(std::io::Error::other)?,
+            )),
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(snapshot));
+        let guard = Arc::new(Guard {
+            shared: Arc::clone(&shared),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+            timeout: config.request_timeout,
+            cors_origins: config.cors_origins.clone(),
+        });
         Ok(Self {
             listener,
             admin,
-            shared: Arc::new(Shared::new(Issuer::new(config.apps.clone()))),
+            shared,
             shutdown_grace: config.shutdown_grace,
             max_request_bytes: config.max_request_bytes,
             connection: config.connection,
+            tls,
+            guard,
         })
     }
 
@@ -216,13 +260,25 @@ impl Server {
                 };
                 target.oneshot(req)
             }))
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&self.guard),
+                guard,
+            ))
             .layer(middleware::from_fn(request_context));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let main_addr = self.listener.local_addr()?;
         let conn = self.connection;
-        let mut main_task =
-            tokio::spawn(serve_connections(self.listener, app, stop_rx.clone(), conn));
+        if self.tls.is_some() {
+            tracing::info!("TLS on the main port");
+        }
+        let mut main_task = tokio::spawn(serve_connections(
+            self.listener,
+            app,
+            stop_rx.clone(),
+            conn,
+            self.tls.clone(),
+        ));
         let mut admin_task = match self.admin {
             Some(listener) => {
                 let admin_app =
@@ -233,6 +289,7 @@ impl Server {
                     admin_app,
                     stop_rx.clone(),
                     conn,
+                    None,
                 )))
             }
             None => None,
@@ -295,6 +352,7 @@ async fn serve_connections(
     app: Router,
     mut stop: watch::Receiver<bool>,
     limits: ConnectionLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -309,6 +367,8 @@ async fn serve_connections(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(limits.keep_alive_interval)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    let builder = Arc::new(builder);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
     let stopped = async move {
@@ -337,28 +397,196 @@ async fn serve_connections(
             remote_addr: Some(peer),
         };
         let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(req)
-            });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let header_timeout = limits.header_read_timeout;
         // Connections live in a JoinSet owned by this task: if the grace
         // period runs out and this task is aborted, they are dropped with it.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            if let Err(e) = conn.await {
+            let service = move |names: TlsClientNames| {
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(info.clone());
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(names.clone());
+                    app.clone().oneshot(req)
+                })
+            };
+            let result = match acceptor {
+                None => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service(TlsClientNames::default()));
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    // The handshake runs in the connection's task, bounded
+                    // like the headers, so slow clients do not block accepts.
+                    let tls =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let names = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(crate::tls::client_names)
+                        .unwrap_or_default();
+                    let conn = builder.serve_connection(
+                        TokioIo::new(tls),
+                        service(TlsClientNames(Arc::new(names))),
+                    );
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection closed with an error");
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Is `path` one of the endpoints that issue or inspect tokens (and so need
+/// a caller)? Health, readiness, metrics and reflection do not.
+fn is_token_path(path: &str) -> bool {
+    path == GET_PATH || path.starts_with(TOKEN_PREFIX)
+}
+
+/// The key of an `authorization: Bearer <key>` header.
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+/// A refusal before routing, in the caller's protocol: a gRPC status for
+/// gRPC requests, otherwise an HTTP status with a short text.
+fn early_refusal(grpc: bool, status: tonic::Status, http: axum::http::StatusCode) -> Response {
+    let retry = status
+        .metadata()
+        .get(crate::grpc::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut r = if grpc {
+        status.into_http::<axum::body::Body>()
+    } else {
+        let mut r = Response::new(axum::body::Body::from(format!("{}\n", status.message())));
+        *r.status_mut() = http;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if let Some(secs) = retry.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        r.headers_mut().insert(header::RETRY_AFTER, secs);
+    }
+    r
+}
+
+/// Authentication of token requests, the global concurrency limit, the
+/// request timeout and CORS for the GET endpoint.
+async fn guard(
+    axum::extract::State(g): axum::extract::State<Arc<Guard>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if !is_token_path(path) {
+        return next.run(req).await;
+    }
+    let grpc = is_grpc(&req);
+    let get = path == GET_PATH;
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed_origin = origin.as_ref().filter(|o| {
+        o.to_str()
+            .is_ok_and(|o| g.cors_origins.iter().any(|a| a == "*" || a == o))
+    });
+    if get && req.method() == axum::http::Method::OPTIONS {
+        // CORS preflight: answered here, never routed.
+        let mut r = Response::new(axum::body::Body::empty());
+        match allowed_origin {
+            Some(o) => {
+                *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
+                let h = r.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("authorization"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
+            }
+            None => *r.status_mut() = axum::http::StatusCode::FORBIDDEN,
+        }
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("origin"));
+        return r;
+    }
+    let Ok(permit) = Arc::clone(&g.in_flight).try_acquire_owned() else {
+        let mut s = tonic::Status::resource_exhausted(
+            "the server is at its concurrency limit; retry shortly",
+        );
+        s.metadata_mut().insert(
+            crate::grpc::RETRY_AFTER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        return early_refusal(grpc, s, axum::http::StatusCode::TOO_MANY_REQUESTS);
+    };
+    {
+        let snap = g.shared.current();
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let xff = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = snap.auth.client_ip(peer, xff);
+        let names = req
+            .extensions()
+            .get::<TlsClientNames>()
+            .map(|n| Arc::clone(&n.0))
+            .unwrap_or_default();
+        let authn = Authn(snap.auth.authenticate(bearer(&req), &names, ip, get));
+        req.extensions_mut().insert(authn);
+    }
+    let mut resp = match tokio::time::timeout(g.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => early_refusal(
+            grpc,
+            tonic::Status::deadline_exceeded("the request took longer than the server's timeout"),
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+        ),
+    };
+    drop(permit);
+    if get && origin.is_some() {
+        if let Some(o) = allowed_origin {
+            resp.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+        }
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
 }
 
 /// A request id: the caller's `x-request-id` when it is short and plain,
