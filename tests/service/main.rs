@@ -11,6 +11,8 @@
 //!   the admin port, plain 404s, shutdown.
 //! - `bad_input`: the bad-input matrix over both transports.
 //! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
+//! - `security`: callers, policy, rate limits, CORS, mTLS, property tests
+//!   of the HTTP query and JSON handling, secrets never in logs.
 
 // A test crate: a failing unwrap is a failing test (helpers included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,3 +24,4 @@ mod grpc;
 mod http_get;
 mod json;
 mod ops;
+mod security;
