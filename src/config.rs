@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// The PEM private key for --tls-cert [file: tls.key_file].
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Also write audit events (one JSON line per issued or refused token) to
+    /// this file [file: audit_log].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Verify client certificates against this PEM CA (mTLS) [file: tls.client_ca_file].
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
@@ -140,6 +144,7 @@ struct FileConfig {
     tls: Option<TlsConfig>,
     cors: Option<CorsConfig>,
     limits: Option<FileLimits>,
+    audit_log: Option<PathBuf>,
 }
 
 /// `[cors]`: browser origins allowed to call the GET endpoint.
@@ -231,6 +236,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// The flags this config was loaded from (a reload loads them again).
     pub args: ServeArgs,
+    /// Audit events also go to this file.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Default `max_concurrent_requests`.
@@ -257,6 +264,7 @@ impl Config {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT),
             args: ServeArgs::default(),
+            audit_log: None,
         }
     }
 
@@ -408,6 +416,10 @@ impl Config {
                     .max(1),
             ),
             args: args.clone(),
+            audit_log: args
+                .audit_log
+                .clone()
+                .or_else(|| file.audit_log.as_deref().map(|p| PathBuf::from(rel(p)))),
         };
         // Compile the caller policies now, so mistakes stop start-up.
         config.snapshot()?;

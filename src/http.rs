@@ -83,8 +83,17 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    if s.api.shared().is_ready() {
-        text(StatusCode::OK, "ready\n")
+    let shared = s.api.shared();
+    if shared.is_ready() {
+        if shared.current().auth.is_open() {
+            // Said on every probe, so nobody runs an open authority by accident.
+            text(
+                StatusCode::OK,
+                "ready (OPEN: no callers are configured, any client can get tokens)\n",
+            )
+        } else {
+            text(StatusCode::OK, "ready\n")
+        }
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
@@ -92,7 +101,14 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 
 async fn metrics(State(s): State<HttpState>) -> Response {
     let shared = s.api.shared();
-    let mut r = text(StatusCode::OK, shared.metrics.render(shared.is_ready()));
+    let mut body = shared.metrics.render(shared.is_ready());
+    let open = u8::from(shared.current().auth.is_open());
+    body.push_str(
+        "# HELP token_authority_open_mode 1 when no callers are configured (anyone can get tokens).\n\
+         # TYPE token_authority_open_mode gauge\n",
+    );
+    body.push_str(&format!("token_authority_open_mode {open}\n"));
+    let mut r = text(StatusCode::OK, body);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -663,21 +663,72 @@ async fn shutdown_signal() {
     }
 }
 
+/// Keeps the background log writers running; dropping it flushes them.
+#[derive(Debug, Default)]
+pub struct LogGuards(Vec<tracing_appender::non_blocking::WorkerGuard>);
+
 /// Installs the global `tracing` subscriber (`RUST_LOG`, default `info`).
-pub fn init_logging(format: LogFormat) {
+///
+/// Log lines are formatted on the request path but written by a background
+/// thread (a full buffer drops operational lines rather than stall
+/// requests). Audit events (target `audit`) go to the main log and, with
+/// `audit_log`, also to that file as JSON lines, written without loss.
+pub fn init_logging(
+    format: LogFormat,
+    audit_log: Option<&std::path::Path>,
+) -> Result<LogGuards, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder
+    let mut guards = LogGuards::default();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    guards.0.push(guard);
+    let main = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let audit = match audit_log {
+        None => None,
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--audit-log {}: {e}", path.display()))?;
+            let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(file);
+            guards.0.push(g);
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(w)
+                    .with_filter(
+                        tracing_subscriber::filter::Targets::new()
+                            .with_target(crate::audit::TARGET, tracing::Level::INFO),
+                    ),
+            )
+        }
     };
     // Already installed (e.g. by a test): keep the existing one.
-    let _ = result;
+    let _ = tracing_subscriber::registry()
+        .with(main)
+        .with(audit)
+        .try_init();
+    Ok(guards)
 }
 
 /// `token-authority serve`: validates the configuration before anything
@@ -690,7 +741,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(config.log_format);
+    let _log_guards = match init_logging(config.log_format, config.audit_log.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("token-authority: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -712,7 +769,6 @@ pub fn main(args: ServeArgs) -> ExitCode {
         };
         let app_ids: Vec<&str> = config.apps.iter().map(|a| a.app_id.as_str()).collect();
         tracing::info!(apps = ?app_ids, source = %config.apps_source, "credentials loaded (certificates not shown)");
-        tracing::warn!("no callers are configured: the service is open to anyone who can reach it");
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
