@@ -11,6 +11,8 @@
 //!   the admin port, plain 404s, shutdown.
 //! - `bad_input`: the bad-input matrix over both transports.
 //! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
+//! - `lifecycle`: the binary under load: certificate rotation by SIGHUP and
+//!   by a changed file, a bad file, graceful shutdown with a delay.
 
 // A test crate: a failing unwrap is a failing test (helpers included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,4 +23,5 @@ mod common;
 mod grpc;
 mod http_get;
 mod json;
+mod lifecycle;
 mod ops;
