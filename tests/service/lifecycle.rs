@@ -583,14 +583,15 @@ async fn a_changed_file_is_picked_up_without_a_signal_and_a_bad_one_keeps_the_ol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_delays_then_drains_and_refuses_new_connections() {
     let dir = Dir::new("term");
-    let delay = Duration::from_secs(2);
+    // Long enough for the checks below on a busy machine.
+    let delay = Duration::from_secs(3);
     let mut p = Proc::start(
         &dir.0,
         &[
             "--admin-listen",
             "127.0.0.1:0",
             "--shutdown-delay",
-            "2",
+            "3",
             "--shutdown-grace",
             "5",
         ],
