@@ -749,6 +749,38 @@ mod tests {
     }
 
     #[test]
+    fn file_without_apps_takes_the_app_from_the_environment() {
+        // The Kubernetes manifests: the file holds callers only, the
+        // certificate is a mounted file named by the environment.
+        let d = tmpdir("noapps");
+        std::fs::write(d.join("certificate"), format!("{CERT}\n")).unwrap();
+        let path = d.join("ta.toml");
+        std::fs::write(&path, "# callers only\n").unwrap();
+        let cert = d.join("certificate").display().to_string();
+        let missing = d.join("certificate-secondary").display().to_string();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(
+            &args,
+            &env(&[
+                (env::APP_ID, ID),
+                ("SHENGWANG_APP_CERTIFICATE_FILE", &cert),
+                ("SHENGWANG_APP_CERTIFICATE_SECONDARY_FILE", &missing),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.apps_source, "environment");
+        assert_eq!(c.apps[0].app_id.as_str(), ID);
+        assert!(c.apps[0].secondary.is_none());
+        assert_eq!(
+            c.watch_files,
+            vec![path, PathBuf::from(cert), PathBuf::from(missing)]
+        );
+    }
+
+    #[test]
     fn bad_listen_address() {
         let args = ServeArgs {
             listen: Some("localhost".into()),

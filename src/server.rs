@@ -737,8 +737,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let app_ids: Vec<&str> = config.apps.iter().map(|a| a.app_id.as_str()).collect();
-        tracing::info!(apps = ?app_ids, source = %config.apps_source, "credentials loaded (certificates not shown)");
+        let apps: Vec<String> = server
+            .shared()
+            .current()
+            .app_certificates()
+            .into_iter()
+            .map(|(id, n)| format!("{id} ({n} certificate{})", if n == 1 { "" } else { "s" }))
+            .collect();
+        tracing::info!(apps = ?apps, source = %config.apps_source, "credentials loaded (certificates not shown)");
         let reloader = Reloader::new(
             config.clone(),
             Arc::clone(server.shared()),
