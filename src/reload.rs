@@ -474,6 +474,35 @@ mod tests {
         assert!(verifies(&token(&shared, None), NEW));
     }
 
+    /// A Kubernetes Secret volume: `certificate -> ..data/certificate`,
+    /// `..data -> ..<timestamp>`; an update writes a new timestamped
+    /// directory and renames a new `..data` symlink over the old one.
+    #[cfg(unix)]
+    #[test]
+    fn kubelet_symlink_swap_is_seen() {
+        use std::os::unix::fs::symlink;
+        let d = Dir::new("kubelet");
+        let version = |name: &str, cert: &str| {
+            std::fs::create_dir_all(d.0.join(name)).unwrap();
+            std::fs::write(d.0.join(name).join("certificate"), format!("{cert}\n")).unwrap();
+            symlink(name, d.0.join("..data_tmp")).unwrap();
+            std::fs::rename(d.0.join("..data_tmp"), d.0.join("..data")).unwrap();
+        };
+        version("..2026_01", OLD);
+        symlink("..data/certificate", d.0.join("certificate")).unwrap();
+        let cfg = d.write(
+            "ta.toml",
+            &format!("[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"certificate\"\n"),
+        );
+        let (c, shared) = start(&cfg);
+        let mut r = Reloader::new(c, Arc::clone(&shared), no_env);
+        assert!(r.poll().is_none());
+        version("..2026_02", NEW);
+        std::fs::remove_dir_all(d.0.join("..2026_01")).unwrap();
+        assert!(r.poll().unwrap().is_ok());
+        assert!(verifies(&token(&shared, None), NEW));
+    }
+
     #[test]
     fn credentials_in_code_have_nothing_to_watch_but_dotenv() {
         let c = Config::new(
