@@ -652,9 +652,38 @@ impl<'a> AccessRequest<'a> {
 }
 
 /// The result of authenticating a request, attached to it by the server
-/// for the token endpoints.
+/// for the token endpoints, with the configuration snapshot it was checked
+/// against: the same snapshot then authorizes and signs, so a reload in
+/// between cannot pair one configuration's caller check with another's
+/// credentials.
 #[derive(Debug, Clone)]
-pub struct Authn(pub Result<Identity, Denial>);
+pub struct Authn {
+    /// Who the caller is, or why it was not accepted.
+    pub identity: Result<Identity, Denial>,
+    /// The snapshot the identity came from (`None`: the current one).
+    pub snapshot: Option<Arc<crate::state::Snapshot>>,
+}
+
+impl Authn {
+    /// An identity checked against the current snapshot.
+    pub fn new(identity: Result<Identity, Denial>) -> Self {
+        Self {
+            identity,
+            snapshot: None,
+        }
+    }
+
+    /// An identity checked against `snapshot`.
+    pub fn pinned(
+        identity: Result<Identity, Denial>,
+        snapshot: Arc<crate::state::Snapshot>,
+    ) -> Self {
+        Self {
+            identity,
+            snapshot: Some(snapshot),
+        }
+    }
+}
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

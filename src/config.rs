@@ -11,13 +11,15 @@
 //! listen = "0.0.0.0:8080"          # --listen
 //! admin_listen = "127.0.0.1:9090"  # --admin-listen
 //! log_format = "json"              # --log-format: text | json
+//! shutdown_delay_seconds = 5       # --shutdown-delay
 //! shutdown_grace_seconds = 20      # --shutdown-grace
 //! max_request_bytes = 65536        # --max-request-bytes
 //!
 //! [[apps]]                          # the first app is the default
 //! app_id = "970CA35de60c44645bbae8a215061b33"
 //! certificate_file = "/run/secrets/agora-cert"       # relative: to this file
-//! secondary_certificate_file = "/run/secrets/old"    # optional (rotation)
+//! secondary_certificate_file = "/run/secrets/old"    # optional (rotation);
+//!                                                     # a missing file = none
 //!
 //! [[callers]]                       # absent: the service runs open (and says so)
 //! name = "convoai-orchestrator"
@@ -60,6 +62,8 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Default graceful-shutdown grace period, in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE: u64 = 10;
+/// Default delay between SIGTERM and no longer accepting, in seconds.
+pub const DEFAULT_SHUTDOWN_DELAY: u64 = 0;
 
 const WHERE: &str =
     "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
@@ -83,11 +87,20 @@ Credentials (when the config file has no [[apps]]):
   AGORA_APP_ID, AGORA_APP_CERTIFICATE             fallbacks
   SHENGWANG_APP_CERTIFICATE_FILE (any <NAME>_FILE) read the value from a file (Docker/Kubernetes secrets)
   SHENGWANG_APP_CERTIFICATE_SECONDARY[_FILE]      a second certificate accepted by InspectToken
+                                                  (a _FILE that does not exist = no secondary)
   .env in the working directory fills in variables that are not set.
 Config file (TOML; flags override it, it overrides the environment):
-  listen, admin_listen, log_format, shutdown_grace_seconds, max_request_bytes
+  listen, admin_listen, log_format, shutdown_delay_seconds, shutdown_grace_seconds,
+  max_request_bytes
   [[apps]] app_id, certificate_file, secondary_certificate_file (first app = default;
-           relative paths are relative to the config file; unknown keys are errors)
+           relative paths are relative to the config file; unknown keys are errors;
+           a secondary_certificate_file that does not exist = no secondary)
+Reload (no restart): SIGHUP, or a change of the config file or of a certificate file
+  (checked every 2 s) re-reads apps, certificates and callers. A failed reload keeps
+  the running configuration. Listen addresses, TLS, limits, CORS and logging need a restart.
+Shutdown: on SIGTERM / Ctrl-C readiness turns NOT_SERVING; requests are still served for
+  --shutdown-delay, then new connections are refused and in-flight requests get
+  --shutdown-grace to finish.
 Logging: RUST_LOG (default \"info\").
 Exit codes: 0 clean shutdown, 78 configuration error, 1 other start-up failure.")]
 pub struct ServeArgs {
@@ -104,8 +117,13 @@ pub struct ServeArgs {
     /// Log format [default: text; file: log_format].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Seconds in-flight requests get to finish on SIGTERM / Ctrl-C
-    /// [default: 10; file: shutdown_grace_seconds].
+    /// Seconds to keep serving after SIGTERM / Ctrl-C while reporting
+    /// NOT_SERVING, so load balancers stop sending first
+    /// [default: 0; file: shutdown_delay_seconds].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_delay: Option<u64>,
+    /// Seconds in-flight requests get to finish once the listeners stop
+    /// accepting (after --shutdown-delay) [default: 10; file: shutdown_grace_seconds].
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace: Option<u64>,
     /// Largest JSON request body and gRPC message, in bytes
@@ -134,6 +152,7 @@ struct FileConfig {
     listen: Option<String>,
     admin_listen: Option<String>,
     log_format: Option<LogFormat>,
+    shutdown_delay_seconds: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
     max_request_bytes: Option<usize>,
     #[serde(default)]
@@ -214,7 +233,10 @@ pub struct Config {
     pub apps: Vec<AppCredentials>,
     /// Log format.
     pub log_format: LogFormat,
-    /// Grace period for in-flight requests at shutdown.
+    /// Time between SIGTERM and no longer accepting connections, during
+    /// which readiness is NOT_SERVING but requests are still served.
+    pub shutdown_delay: Duration,
+    /// Grace period for in-flight requests at shutdown (after the delay).
     pub shutdown_grace: Duration,
     /// Largest JSON request body and gRPC message, in bytes.
     pub max_request_bytes: usize,
@@ -238,6 +260,10 @@ pub struct Config {
     pub args: ServeArgs,
     /// Audit events also go to this file.
     pub audit_log: Option<PathBuf>,
+    /// The files the reloadable settings were read from (the config file,
+    /// the apps' certificate files, the environment's `*_FILE` files),
+    /// existing or not: a reload is due when one of them changes.
+    pub watch_files: Vec<PathBuf>,
 }
 
 /// Default `max_concurrent_requests`.
@@ -253,6 +279,7 @@ impl Config {
             admin_listen: None,
             apps,
             log_format: LogFormat::Text,
+            shutdown_delay: Duration::from_secs(DEFAULT_SHUTDOWN_DELAY),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE),
             max_request_bytes: crate::http::DEFAULT_MAX_BODY,
             apps_source: "code".to_owned(),
@@ -265,6 +292,7 @@ impl Config {
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT),
             args: ServeArgs::default(),
             audit_log: None,
+            watch_files: Vec::new(),
         }
     }
 
@@ -313,14 +341,16 @@ impl Config {
                 problem: "must be at least 1024".to_owned(),
             });
         }
+        let mut watch_files: Vec<PathBuf> = args.config.iter().cloned().collect();
         let (apps, apps_source) = if file.apps.is_empty() {
+            watch_files.extend(env::credential_files(env));
             (vec![env::credentials(env)?], "environment".to_owned())
         } else {
             let source = args
                 .config
                 .as_ref()
                 .map_or_else(String::new, |p| p.display().to_string());
-            (file_apps(&file.apps, &base)?, source)
+            (file_apps(&file.apps, &base, &mut watch_files)?, source)
         };
         let limits = file.limits.unwrap_or_default();
         let defaults = ConnectionLimits::default();
@@ -393,6 +423,11 @@ impl Config {
             admin_listen,
             apps,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            shutdown_delay: Duration::from_secs(
+                args.shutdown_delay
+                    .or(file.shutdown_delay_seconds)
+                    .unwrap_or(DEFAULT_SHUTDOWN_DELAY),
+            ),
             shutdown_grace: Duration::from_secs(
                 args.shutdown_grace
                     .or(file.shutdown_grace_seconds)
@@ -420,6 +455,7 @@ impl Config {
                 .audit_log
                 .clone()
                 .or_else(|| file.audit_log.as_deref().map(|p| PathBuf::from(rel(p)))),
+            watch_files,
         };
         // Compile the caller policies now, so mistakes stop start-up.
         config.snapshot()?;
@@ -489,7 +525,17 @@ fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, ConfigError> {
+/// The `[[apps]]` entries; every certificate path goes into `watch`.
+///
+/// A `secondary_certificate_file` that does not exist means "no secondary
+/// certificate" (it is only there during a rotation, e.g. a Kubernetes
+/// Secret key that is added and removed); one that exists but cannot be
+/// read or is malformed is an error, like the primary's.
+fn file_apps(
+    apps: &[FileApp],
+    base: &Path,
+    watch: &mut Vec<PathBuf>,
+) -> Result<Vec<AppCredentials>, ConfigError> {
     let mut out: Vec<AppCredentials> = Vec::with_capacity(apps.len());
     for (i, a) in apps.iter().enumerate() {
         let app_id = AppId::new(a.app_id.trim()).map_err(|e| ConfigError::Invalid {
@@ -502,16 +548,24 @@ fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, Confi
                 problem: format!("{} is configured twice", app_id.as_str()),
             });
         }
-        let certificate = certificate_file(
-            &format!("apps[{i}].certificate_file"),
-            &a.certificate_file,
-            base,
-        )?;
-        let secondary = a
-            .secondary_certificate_file
-            .as_ref()
-            .map(|p| certificate_file(&format!("apps[{i}].secondary_certificate_file"), p, base))
-            .transpose()?;
+        let primary = resolve(&a.certificate_file, base);
+        watch.push(primary.clone());
+        let certificate = certificate_file(&format!("apps[{i}].certificate_file"), &primary)?;
+        let secondary = match &a.secondary_certificate_file {
+            Some(p) => {
+                let path = resolve(p, base);
+                watch.push(path.clone());
+                if path.try_exists().unwrap_or(true) {
+                    Some(certificate_file(
+                        &format!("apps[{i}].secondary_certificate_file"),
+                        &path,
+                    )?)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
         out.push(AppCredentials {
             app_id,
             certificate,
@@ -521,12 +575,16 @@ fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, Confi
     Ok(out)
 }
 
-fn certificate_file(what: &str, path: &Path, base: &Path) -> Result<AppCertificate, ConfigError> {
-    let full = if path.is_relative() {
+/// `path`, relative to `base` when it is relative.
+fn resolve(path: &Path, base: &Path) -> PathBuf {
+    if path.is_relative() {
         base.join(path)
     } else {
         path.to_path_buf()
-    };
+    }
+}
+
+fn certificate_file(what: &str, full: &Path) -> Result<AppCertificate, ConfigError> {
     let shown = full.display().to_string();
     let text = env::read_secret_file(what, &shown).map_err(|e| ConfigError::Invalid {
         what: what.to_owned(),
@@ -653,6 +711,85 @@ mod tests {
         let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
         assert!(msg.contains("apps[0].certificate_file"), "{msg}");
         assert!(!msg.contains("not-a-certificate"), "{msg}");
+    }
+
+    #[test]
+    fn secondary_file_may_be_missing_and_files_are_listed_for_reload() {
+        let d = tmpdir("secondary");
+        std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+        let _ = std::fs::remove_file(d.join("old"));
+        let path = d.join("ta.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "shutdown_delay_seconds = 5\n[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
+                 secondary_certificate_file = \"old\"\n"
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env(&[])).unwrap();
+        assert!(c.apps[0].secondary.is_none());
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(c.watch_files, vec![path, d.join("cert"), d.join("old")]);
+        std::fs::write(d.join("old"), "5CFd2fd1755d40ecb72977518be15d3c\n").unwrap();
+        let c = Config::load(&args, &env(&[])).unwrap();
+        assert!(c.apps[0].secondary.is_some());
+        // Present but malformed: an error, like the primary.
+        std::fs::write(d.join("old"), "nope\n").unwrap();
+        let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+        assert!(msg.contains("apps[0].secondary_certificate_file"), "{msg}");
+        // The primary's file must exist.
+        std::fs::remove_file(d.join("cert")).unwrap();
+        let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+        assert!(msg.contains("apps[0].certificate_file"), "{msg}");
+        // --shutdown-delay wins over the file.
+        let args = ServeArgs {
+            shutdown_delay: Some(1),
+            ..Default::default()
+        };
+        let c = Config::load(
+            &args,
+            &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_delay, Duration::from_secs(1));
+        assert!(c.watch_files.is_empty());
+    }
+
+    #[test]
+    fn file_without_apps_takes_the_app_from_the_environment() {
+        // The Kubernetes manifests: the file holds callers only, the
+        // certificate is a mounted file named by the environment.
+        let d = tmpdir("noapps");
+        std::fs::write(d.join("certificate"), format!("{CERT}\n")).unwrap();
+        let path = d.join("ta.toml");
+        std::fs::write(&path, "# callers only\n").unwrap();
+        let cert = d.join("certificate").display().to_string();
+        let missing = d.join("certificate-secondary").display().to_string();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(
+            &args,
+            &env(&[
+                (env::APP_ID, ID),
+                ("SHENGWANG_APP_CERTIFICATE_FILE", &cert),
+                ("SHENGWANG_APP_CERTIFICATE_SECONDARY_FILE", &missing),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.apps_source, "environment");
+        assert_eq!(c.apps[0].app_id.as_str(), ID);
+        assert!(c.apps[0].secondary.is_none());
+        assert_eq!(
+            c.watch_files,
+            vec![path, PathBuf::from(cert), PathBuf::from(missing)]
+        );
     }
 
     #[test]

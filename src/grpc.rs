@@ -102,7 +102,7 @@ fn authn<T>(request: &Request<T>) -> Authn {
         .extensions()
         .get::<Authn>()
         .cloned()
-        .unwrap_or(Authn(Err(Denial::Unauthenticated(
+        .unwrap_or(Authn::new(Err(Denial::Unauthenticated(
             "the request was not authenticated",
         ))))
 }
@@ -408,17 +408,27 @@ impl TokenApi {
         access: AccessRequest<'_>,
         build: impl FnOnce(&Issuer, &Limits) -> Result<T, IssueError>,
     ) -> Result<T, ApiError> {
-        let snap = self.shared.current();
+        // The snapshot the caller was authenticated against, else the current one.
+        let snap = match &who.snapshot {
+            Some(s) => Arc::clone(s),
+            None => self.shared.current_full(),
+        };
         // Re-bound after `snap`, so it may borrow the resolved app id from it.
         let mut access = access;
         let result: Result<T, ApiError> = (|| {
-            let identity = who.0.as_ref().map_err(|d| ApiError::Denied(d.clone()))?;
+            let identity = who
+                .identity
+                .as_ref()
+                .map_err(|d| ApiError::Denied(d.clone()))?;
             let app = snap.issuer.app(app_id)?;
             access.app_id = app.app_id.as_str();
             let permit = snap.auth.authorize(identity, &access)?;
             Ok(build(&snap.issuer, &permit.limits())?)
         })();
-        let caller = who.0.as_ref().map_or("unauthenticated", Identity::name);
+        let caller = who
+            .identity
+            .as_ref()
+            .map_or("unauthenticated", Identity::name);
         match &result {
             Ok(tokens) => {
                 for i in tokens.tokens() {
@@ -668,7 +678,9 @@ impl TokenApi {
         who: &Authn,
         r: pb::InspectTokenRequest,
     ) -> Result<pb::InspectTokenResponse, ApiError> {
-        who.0.as_ref().map_err(|d| ApiError::Denied(d.clone()))?;
+        who.identity
+            .as_ref()
+            .map_err(|d| ApiError::Denied(d.clone()))?;
         let uid = match r.user {
             None => None,
             Some(pb::inspect_token_request::User::Uid(u)) => {
@@ -680,9 +692,11 @@ impl TokenApi {
             (None, true) => None,
             (uid, _) => Some((r.channel_name.as_str(), uid.as_deref().unwrap_or(""))),
         };
-        let ins = self
-            .shared
-            .current()
+        let snap = who
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.shared.current_full());
+        let ins = snap
             .issuer
             .inspect(&r.token, identity)
             .map_err(|e| IssueError::Invalid(Violation::new("token", e.0.to_string())))?;
@@ -898,7 +912,7 @@ mod tests {
 
     fn open_request<T>(msg: T) -> Request<T> {
         let mut r = Request::new(msg);
-        r.extensions_mut().insert(Authn(Ok(Identity::Open)));
+        r.extensions_mut().insert(Authn::new(Ok(Identity::Open)));
         r
     }
 

@@ -245,7 +245,7 @@ fn get_token_inner(api: &TokenApi, who: &Authn, query: &str) -> Result<String, G
 /// The authentication result the server attached (absent: fail closed).
 fn authn_of(ext: Option<Extension<Authn>>) -> Authn {
     ext.map(|Extension(a)| a)
-        .unwrap_or(Authn(Err(Denial::Unauthenticated(
+        .unwrap_or(Authn::new(Err(Denial::Unauthenticated(
             "the request was not authenticated",
         ))))
 }

@@ -23,6 +23,7 @@ pub mod issuer;
 pub mod json;
 pub mod metrics;
 pub mod pb;
+pub mod reload;
 pub mod rules;
 pub mod server;
 pub mod state;

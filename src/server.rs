@@ -8,9 +8,13 @@
 //! Both are axum routers served by one hyper connection builder that
 //! detects HTTP/1.1 or HTTP/2 per connection.
 //!
-//! Shutdown: readiness and health turn NOT_SERVING, the listeners stop
-//! accepting, and in-flight requests get the grace period to finish; after
-//! it, remaining connections are dropped.
+//! Shutdown: readiness and health turn NOT_SERVING; requests are still
+//! served for the shutdown delay (so load balancers stop sending first);
+//! then the listeners stop accepting, and in-flight requests get the grace
+//! period to finish; after it, remaining connections are dropped.
+//!
+//! Reload ([`crate::reload`]): `serve` reloads the configuration on SIGHUP
+//! and when a watched file changes (polled).
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -41,6 +45,7 @@ use crate::config::{Config, ConnectionLimits, EXIT_CONFIG, LogFormat, ServeArgs}
 use crate::grpc::{TokenApi, TokenServiceServer};
 use crate::http::{self, HttpState};
 use crate::pb;
+use crate::reload::{self, Reloader, Trigger};
 use crate::state::Shared;
 
 /// Largest gRPC response message, in bytes (tokens are small).
@@ -69,6 +74,7 @@ pub struct Server {
     listener: TcpListener,
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
+    shutdown_delay: Duration,
     shutdown_grace: Duration,
     max_request_bytes: usize,
     connection: ConnectionLimits,
@@ -180,6 +186,7 @@ impl Server {
             listener,
             admin,
             shared,
+            shutdown_delay: config.shutdown_delay,
             shutdown_grace: config.shutdown_grace,
             max_request_bytes: config.max_request_bytes,
             connection: config.connection,
@@ -223,7 +230,9 @@ impl Server {
         }
     }
 
-    /// Serves until `shutdown` completes, then drains within the grace period.
+    /// Serves until `shutdown` completes; then reports NOT_SERVING, keeps
+    /// serving for the shutdown delay, stops accepting and drains within the
+    /// grace period.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -305,10 +314,6 @@ impl Server {
             }
         }
 
-        tracing::info!(
-            grace_seconds = self.shutdown_grace.as_secs(),
-            "shutting down: draining in-flight requests"
-        );
         self.shared.set_ready(false);
         reporter
             .set_not_serving::<TokenServiceServer<TokenApi>>()
@@ -316,6 +321,20 @@ impl Server {
         reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        if !self.shutdown_delay.is_zero() {
+            tracing::info!(
+                delay_seconds = self.shutdown_delay.as_secs_f64(),
+                "shutting down: NOT_SERVING; still serving during the shutdown delay"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(self.shutdown_delay) => {}
+                r = &mut main_task => return r.map_err(std::io::Error::other),
+            }
+        }
+        tracing::info!(
+            grace_seconds = self.shutdown_grace.as_secs_f64(),
+            "shutting down: no longer accepting connections; draining in-flight requests"
+        );
         let _ = stop_tx.send(true);
         let drain = async {
             let main = (&mut main_task).await;
@@ -566,7 +585,8 @@ async fn guard(
             .get::<TlsClientNames>()
             .map(|n| Arc::clone(&n.0))
             .unwrap_or_default();
-        let authn = Authn(snap.auth.authenticate(bearer(&req), &names, ip, get));
+        let identity = snap.auth.authenticate(bearer(&req), &names, ip, get);
+        let authn = Authn::pinned(identity, arc_swap::Guard::into_inner(snap));
         req.extensions_mut().insert(authn);
     }
     let mut resp = match tokio::time::timeout(g.timeout, next.run(req)).await {
@@ -759,6 +779,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Before anything slow: SIGHUP's default action ends the process.
+        let hangup = match hangup_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("token-authority: cannot handle SIGHUP: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::bind(&config).await {
             Ok(s) => s,
             Err(e) => {
@@ -767,9 +795,23 @@ pub fn main(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let app_ids: Vec<&str> = config.apps.iter().map(|a| a.app_id.as_str()).collect();
-        tracing::info!(apps = ?app_ids, source = %config.apps_source, "credentials loaded (certificates not shown)");
-        match server.run(shutdown_signal()).await {
+        let apps: Vec<String> = server
+            .shared()
+            .current()
+            .app_certificates()
+            .into_iter()
+            .map(|(id, n)| format!("{id} ({n} certificate{})", if n == 1 { "" } else { "s" }))
+            .collect();
+        tracing::info!(apps = ?apps, source = %config.apps_source, "credentials loaded (certificates not shown)");
+        let reloader = Reloader::new(
+            config.clone(),
+            Arc::clone(server.shared()),
+            crate::env::ProcessEnv::load,
+        );
+        let reloads = tokio::spawn(reload_loop(reloader, hangup));
+        let result = server.run(shutdown_signal()).await;
+        reloads.abort();
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
@@ -777,6 +819,75 @@ pub fn main(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// SIGHUP as a stream (a never-ending one where there are no signals).
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> std::io::Result<Hangup> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> std::io::Result<Hangup> {
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn next_hangup(h: &mut Hangup) {
+    if h.recv().await.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangup) {
+    std::future::pending::<()>().await;
+}
+
+/// Reloads on SIGHUP and when a watched file changes (checked every
+/// [`reload::POLL_INTERVAL`]). The file I/O runs on the blocking pool.
+async fn reload_loop<F, E>(mut reloader: Reloader<F>, mut hangup: Hangup)
+where
+    F: Fn() -> E + Send + 'static,
+    E: crate::env::Env,
+{
+    let files: Vec<String> = reloader
+        .watched_files()
+        .map(|p| p.display().to_string())
+        .collect();
+    tracing::info!(files = ?files, "reloading on SIGHUP and on changes of these files");
+    let mut tick = tokio::time::interval(reload::POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let trigger = tokio::select! {
+            () = next_hangup(&mut hangup) => Some(Trigger::Signal),
+            _ = tick.tick() => None,
+        };
+        if trigger.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+        }
+        let step = tokio::task::spawn_blocking(move || {
+            // The outcome is logged and counted by the reloader.
+            let _ = match trigger {
+                Some(t) => Some(reloader.reload(t)),
+                None => reloader.poll(),
+            };
+            reloader
+        });
+        reloader = match step.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "the reloader failed; reloads are disabled until a restart");
+                return;
+            }
+        };
+    }
 }
 
 /// `token-authority healthcheck`: exit 0 when `GET /healthz` (or `/readyz`

@@ -30,6 +30,21 @@ impl Snapshot {
             auth: Authenticator::open(),
         }
     }
+
+    /// The configured app ids (default first) with their number of
+    /// certificates (1, or 2 with a secondary).
+    pub fn app_certificates(&self) -> Vec<(String, u8)> {
+        self.issuer
+            .app_ids()
+            .map(|id| {
+                let n = self
+                    .issuer
+                    .app(Some(id))
+                    .map_or(1, |a| 1 + u8::from(a.secondary.is_some()));
+                (id.to_owned(), n)
+            })
+            .collect()
+    }
 }
 
 /// State shared by the gRPC service, the HTTP routes and the server.
@@ -44,9 +59,11 @@ pub struct Shared {
 impl Shared {
     /// Shared state around `snapshot`; not ready until [`Shared::set_ready`].
     pub fn new(snapshot: Snapshot) -> Self {
+        let metrics = Metrics::new();
+        metrics.set_apps(snapshot.app_certificates());
         Self {
             current: ArcSwap::from_pointee(snapshot),
-            metrics: Metrics::new(),
+            metrics,
             ready: AtomicBool::new(false),
         }
     }
@@ -56,10 +73,17 @@ impl Shared {
         self.current.load()
     }
 
+    /// The current snapshot, as an `Arc` a request can keep.
+    pub fn current_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
     /// Atomically replaces issuer and policies (reload). Requests in flight
     /// finish with the snapshot they loaded.
     pub fn replace(&self, snapshot: Snapshot) {
+        let apps = snapshot.app_certificates();
         self.current.store(Arc::new(snapshot));
+        self.metrics.set_apps(apps);
     }
 
     /// Whether the service accepts work (credentials loaded, listeners

@@ -13,6 +13,8 @@
 //! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
 //! - `security`: callers, policy, rate limits, CORS, mTLS, property tests
 //!   of the HTTP query and JSON handling, secrets never in logs.
+//! - `lifecycle`: the binary under load: certificate rotation by SIGHUP and
+//!   by a changed file, a bad file, graceful shutdown with a delay.
 
 // A test crate: a failing unwrap is a failing test (helpers included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,5 +25,6 @@ mod common;
 mod grpc;
 mod http_get;
 mod json;
+mod lifecycle;
 mod ops;
 mod security;

@@ -797,7 +797,7 @@ mod props {
             .unwrap();
         rt.block_on(async {
             let mut req = req;
-            req.extensions_mut().insert(Authn(Ok(Identity::Open)));
+            req.extensions_mut().insert(Authn::new(Ok(Identity::Open)));
             let resp = app.clone().oneshot(req).await.unwrap();
             let status = resp.status().as_u16();
             let body = http_body_util::BodyExt::collect(resp.into_body())
