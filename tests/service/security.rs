@@ -994,3 +994,105 @@ fn logs_never_contain_secrets_or_whole_tokens() {
         assert!(!logs.contains(&t[..40]), "a token prefix in the logs");
     }
 }
+
+/// Revoking a caller (and removing one) in the config file takes effect on
+/// reload (what SIGHUP runs), over both transports; a broken file keeps the
+/// old callers.
+#[tokio::test]
+async fn revocation_takes_effect_on_reload() {
+    use token_authority::config::{Config, ServeArgs};
+    use token_authority::reload::{Reloader, Trigger};
+    let dir = std::env::temp_dir().join(format!(
+        "ta-revoke-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert"), format!("{CERT}\n")).unwrap();
+    let write_config = |revoked: bool, extra: &str| {
+        std::fs::write(
+            dir.join("ta.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\n{extra}\n[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n\n\
+                 [[callers]]\nname = \"svc\"\napi_key_sha256 = \"{}\"\nrevoked = {revoked}\n\n\
+                 [[callers]]\nname = \"other\"\napi_key_sha256 = \"{}\"\n",
+                ApiKeyHash::of_key(KEY).to_hex(),
+                ApiKeyHash::of_key(LIMITED_KEY).to_hex(),
+            ),
+        )
+        .unwrap();
+    };
+    write_config(false, "");
+    let args = ServeArgs {
+        config: Some(dir.join("ta.toml")),
+        ..Default::default()
+    };
+    let empty = std::collections::HashMap::<String, String>::new;
+    let config = Config::load(&args, &empty()).unwrap();
+    let handle = token_authority::server::spawn(&config).await.unwrap();
+    let app = TestApp { handle };
+    let mut reloader = Reloader::new(config, Arc::clone(app.handle.shared()), empty);
+    let mut g = app.grpc().await;
+    let get = "/api/agora/token?channelName=c&uid=1";
+    g.build_rtc_token(with_key(rtc("c", 1), Some(KEY)))
+        .await
+        .unwrap();
+    assert_eq!(
+        http(
+            app.addr(),
+            "GET",
+            get,
+            &[("authorization", &bearer(KEY))],
+            ""
+        )
+        .await
+        .0,
+        200
+    );
+
+    write_config(true, "");
+    reloader.reload(Trigger::Signal).unwrap();
+    let e = g
+        .build_rtc_token(with_key(rtc("c", 1), Some(KEY)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(
+        http(
+            app.addr(),
+            "GET",
+            get,
+            &[("authorization", &bearer(KEY))],
+            ""
+        )
+        .await
+        .0,
+        401
+    );
+    let (s, _, _) = http(
+        app.addr(),
+        "POST",
+        "/agora.token.v1.TokenService/BuildRtcToken",
+        &[("authorization", &bearer(KEY))],
+        r#"{"channelName":"c","uid":1}"#,
+    )
+    .await;
+    assert_eq!(s, 401);
+    // The other caller is unaffected.
+    g.build_rtc_token(with_key(rtc("c", 1), Some(LIMITED_KEY)))
+        .await
+        .unwrap();
+
+    // A broken file keeps the last good callers (still revoked, other still valid).
+    std::fs::write(dir.join("ta.toml"), "[[callers]\n").unwrap();
+    assert!(reloader.reload(Trigger::Signal).is_err());
+    assert!(
+        g.build_rtc_token(with_key(rtc("c", 1), Some(KEY)))
+            .await
+            .is_err()
+    );
+    g.build_rtc_token(with_key(rtc("c", 1), Some(LIMITED_KEY)))
+        .await
+        .unwrap();
+    app.handle.shutdown().await.unwrap();
+}
