@@ -710,8 +710,8 @@ pub enum Denial {
 /// A configured caller.
 #[derive(Debug)]
 pub struct Caller {
-    /// Name.
-    pub name: String,
+    /// Name (shared, so a request can label its metrics without copying it).
+    pub name: Arc<str>,
     key: Option<ApiKeyHash>,
     tls_names: Vec<String>,
     revoked: bool,
@@ -865,7 +865,7 @@ impl Authenticator {
             }
             let policy = Policy::compile(&c.policy).map_err(|e| format!("{at}.{e}"))?;
             out.push(Arc::new(Caller {
-                name: c.name.clone(),
+                name: Arc::from(c.name.as_str()),
                 key,
                 tls_names: c.tls_client_names.clone(),
                 revoked: c.revoked,
@@ -934,7 +934,7 @@ impl Authenticator {
 
     /// The names of the configured callers.
     pub fn caller_names(&self) -> impl Iterator<Item = &str> {
-        self.callers.iter().map(|c| c.name.as_str())
+        self.callers.iter().map(|c| &*c.name)
     }
 
     /// Identifies a request. `bearer` is the value after `Bearer `;
@@ -1046,6 +1046,19 @@ impl Authenticator {
 }
 
 impl Identity {
+    /// The caller's name as a shared string, for metric labels (`None` in
+    /// open mode, where the label is `open`).
+    pub fn label(&self) -> Option<Arc<str>> {
+        match self {
+            Self::Open => None,
+            Self::Caller(c) => Some(Arc::clone(&c.name)),
+            Self::Anonymous(_) => {
+                static ANON: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+                Some(Arc::clone(ANON.get_or_init(|| Arc::from("anonymous"))))
+            }
+        }
+    }
+
     /// The caller's name for logs, metrics and audit.
     pub fn name(&self) -> &str {
         match self {

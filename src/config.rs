@@ -14,6 +14,7 @@
 //! shutdown_delay_seconds = 5       # --shutdown-delay
 //! shutdown_grace_seconds = 20      # --shutdown-grace
 //! max_request_bytes = 65536        # --max-request-bytes
+//! metrics = true                   # --no-metrics turns them off
 //!
 //! [[apps]]                          # the first app is the default
 //! app_id = "970CA35de60c44645bbae8a215061b33"
@@ -91,7 +92,7 @@ Credentials (when the config file has no [[apps]]):
   .env in the working directory fills in variables that are not set.
 Config file (TOML; flags override it, it overrides the environment):
   listen, admin_listen, log_format, shutdown_delay_seconds, shutdown_grace_seconds,
-  max_request_bytes
+  max_request_bytes, metrics, audit_log, [[callers]], [anonymous], [tls], [cors], [limits]
   [[apps]] app_id, certificate_file, secondary_certificate_file (first app = default;
            relative paths are relative to the config file; unknown keys are errors;
            a secondary_certificate_file that does not exist = no secondary)
@@ -143,6 +144,10 @@ pub struct ServeArgs {
     /// Verify client certificates against this PEM CA (mTLS) [file: tls.client_ca_file].
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Record no metrics and answer 404 at /metrics (to measure their cost;
+    /// they are on by default) [file: metrics = false].
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 /// The config file.
@@ -155,6 +160,7 @@ struct FileConfig {
     shutdown_delay_seconds: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
     max_request_bytes: Option<usize>,
+    metrics: Option<bool>,
     #[serde(default)]
     apps: Vec<FileApp>,
     #[serde(default)]
@@ -264,6 +270,8 @@ pub struct Config {
     /// the apps' certificate files, the environment's `*_FILE` files),
     /// existing or not: a reload is due when one of them changes.
     pub watch_files: Vec<PathBuf>,
+    /// Whether metrics are recorded and served (default true).
+    pub metrics: bool,
 }
 
 /// Default `max_concurrent_requests`.
@@ -293,6 +301,7 @@ impl Config {
             args: ServeArgs::default(),
             audit_log: None,
             watch_files: Vec::new(),
+            metrics: true,
         }
     }
 
@@ -456,6 +465,7 @@ impl Config {
                 .clone()
                 .or_else(|| file.audit_log.as_deref().map(|p| PathBuf::from(rel(p)))),
             watch_files,
+            metrics: !args.no_metrics && file.metrics.unwrap_or(true),
         };
         // Compile the caller policies now, so mistakes stop start-up.
         config.snapshot()?;

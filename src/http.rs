@@ -1,7 +1,9 @@
 //! The HTTP side of the one listener: the compatible
 //! `GET /api/agora/token` (DESIGN 4.1), proto3 JSON for every RPC at
 //! `POST /agora.token.v1.TokenService/<Method>` (Connect unary style),
-//! `/healthz`, `/readyz` and `/metrics`. Unknown paths get a plain 404.
+//! `/healthz`, `/readyz` and `/metrics`, and the JSON form of
+//! `grpc.health.v1.Health/Check` (the trivial JSON route the load generator
+//! compares the token routes with). Unknown paths get a plain 404.
 //!
 //! Errors of the JSON routes go through one type, [`HttpError`], built from
 //! the gRPC [`Status`] the issuer error maps to, so both transports report
@@ -47,6 +49,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/api/agora/token", get(get_token))
         .route("/agora.token.v1.TokenService/{method}", post(json_rpc))
+        .route("/grpc.health.v1.Health/Check", post(json_health_check))
         .merge(ops_routes())
         .fallback(not_found)
         .with_state(state)
@@ -101,13 +104,25 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 
 async fn metrics(State(s): State<HttpState>) -> Response {
     let shared = s.api.shared();
+    if !shared.metrics.is_enabled() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "metrics are disabled (--no-metrics)
+",
+        );
+    }
     let mut body = shared.metrics.render(shared.is_ready());
     let open = u8::from(shared.current().auth.is_open());
     body.push_str(
-        "# HELP token_authority_open_mode 1 when no callers are configured (anyone can get tokens).\n\
-         # TYPE token_authority_open_mode gauge\n",
+        "# HELP token_authority_open_mode 1 when no callers are configured (anyone can get tokens).
+\
+         # TYPE token_authority_open_mode gauge
+",
     );
-    body.push_str(&format!("token_authority_open_mode {open}\n"));
+    body.push_str(&format!(
+        "token_authority_open_mode {open}
+"
+    ));
     let mut r = text(StatusCode::OK, body);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -504,6 +519,61 @@ async fn json_rpc(
             tracing::info!(rpc = method.as_str(), code = code_name(e.code), reason = %e.message, "request refused");
             e.into_response()
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON grpc.health.v1.Health/Check
+// ---------------------------------------------------------------------------
+
+/// The JSON form of `grpc.health.v1.HealthCheckRequest`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthCheckJson {
+    #[serde(default)]
+    service: String,
+}
+
+/// The JSON form of `grpc.health.v1.HealthCheckResponse`.
+#[derive(Debug, serde::Serialize)]
+struct HealthStatusJson {
+    status: &'static str,
+}
+
+/// `POST /grpc.health.v1.Health/Check` with JSON: `{"status":"SERVING"}`
+/// (or `NOT_SERVING` while shutting down) for `""` and the token service,
+/// `not_found` for any other service, as the gRPC health service answers.
+/// It passes through the same body reading, decoding and encoding as the
+/// token routes, so it is the fair trivial baseline for them.
+async fn json_health_check(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        if !is_json(&headers) {
+            return Err(HttpError::new(
+                Code::InvalidArgument,
+                "content-type: must be application/json",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let bytes = read_body(body, s.max_body).await?;
+        let req = json::decode::<HealthCheckJson>(&bytes)
+            .map_err(|e| HttpError::new(Code::InvalidArgument, e.to_string()))?;
+        if !matches!(req.service.as_str(), "" | "agora.token.v1.TokenService") {
+            return Err(HttpError::new(Code::NotFound, "service: unknown service"));
+        }
+        let status = if s.api.shared().is_ready() {
+            "SERVING"
+        } else {
+            "NOT_SERVING"
+        };
+        json::encode(&HealthStatusJson { status }).map_err(|e| {
+            tracing::error!(error = %e, "cannot encode a response");
+            HttpError::new(Code::Internal, "internal error")
+        })
+    }
+    .await;
+    match result {
+        Ok(body) => json_response(body),
+        Err(e) => e.into_response(),
     }
 }
 

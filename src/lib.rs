@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod env;
@@ -21,6 +22,7 @@ pub mod grpc;
 pub mod http;
 pub mod issuer;
 pub mod json;
+pub mod logwriter;
 pub mod metrics;
 pub mod pb;
 pub mod reload;

@@ -1,14 +1,25 @@
 //! Prometheus metrics, kept cheap: fixed label sets are arrays of atomics
 //! indexed by enums, so recording a request allocates nothing and takes no
-//! lock. Tokens issued are labelled by kind and app; apps are few and known
-//! at start-up (or reload), so that map takes a read lock per token and a
-//! write lock only the first time an app issues a token.
+//! lock. Tokens issued are labelled by kind, app and caller; apps and
+//! callers are few and configured, so that map takes an uncontended read
+//! lock per token and a write lock only the first time an (app, caller)
+//! pair issues a token.
+//!
+//! The caller label: whoever authenticates a request runs the rest of it
+//! inside [`with_caller`] (a task-local, so no transport or API signature
+//! changes); tokens issued outside any caller scope count as
+//! [`OPEN_CALLER`] (`"open"`, the service without configured callers).
+//! Label values must come from configuration (caller names), never from
+//! request input, to keep the series bounded.
+//!
+//! `serve --no-metrics` turns recording off ([`Metrics::disabled`]) and
+//! `/metrics` answers 404; BENCHMARKS.md measures the difference.
 //!
 //! Series (all prefixed `token_authority_`):
 //! - `requests_total{transport,method,code}`: every RPC call (gRPC and
 //!   JSON) and every `GET /api/agora/token`, by result code (gRPC code name).
 //! - `request_duration_seconds{transport}`: latency histogram of the same.
-//! - `tokens_issued_total{kind,app_id}`: tokens issued.
+//! - `tokens_issued_total{kind,app_id,caller}`: tokens issued.
 //! - `build_info{version}`: always 1.
 //! - `ready`: 1 while the service accepts work.
 //! - `app_certificates{app_id}`: the certificates loaded for each configured
@@ -20,11 +31,26 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::RwLock;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::issuer::TokenKind;
+
+/// The caller label of tokens issued outside any [`with_caller`] scope.
+pub const OPEN_CALLER: &str = "open";
+
+tokio::task_local! {
+    static CALLER: Arc<str>;
+}
+
+/// Runs `f` (the rest of a request) with `caller` as the `caller` label of
+/// the tokens it issues. For the authentication layer: call it with the
+/// configured caller's name once the request is authenticated.
+pub async fn with_caller<F: Future>(caller: Arc<str>, f: F) -> F::Output {
+    CALLER.scope(caller, f).await
+}
 
 /// How a request arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,12 +219,16 @@ impl Histogram {
     }
 }
 
+/// Token counters of one app, by caller, by kind.
+type CallerCounters = HashMap<String, [AtomicU64; KINDS.len()]>;
+
 /// The service's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    enabled: bool,
     requests: Vec<AtomicU64>,
     latency: [Histogram; 3],
-    tokens: RwLock<HashMap<String, [AtomicU64; KINDS.len()]>>,
+    tokens: RwLock<HashMap<String, CallerCounters>>,
     /// Configured apps and their number of certificates, default first.
     apps: RwLock<Vec<(String, u8)>>,
     /// Reloads: ok, error.
@@ -234,6 +264,7 @@ impl Metrics {
     pub fn new() -> Self {
         let n = Transport::ALL.len() * Method::ALL.len() * CODES;
         Self {
+            enabled: true,
             requests: (0..n).map(|_| AtomicU64::new(0)).collect(),
             latency: Default::default(),
             tokens: RwLock::new(HashMap::new()),
@@ -268,29 +299,69 @@ impl Metrics {
         )
     }
 
+    /// Metrics that record nothing (`serve --no-metrics`).
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            requests: Vec::new(),
+            latency: Default::default(),
+            tokens: RwLock::new(HashMap::new()),
+            apps: RwLock::new(Vec::new()),
+            reloads: Default::default(),
+            last_reload_ok: AtomicBool::new(true),
+            last_success_unix: AtomicU64::new(unix_now()),
+        }
+    }
+
+    /// Whether anything is recorded.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn slot(t: Transport, m: Method, c: tonic::Code) -> usize {
         (transport_index(t) * Method::ALL.len() + method_index(m)) * CODES + code_index(c)
     }
 
     /// Records one finished request.
     pub fn request(&self, t: Transport, m: Method, code: tonic::Code, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
         if let Some(c) = self.requests.get(Self::slot(t, m, code)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
         self.latency[transport_index(t)].observe(elapsed);
     }
 
-    /// Counts one issued token.
+    /// Counts one issued token, for the current caller (see [`with_caller`]).
     pub fn token_issued(&self, kind: TokenKind, app_id: &str) {
+        if !self.enabled {
+            return;
+        }
+        let count = |caller: &str| self.token_issued_by(kind, app_id, caller);
+        if CALLER.try_with(|c| count(c)).is_err() {
+            count(OPEN_CALLER);
+        }
+    }
+
+    /// Counts one issued token for `caller`.
+    pub fn token_issued_by(&self, kind: TokenKind, app_id: &str, caller: &str) {
+        if !self.enabled {
+            return;
+        }
         let i = kind_index(kind);
         if let Ok(map) = self.tokens.read() {
-            if let Some(counters) = map.get(app_id) {
+            if let Some(counters) = map.get(app_id).and_then(|by| by.get(caller)) {
                 counters[i].fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
         if let Ok(mut map) = self.tokens.write() {
-            map.entry(app_id.to_owned()).or_default()[i].fetch_add(1, Ordering::Relaxed);
+            map.entry(app_id.to_owned())
+                .or_default()
+                .entry(caller.to_owned())
+                .or_default()[i]
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -439,22 +510,27 @@ impl Metrics {
 
         let _ = writeln!(
             out,
-            "# HELP token_authority_tokens_issued_total Tokens issued by kind and app."
+            "# HELP token_authority_tokens_issued_total Tokens issued by kind, app and caller."
         );
         let _ = writeln!(out, "# TYPE token_authority_tokens_issued_total counter");
         if let Ok(map) = self.tokens.read() {
             let mut apps: Vec<_> = map.iter().collect();
             apps.sort_by(|a, b| a.0.cmp(b.0));
-            for (app, counters) in apps {
-                for (k, c) in KINDS.iter().zip(counters) {
-                    let v = c.load(Ordering::Relaxed);
-                    if v > 0 {
-                        let _ = writeln!(
-                            out,
-                            "token_authority_tokens_issued_total{{kind=\"{}\",app_id=\"{}\"}} {v}",
-                            k.as_str(),
-                            escape_label(app)
-                        );
+            for (app, by_caller) in apps {
+                let mut callers: Vec<_> = by_caller.iter().collect();
+                callers.sort_by(|a, b| a.0.cmp(b.0));
+                for (caller, counters) in callers {
+                    for (k, c) in KINDS.iter().zip(counters) {
+                        let v = c.load(Ordering::Relaxed);
+                        if v > 0 {
+                            let _ = writeln!(
+                                out,
+                                "token_authority_tokens_issued_total{{kind=\"{}\",app_id=\"{}\",caller=\"{}\"}} {v}",
+                                k.as_str(),
+                                escape_label(app),
+                                escape_label(caller)
+                            );
+                        }
                     }
                 }
             }
@@ -498,6 +574,7 @@ mod tests {
         );
         m.token_issued(TokenKind::Rtc, "app");
         m.token_issued(TokenKind::Rtc, "app");
+        m.token_issued_by(TokenKind::Rtm, "app", "svc-a");
         let text = m.render(true);
         assert!(text.contains(
             "token_authority_requests_total{transport=\"grpc\",method=\"BuildRtcToken\",code=\"ok\"} 1"
@@ -505,9 +582,9 @@ mod tests {
         assert!(text.contains(
             "token_authority_requests_total{transport=\"http\",method=\"GetToken\",code=\"invalid_argument\"} 1"
         ));
-        assert!(
-            text.contains("token_authority_tokens_issued_total{kind=\"rtc\",app_id=\"app\"} 2")
-        );
+        assert!(text.contains(
+            "token_authority_tokens_issued_total{kind=\"rtc\",app_id=\"app\",caller=\"open\"} 2"
+        ));
         assert!(
             text.contains("token_authority_request_duration_seconds_count{transport=\"grpc\"} 1")
         );
@@ -529,6 +606,33 @@ mod tests {
         assert!(text.contains("token_authority_config_reloads_total{result=\"error\"} 1"));
         assert!(text.contains("token_authority_config_last_reload_successful 0"));
         assert!(text.contains("token_authority_config_last_reload_success_timestamp_seconds 1"));
+    }
+
+    #[tokio::test]
+    async fn caller_scope_labels_tokens_and_disabled_records_nothing() {
+        let m = Metrics::new();
+        with_caller(Arc::from("svc-b"), async {
+            m.token_issued(TokenKind::Rtc, "app");
+        })
+        .await;
+        m.token_issued(TokenKind::Rtc, "app");
+        let text = m.render(true);
+        assert!(text.contains(
+            "token_authority_tokens_issued_total{kind=\"rtc\",app_id=\"app\",caller=\"svc-b\"} 1"
+        ));
+        assert!(text.contains(
+            "token_authority_tokens_issued_total{kind=\"rtc\",app_id=\"app\",caller=\"open\"} 1"
+        ));
+        let off = Metrics::disabled();
+        off.token_issued(TokenKind::Rtc, "app");
+        off.request(
+            Transport::Grpc,
+            Method::BuildRtcToken,
+            tonic::Code::Ok,
+            Duration::from_millis(1),
+        );
+        assert!(!off.is_enabled());
+        assert!(!off.render(true).contains("tokens_issued_total{"));
     }
 
     #[test]

@@ -20,8 +20,8 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -40,10 +40,11 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
-use crate::auth::Authn;
+use crate::auth::{Authn, Identity};
 use crate::config::{Config, ConnectionLimits, EXIT_CONFIG, LogFormat, ServeArgs};
 use crate::grpc::{TokenApi, TokenServiceServer};
 use crate::http::{self, HttpState};
+use crate::logwriter::{BatchedStdout, FlushGuard};
 use crate::pb;
 use crate::reload::{self, Reloader, Trigger};
 use crate::state::Shared;
@@ -175,7 +176,12 @@ impl Server {
             )),
             None => None,
         };
-        let shared = Arc::new(Shared::new(snapshot));
+        let metrics = if config.metrics {
+            crate::metrics::Metrics::new()
+        } else {
+            crate::metrics::Metrics::disabled()
+        };
+        let shared = Arc::new(Shared::with_metrics(snapshot, metrics));
         let guard = Arc::new(Guard {
             shared: Arc::clone(&shared),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
@@ -559,6 +565,7 @@ async fn guard(
             .insert(header::VARY, HeaderValue::from_static("origin"));
         return r;
     }
+    let label: Option<Arc<str>>;
     let Ok(permit) = Arc::clone(&g.in_flight).try_acquire_owned() else {
         let mut s = tonic::Status::resource_exhausted(
             "the server is at its concurrency limit; retry shortly",
@@ -586,10 +593,18 @@ async fn guard(
             .map(|n| Arc::clone(&n.0))
             .unwrap_or_default();
         let identity = snap.auth.authenticate(bearer(&req), &names, ip, get);
+        label = identity.as_ref().ok().and_then(Identity::label);
         let authn = Authn::pinned(identity, arc_swap::Guard::into_inner(snap));
         req.extensions_mut().insert(authn);
     }
-    let mut resp = match tokio::time::timeout(g.timeout, next.run(req)).await {
+    // Metrics of this request are labelled with its caller (task-local).
+    let run = async {
+        match label {
+            Some(l) => crate::metrics::with_caller(l, next.run(req)).await,
+            None => next.run(req).await,
+        }
+    };
+    let mut resp = match tokio::time::timeout(g.timeout, run).await {
         Ok(r) => r,
         Err(_) => early_refusal(
             grpc,
@@ -610,53 +625,89 @@ async fn guard(
 }
 
 /// A request id: the caller's `x-request-id` when it is short and plain,
-/// otherwise a new random one.
-fn request_id(req: &Request) -> String {
-    let given = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            (1..=64).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        });
+/// otherwise a new one. New ids are unique and unpredictable enough for
+/// correlating logs (they are not secrets): a random per-process key mixed
+/// with a counter, so no system call per request.
+fn request_id(req: &Request) -> HeaderValue {
+    let given = req.headers().get("x-request-id").filter(|v| {
+        let b = v.as_bytes();
+        (1..=64).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    });
     if let Some(id) = given {
-        return id.to_owned();
+        return id.clone();
     }
+    static KEY: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut b = [0u8; 8];
-    let random = if getrandom::fill(&mut b).is_ok() {
+    let key = *KEY.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without the OS's randomness, ids are still unique (the counter).
+        let _ = getrandom::fill(&mut b);
         u64::from_le_bytes(b)
-    } else {
-        0
-    };
-    format!("{:016x}", random ^ COUNTER.fetch_add(1, Ordering::Relaxed))
+    });
+    let id = splitmix64(key.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // Invariant: 16 lowercase hex digits are a valid header value.
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A bijective mixer of 64-bit values (SplitMix64's finaliser): distinct
+/// counters give distinct, scattered ids.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Request id, a span around the request, and one log line per request
 /// (probes and scrapes at debug level).
 async fn request_context(req: Request, next: Next) -> Response {
     let id = request_id(&req);
-    let path: String = req.uri().path().chars().take(128).collect();
+    // Cheap copies (the URI's bytes are reference counted; the address is
+    // Copy): nothing is formatted unless the span is enabled.
+    let uri = req.uri().clone();
+    let path = truncate(uri.path(), 128);
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(String::new, |c| c.0.to_string());
-    let span = tracing::info_span!("request", id = %id, peer = %peer, method = %req.method(), path = %path);
+        .map(|c| c.0);
+    let id_str = id.to_str().unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        id = id_str,
+        peer = peer.map(tracing::field::display),
+        method = %req.method(),
+        path = path
+    );
     let start = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
-    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
         tracing::debug!(parent: &span, status, elapsed_ms, "request");
     } else {
         tracing::info!(parent: &span, status, elapsed_ms, "request");
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
+    resp.headers_mut().insert("x-request-id", id);
     resp
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -685,13 +736,15 @@ async fn shutdown_signal() {
 
 /// Keeps the background log writers running; dropping it flushes them.
 #[derive(Debug, Default)]
-pub struct LogGuards(Vec<tracing_appender::non_blocking::WorkerGuard>);
+pub struct LogGuards {
+    _stdout: Option<FlushGuard>,
+    _files: Vec<tracing_appender::non_blocking::WorkerGuard>,
+}
 
 /// Installs the global `tracing` subscriber (`RUST_LOG`, default `info`).
 ///
-/// Log lines are formatted on the request path but written by a background
-/// thread (a full buffer drops operational lines rather than stall
-/// requests). Audit events (target `audit`) go to the main log and, with
+/// Log lines are formatted on the request path but written to stdout in
+/// batches by a background thread ([`crate::logwriter`]). Audit events (target `audit`) go to the main log and, with
 /// `audit_log`, also to that file as JSON lines, written without loss.
 pub fn init_logging(
     format: LogFormat,
@@ -703,8 +756,8 @@ pub fn init_logging(
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let mut guards = LogGuards::default();
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
-    guards.0.push(guard);
+    let (writer, guard) = BatchedStdout::new();
+    guards._stdout = Some(guard);
     let main = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(false)
@@ -730,7 +783,7 @@ pub fn init_logging(
             let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
                 .lossy(false)
                 .finish(file);
-            guards.0.push(g);
+            guards._files.push(g);
             Some(
                 tracing_subscriber::fmt::layer()
                     .json()

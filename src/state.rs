@@ -59,7 +59,11 @@ pub struct Shared {
 impl Shared {
     /// Shared state around `snapshot`; not ready until [`Shared::set_ready`].
     pub fn new(snapshot: Snapshot) -> Self {
-        let metrics = Metrics::new();
+        Self::with_metrics(snapshot, Metrics::new())
+    }
+
+    /// [`Shared::new`] with the given metrics (e.g. [`Metrics::disabled`]).
+    pub fn with_metrics(snapshot: Snapshot, metrics: Metrics) -> Self {
         metrics.set_apps(snapshot.app_certificates());
         Self {
             current: ArcSwap::from_pointee(snapshot),

@@ -139,7 +139,12 @@ async fn metrics_move() {
         r#"token_authority_requests_total{transport="grpc",method="BuildRtcToken",code="ok"}"#;
     let json_ok =
         r#"token_authority_requests_total{transport="json",method="BuildChatAppToken",code="ok"}"#;
-    let issued = format!(r#"token_authority_tokens_issued_total{{kind="rtc",app_id="{APP_ID}"}}"#);
+    let issued = format!(
+        r#"token_authority_tokens_issued_total{{kind="rtc",app_id="{APP_ID}",caller="open"}}"#
+    );
+    let chat_issued = format!(
+        r#"token_authority_tokens_issued_total{{kind="chat_app",app_id="{APP_ID}",caller="open"}}"#
+    );
     assert_eq!(app.metric(get_ok).await, 0);
     app.get("/api/agora/token?channelName=a").await;
     app.get("/api/agora/token?channelName=a").await;
@@ -155,6 +160,18 @@ async fn metrics_move() {
     assert_eq!(app.metric(grpc_ok).await, 1);
     assert_eq!(app.metric(json_ok).await, 1);
     assert_eq!(app.metric(&issued).await, 3);
+    assert_eq!(app.metric(&chat_issued).await, 1);
+    for (transport, n) in [("grpc", 1), ("json", 1)] {
+        let count =
+            format!(r#"token_authority_request_duration_seconds_count{{transport="{transport}"}}"#);
+        assert_eq!(app.metric(&count).await, n, "{transport}");
+    }
+    // Every request took under 2.5 s: the last finite bucket holds them all.
+    assert_eq!(
+        app.metric(r#"token_authority_request_duration_seconds_bucket{transport="http",le="2.5"}"#)
+            .await,
+        3
+    );
     assert_eq!(
         app.metric(r#"token_authority_request_duration_seconds_count{transport="http"}"#)
             .await,
@@ -166,6 +183,51 @@ async fn metrics_move() {
         "{text}"
     );
     assert!(text.contains("token_authority_ready 1"));
+}
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let app = spawn_app_with(|c| c.metrics = false).await;
+    assert_eq!(app.get("/api/agora/token?channelName=a").await.status, 200);
+    assert_eq!(app.get("/metrics").await.status, 404);
+    assert_eq!(
+        app.handle.shared().metrics.requests_total(
+            token_authority::metrics::Transport::Http,
+            token_authority::metrics::Method::GetToken,
+            tonic::Code::Ok
+        ),
+        0
+    );
+}
+
+#[tokio::test]
+async fn json_health_check_is_the_trivial_json_route() {
+    let app = spawn_app().await;
+    let post = |body: &'static str| {
+        app.request_to(
+            app.addr(),
+            "POST",
+            "/grpc.health.v1.Health/Check",
+            Some("application/json"),
+            body.as_bytes().to_vec(),
+        )
+    };
+    for body in [
+        "{}",
+        r#"{"service":""}"#,
+        r#"{"service":"agora.token.v1.TokenService"}"#,
+    ] {
+        let r = post(body).await;
+        assert_eq!(r.status, 200, "{body}");
+        assert_eq!(r.json()["status"], "SERVING");
+    }
+    let r = post(r#"{"service":"nope.Nope"}"#).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let r = post(r#"{"nope":1}"#).await;
+    assert_eq!(r.status, 400);
 }
 
 #[tokio::test]

@@ -378,6 +378,12 @@ async fn each_policy_rule_denies_by_name_on_both_transports() {
         .into_inner();
     verified(&s.agent_token, CERT);
     verified(&s.user_token, CERT);
+    // Tokens are counted per caller.
+    let (_, _, metrics) = http(app.addr(), "GET", "/metrics", &[], "").await;
+    assert!(
+        metrics.contains(&format!("token_authority_tokens_issued_total{{kind=\"agent_session\",app_id=\"{APP_ID}\",caller=\"orchestrator\"}}")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
