@@ -240,19 +240,14 @@ fn get_token_inner(api: &TokenApi, who: &Authn, query: &str) -> Result<String, G
                 None,
             ))
         }
-        Err(ApiError::Denied(d)) => {
-            let status = match &d {
-                Denial::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-                Denial::Policy { .. } => StatusCode::FORBIDDEN,
-                Denial::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            };
-            let retry = match &d {
-                Denial::RateLimited { retry_after } => {
-                    Some((retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1))
-                }
-                _ => None,
-            };
-            Err((status, format!("{d}\n"), retry))
+        Err(e @ ApiError::Denied(_)) => {
+            // The one mapping (ApiError -> Status -> HTTP status, Retry-After).
+            let e = HttpError::from(e);
+            Err((
+                HttpError::http_status(e.code),
+                format!("{}\n", e.message),
+                e.retry_after,
+            ))
         }
     }
 }
