@@ -24,7 +24,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::issuer::{Limits, RtcUser, TokenKind};
+use crate::issuer::{
+    AgentSessionRequest, ApaasRoomUserRequest, GenericRequest, Limits, RtcPrivilegesRequest,
+    RtcRequest, RtcRtmRequest, RtcUser, RtmRequest, TokenKind,
+};
 use crate::rules;
 
 /// SHA-256 of an API key, as stored in the config (64 lowercase hex characters).
@@ -474,7 +477,8 @@ impl Policy {
                 }
             }
         }
-        if let Some(e) = req.expire {
+        // Out-of-range values are bad input, reported by the issuer's rules.
+        if let Some(e) = req.expire.filter(|e| (1..=rules::MAX_EXPIRE).contains(e)) {
             if e > self.max_expire {
                 return deny(
                     "max_expire_seconds",
@@ -512,6 +516,175 @@ pub struct AccessRequest<'a> {
     pub expire: Option<u32>,
 }
 
+impl<'a> AccessRequest<'a> {
+    /// A request that grants no channel or user (RTM, Chat, FPA, APaaS).
+    pub fn plain(rpc: &'a str, kind: TokenKind, expire: Option<u32>) -> Self {
+        Self {
+            rpc,
+            kind,
+            expire,
+            ..Self::default()
+        }
+    }
+
+    /// `BuildRtcToken` and the GET endpoint.
+    pub fn rtc(rpc: &'a str, r: &'a RtcRequest) -> Self {
+        Self {
+            rpc,
+            kind: TokenKind::Rtc,
+            app_id: "",
+            channels: vec![&r.channel_name],
+            users: vec![r.user.clone()],
+            roles: vec![r.role],
+            expire: r.common.expire,
+        }
+    }
+
+    /// `BuildRtcTokenWithPrivileges`: grants publishing, so counts as publisher.
+    pub fn rtc_privileges(rpc: &'a str, r: &'a RtcPrivilegesRequest) -> Self {
+        Self {
+            rpc,
+            kind: TokenKind::RtcPrivileges,
+            app_id: "",
+            channels: vec![&r.channel_name],
+            users: vec![r.user.clone()],
+            roles: vec![Role::Publisher],
+            expire: r.common.expire,
+        }
+    }
+
+    /// `BuildRtcRtmToken`.
+    pub fn rtc_rtm(rpc: &'a str, r: &'a RtcRtmRequest) -> Self {
+        Self {
+            rpc,
+            kind: TokenKind::RtcRtm,
+            app_id: "",
+            channels: vec![&r.channel_name],
+            users: vec![r.user.clone()],
+            roles: vec![r.role],
+            expire: r.common.expire,
+        }
+    }
+
+    /// `BuildRtmToken`.
+    pub fn rtm(rpc: &'a str, r: &'a RtmRequest) -> Self {
+        let kind = if r.rtm2 || !r.permissions.is_empty() {
+            TokenKind::Rtm2
+        } else {
+            TokenKind::Rtm
+        };
+        Self::plain(rpc, kind, r.common.expire)
+    }
+
+    /// APaaS room user.
+    pub fn apaas_room_user(rpc: &'a str, r: &'a ApaasRoomUserRequest) -> Self {
+        Self::plain(rpc, TokenKind::ApaasRoomUser, r.common.expire)
+    }
+
+    /// `BuildToken`: every channel and uid of its RTC, Streaming and FCDN
+    /// services; publisher when any RTC service has a publish privilege.
+    pub fn generic(rpc: &'a str, r: &'a GenericRequest) -> Self {
+        use agora_token::Payload;
+        let mut a = Self::plain(rpc, TokenKind::Generic, r.common.expire);
+        let user = |b: &[u8]| -> RtcUser {
+            match std::str::from_utf8(b) {
+                Ok("") => RtcUser::Uid(0),
+                Ok(s) if s.bytes().all(|c| c.is_ascii_digit()) => s
+                    .parse()
+                    .map_or_else(|_| RtcUser::Account(s.to_owned()), RtcUser::Uid),
+                Ok(s) => RtcUser::Account(s.to_owned()),
+                Err(_) => RtcUser::Account(String::from_utf8_lossy(b).into_owned()),
+            }
+        };
+        for s in &r.services {
+            match &s.payload {
+                Payload::Rtc { channel_name, uid } => {
+                    a.channels
+                        .push(std::str::from_utf8(channel_name).unwrap_or("\u{fffd}"));
+                    a.users.push(user(uid));
+                    let publishes = (2..=4).any(|id| s.privileges.get(id).is_some());
+                    a.roles.push(if publishes {
+                        Role::Publisher
+                    } else {
+                        Role::Subscriber
+                    });
+                }
+                Payload::Streaming {
+                    channel_name,
+                    account,
+                }
+                | Payload::Fcdn {
+                    channel_name,
+                    account,
+                } => {
+                    a.channels
+                        .push(std::str::from_utf8(channel_name).unwrap_or("\u{fffd}"));
+                    a.users.push(user(account));
+                }
+                _ => {}
+            }
+        }
+        a
+    }
+
+    /// `BuildAgentSession`: the channel, both users, publisher.
+    pub fn agent_session(rpc: &'a str, r: &'a AgentSessionRequest) -> Self {
+        let user = |s: &str| -> Option<RtcUser> {
+            if r.string_uid {
+                Some(RtcUser::Account(s.to_owned()))
+            } else {
+                rules::parse_uid("uid", s).ok().map(RtcUser::Uid)
+            }
+        };
+        Self {
+            rpc,
+            kind: TokenKind::AgentSession,
+            app_id: "",
+            channels: vec![&r.channel_name],
+            users: [user(&r.agent_uid), user(&r.user_uid)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            roles: vec![Role::Publisher],
+            expire: r.common.expire,
+        }
+    }
+}
+
+/// The result of authenticating a request, attached to it by the server
+/// for the token endpoints, with the configuration snapshot it was checked
+/// against: the same snapshot then authorizes and signs, so a reload in
+/// between cannot pair one configuration's caller check with another's
+/// credentials.
+#[derive(Debug, Clone)]
+pub struct Authn {
+    /// Who the caller is, or why it was not accepted.
+    pub identity: Result<Identity, Denial>,
+    /// The snapshot the identity came from (`None`: the current one).
+    pub snapshot: Option<Arc<crate::state::Snapshot>>,
+}
+
+impl Authn {
+    /// An identity checked against the current snapshot.
+    pub fn new(identity: Result<Identity, Denial>) -> Self {
+        Self {
+            identity,
+            snapshot: None,
+        }
+    }
+
+    /// An identity checked against `snapshot`.
+    pub fn pinned(
+        identity: Result<Identity, Denial>,
+        snapshot: Arc<crate::state::Snapshot>,
+    ) -> Self {
+        Self {
+            identity,
+            snapshot: Some(snapshot),
+        }
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
@@ -537,8 +710,8 @@ pub enum Denial {
 /// A configured caller.
 #[derive(Debug)]
 pub struct Caller {
-    /// Name.
-    pub name: String,
+    /// Name (shared, so a request can label its metrics without copying it).
+    pub name: Arc<str>,
     key: Option<ApiKeyHash>,
     tls_names: Vec<String>,
     revoked: bool,
@@ -692,7 +865,7 @@ impl Authenticator {
             }
             let policy = Policy::compile(&c.policy).map_err(|e| format!("{at}.{e}"))?;
             out.push(Arc::new(Caller {
-                name: c.name.clone(),
+                name: Arc::from(c.name.as_str()),
                 key,
                 tls_names: c.tls_client_names.clone(),
                 revoked: c.revoked,
@@ -745,6 +918,15 @@ impl Authenticator {
         })
     }
 
+    /// No callers and no anonymous policy: every request is allowed.
+    pub fn open() -> Self {
+        Self {
+            callers: Vec::new(),
+            anonymous: None,
+            open: Policy::unrestricted(),
+        }
+    }
+
     /// Whether no callers are configured (every request is allowed).
     pub fn is_open(&self) -> bool {
         self.callers.is_empty()
@@ -752,7 +934,7 @@ impl Authenticator {
 
     /// The names of the configured callers.
     pub fn caller_names(&self) -> impl Iterator<Item = &str> {
-        self.callers.iter().map(|c| c.name.as_str())
+        self.callers.iter().map(|c| &*c.name)
     }
 
     /// Identifies a request. `bearer` is the value after `Bearer `;
@@ -864,6 +1046,19 @@ impl Authenticator {
 }
 
 impl Identity {
+    /// The caller's name as a shared string, for metric labels (`None` in
+    /// open mode, where the label is `open`).
+    pub fn label(&self) -> Option<Arc<str>> {
+        match self {
+            Self::Open => None,
+            Self::Caller(c) => Some(Arc::clone(&c.name)),
+            Self::Anonymous(_) => {
+                static ANON: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+                Some(Arc::clone(ANON.get_or_init(|| Arc::from("anonymous"))))
+            }
+        }
+    }
+
     /// The caller's name for logs, metrics and audit.
     pub fn name(&self) -> &str {
         match self {

@@ -11,6 +11,7 @@
 //! listen = "0.0.0.0:8080"          # --listen
 //! admin_listen = "127.0.0.1:9090"  # --admin-listen
 //! log_format = "json"              # --log-format: text | json
+//! shutdown_delay_seconds = 5       # --shutdown-delay
 //! shutdown_grace_seconds = 20      # --shutdown-grace
 //! max_request_bytes = 65536        # --max-request-bytes
 //! metrics = true                   # --no-metrics turns them off
@@ -18,7 +19,28 @@
 //! [[apps]]                          # the first app is the default
 //! app_id = "970CA35de60c44645bbae8a215061b33"
 //! certificate_file = "/run/secrets/agora-cert"       # relative: to this file
-//! secondary_certificate_file = "/run/secrets/old"    # optional (rotation)
+//! secondary_certificate_file = "/run/secrets/old"    # optional (rotation);
+//!                                                     # a missing file = none
+//!
+//! [[callers]]                       # absent: the service runs open (and says so)
+//! name = "convoai-orchestrator"
+//! api_key_sha256 = "<64 hex>"       # `token-authority keygen` makes one
+//! channels = ["agent-*"]            # see crate::auth for every policy key
+//!
+//! [anonymous]                       # optional: browsers on the GET endpoint
+//! channels = ["public-*"]
+//!
+//! [tls]                             # optional: TLS / mTLS on the main port
+//! cert_file = "server.pem"
+//! key_file = "server.key"
+//! client_ca_file = "clients-ca.pem"
+//!
+//! [cors]
+//! allowed_origins = ["https://app.example.com"]
+//!
+//! [limits]
+//! max_concurrent_requests = 1024
+//! request_timeout_seconds = 10
 //! ```
 
 use std::net::SocketAddr;
@@ -28,8 +50,11 @@ use std::time::Duration;
 use agora_token::{AppCertificate, AppId};
 use serde::Deserialize;
 
+use crate::auth::{AnonymousConfig, Authenticator, CallerConfig};
 use crate::env::{self, Env, EnvError};
-use crate::issuer::AppCredentials;
+use crate::issuer::{AppCredentials, Issuer};
+use crate::state::Snapshot;
+use crate::tls::TlsConfig;
 
 /// Exit code for configuration errors (`EX_CONFIG` from `sysexits.h`).
 pub const EXIT_CONFIG: u8 = 78;
@@ -38,6 +63,8 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Default graceful-shutdown grace period, in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE: u64 = 10;
+/// Default delay between SIGTERM and no longer accepting, in seconds.
+pub const DEFAULT_SHUTDOWN_DELAY: u64 = 0;
 
 const WHERE: &str =
     "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
@@ -61,11 +88,20 @@ Credentials (when the config file has no [[apps]]):
   AGORA_APP_ID, AGORA_APP_CERTIFICATE             fallbacks
   SHENGWANG_APP_CERTIFICATE_FILE (any <NAME>_FILE) read the value from a file (Docker/Kubernetes secrets)
   SHENGWANG_APP_CERTIFICATE_SECONDARY[_FILE]      a second certificate accepted by InspectToken
+                                                  (a _FILE that does not exist = no secondary)
   .env in the working directory fills in variables that are not set.
 Config file (TOML; flags override it, it overrides the environment):
-  listen, admin_listen, log_format, shutdown_grace_seconds, max_request_bytes, metrics
+  listen, admin_listen, log_format, shutdown_delay_seconds, shutdown_grace_seconds,
+  max_request_bytes, metrics, audit_log, [[callers]], [anonymous], [tls], [cors], [limits]
   [[apps]] app_id, certificate_file, secondary_certificate_file (first app = default;
-           relative paths are relative to the config file; unknown keys are errors)
+           relative paths are relative to the config file; unknown keys are errors;
+           a secondary_certificate_file that does not exist = no secondary)
+Reload (no restart): SIGHUP, or a change of the config file or of a certificate file
+  (checked every 2 s) re-reads apps, certificates and callers. A failed reload keeps
+  the running configuration. Listen addresses, TLS, limits, CORS and logging need a restart.
+Shutdown: on SIGTERM / Ctrl-C readiness turns NOT_SERVING; requests are still served for
+  --shutdown-delay, then new connections are refused and in-flight requests get
+  --shutdown-grace to finish.
 Logging: RUST_LOG (default \"info\").
 Exit codes: 0 clean shutdown, 78 configuration error, 1 other start-up failure.")]
 pub struct ServeArgs {
@@ -82,14 +118,32 @@ pub struct ServeArgs {
     /// Log format [default: text; file: log_format].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Seconds in-flight requests get to finish on SIGTERM / Ctrl-C
-    /// [default: 10; file: shutdown_grace_seconds].
+    /// Seconds to keep serving after SIGTERM / Ctrl-C while reporting
+    /// NOT_SERVING, so load balancers stop sending first
+    /// [default: 0; file: shutdown_delay_seconds].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_delay: Option<u64>,
+    /// Seconds in-flight requests get to finish once the listeners stop
+    /// accepting (after --shutdown-delay) [default: 10; file: shutdown_grace_seconds].
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace: Option<u64>,
     /// Largest JSON request body and gRPC message, in bytes
     /// [default: 65536; file: max_request_bytes].
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Serve TLS on the main port with this PEM certificate chain [file: tls.cert_file].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert [file: tls.key_file].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also write audit events (one JSON line per issued or refused token) to
+    /// this file [file: audit_log].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Verify client certificates against this PEM CA (mTLS) [file: tls.client_ca_file].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Record no metrics and answer 404 at /metrics (to measure their cost;
     /// they are on by default) [file: metrics = false].
     #[arg(long)]
@@ -103,11 +157,40 @@ struct FileConfig {
     listen: Option<String>,
     admin_listen: Option<String>,
     log_format: Option<LogFormat>,
+    shutdown_delay_seconds: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
     max_request_bytes: Option<usize>,
     metrics: Option<bool>,
     #[serde(default)]
     apps: Vec<FileApp>,
+    #[serde(default)]
+    callers: Vec<CallerConfig>,
+    anonymous: Option<AnonymousConfig>,
+    tls: Option<TlsConfig>,
+    cors: Option<CorsConfig>,
+    limits: Option<FileLimits>,
+    audit_log: Option<PathBuf>,
+}
+
+/// `[cors]`: browser origins allowed to call the GET endpoint.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`); no wildcard by default.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_concurrent_requests: Option<usize>,
+    request_timeout_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_concurrent_streams: Option<u32>,
+    keep_alive_interval_seconds: Option<u64>,
 }
 
 /// One `[[apps]]` entry.
@@ -156,17 +239,45 @@ pub struct Config {
     pub apps: Vec<AppCredentials>,
     /// Log format.
     pub log_format: LogFormat,
-    /// Grace period for in-flight requests at shutdown.
+    /// Time between SIGTERM and no longer accepting connections, during
+    /// which readiness is NOT_SERVING but requests are still served.
+    pub shutdown_delay: Duration,
+    /// Grace period for in-flight requests at shutdown (after the delay).
     pub shutdown_grace: Duration,
     /// Largest JSON request body and gRPC message, in bytes.
     pub max_request_bytes: usize,
     /// Where the apps came from (for the start-up log).
     pub apps_source: String,
-    /// Per-connection limits (defaults; not yet exposed as flags).
+    /// Per-connection limits (`[limits]` in the config file).
     pub connection: ConnectionLimits,
+    /// Callers and their policies (empty: open mode).
+    pub callers: Vec<CallerConfig>,
+    /// The anonymous policy for the GET endpoint.
+    pub anonymous: Option<AnonymousConfig>,
+    /// TLS on the main port.
+    pub tls: Option<TlsConfig>,
+    /// Origins allowed to call the GET endpoint from browsers.
+    pub cors_origins: Vec<String>,
+    /// Requests in progress at once before new ones get RESOURCE_EXHAUSTED / 429.
+    pub max_concurrent_requests: usize,
+    /// Longest time a request may take (reading its body included).
+    pub request_timeout: Duration,
+    /// The flags this config was loaded from (a reload loads them again).
+    pub args: ServeArgs,
+    /// Audit events also go to this file.
+    pub audit_log: Option<PathBuf>,
+    /// The files the reloadable settings were read from (the config file,
+    /// the apps' certificate files, the environment's `*_FILE` files),
+    /// existing or not: a reload is due when one of them changes.
+    pub watch_files: Vec<PathBuf>,
     /// Whether metrics are recorded and served (default true).
     pub metrics: bool,
 }
+
+/// Default `max_concurrent_requests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Default `request_timeout_seconds`.
+pub const DEFAULT_REQUEST_TIMEOUT: u64 = 10;
 
 impl Config {
     /// A config for `apps` with the defaults, listening on `listen`.
@@ -176,12 +287,36 @@ impl Config {
             admin_listen: None,
             apps,
             log_format: LogFormat::Text,
+            shutdown_delay: Duration::from_secs(DEFAULT_SHUTDOWN_DELAY),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE),
             max_request_bytes: crate::http::DEFAULT_MAX_BODY,
             apps_source: "code".to_owned(),
             connection: ConnectionLimits::default(),
+            callers: Vec::new(),
+            anonymous: None,
+            tls: None,
+            cors_origins: Vec::new(),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT),
+            args: ServeArgs::default(),
+            audit_log: None,
+            watch_files: Vec::new(),
             metrics: true,
         }
+    }
+
+    /// The issuer and compiled caller policies this config describes.
+    pub fn snapshot(&self) -> Result<Snapshot, ConfigError> {
+        let auth = Authenticator::new(&self.callers, self.anonymous.as_ref()).map_err(|e| {
+            ConfigError::Invalid {
+                what: "callers".to_owned(),
+                problem: e,
+            }
+        })?;
+        Ok(Snapshot {
+            issuer: Issuer::new(self.apps.clone()),
+            auth,
+        })
     }
 
     /// Flags, then the config file they name, then `env`.
@@ -215,20 +350,93 @@ impl Config {
                 problem: "must be at least 1024".to_owned(),
             });
         }
+        let mut watch_files: Vec<PathBuf> = args.config.iter().cloned().collect();
         let (apps, apps_source) = if file.apps.is_empty() {
+            watch_files.extend(env::credential_files(env));
             (vec![env::credentials(env)?], "environment".to_owned())
         } else {
             let source = args
                 .config
                 .as_ref()
                 .map_or_else(String::new, |p| p.display().to_string());
-            (file_apps(&file.apps, &base)?, source)
+            (file_apps(&file.apps, &base, &mut watch_files)?, source)
         };
-        Ok(Self {
+        let limits = file.limits.unwrap_or_default();
+        let defaults = ConnectionLimits::default();
+        let connection = ConnectionLimits {
+            header_read_timeout: limits
+                .header_read_timeout_seconds
+                .map_or(defaults.header_read_timeout, Duration::from_secs),
+            max_header_bytes: limits.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+            max_concurrent_streams: limits
+                .max_concurrent_streams
+                .unwrap_or(defaults.max_concurrent_streams),
+            keep_alive_interval: match limits.keep_alive_interval_seconds {
+                Some(0) => None,
+                Some(s) => Some(Duration::from_secs(s)),
+                None => defaults.keep_alive_interval,
+            },
+        };
+        let rel = |p: &Path| -> String {
+            if p.is_relative() {
+                base.join(p).display().to_string()
+            } else {
+                p.display().to_string()
+            }
+        };
+        let tls = match (&args.tls_cert, &args.tls_key, file.tls) {
+            (Some(cert), Some(key), from_file) => Some(TlsConfig {
+                cert_file: cert.display().to_string(),
+                key_file: key.display().to_string(),
+                client_ca_file: args
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .or_else(|| {
+                        from_file
+                            .as_ref()
+                            .and_then(|t| t.client_ca_file.as_deref().map(|p| rel(Path::new(p))))
+                    }),
+                client_auth: from_file.and_then(|t| t.client_auth),
+            }),
+            (_, _, Some(t)) => Some(TlsConfig {
+                cert_file: rel(Path::new(&t.cert_file)),
+                key_file: rel(Path::new(&t.key_file)),
+                client_ca_file: args
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .or_else(|| t.client_ca_file.as_deref().map(|p| rel(Path::new(p)))),
+                client_auth: t.client_auth,
+            }),
+            _ => None,
+        };
+        if let Some(t) = &tls {
+            // Fail fast on unreadable or mismatched files.
+            crate::tls::server_config(t).map_err(|problem| ConfigError::Invalid {
+                what: "tls".to_owned(),
+                problem,
+            })?;
+        }
+        let cors_origins = file.cors.map(|c| c.allowed_origins).unwrap_or_default();
+        for o in &cors_origins {
+            if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
+                return Err(ConfigError::Invalid {
+                    what: "cors.allowed_origins".to_owned(),
+                    problem: format!("{o:?} is not a valid origin"),
+                });
+            }
+        }
+        let config = Self {
             listen,
             admin_listen,
             apps,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            shutdown_delay: Duration::from_secs(
+                args.shutdown_delay
+                    .or(file.shutdown_delay_seconds)
+                    .unwrap_or(DEFAULT_SHUTDOWN_DELAY),
+            ),
             shutdown_grace: Duration::from_secs(
                 args.shutdown_grace
                     .or(file.shutdown_grace_seconds)
@@ -236,9 +444,32 @@ impl Config {
             ),
             max_request_bytes,
             apps_source,
-            connection: ConnectionLimits::default(),
+            connection,
+            callers: file.callers,
+            anonymous: file.anonymous,
+            tls,
+            cors_origins,
+            max_concurrent_requests: limits
+                .max_concurrent_requests
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS)
+                .max(1),
+            request_timeout: Duration::from_secs(
+                limits
+                    .request_timeout_seconds
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+                    .max(1),
+            ),
+            args: args.clone(),
+            audit_log: args
+                .audit_log
+                .clone()
+                .or_else(|| file.audit_log.as_deref().map(|p| PathBuf::from(rel(p)))),
+            watch_files,
             metrics: !args.no_metrics && file.metrics.unwrap_or(true),
-        })
+        };
+        // Compile the caller policies now, so mistakes stop start-up.
+        config.snapshot()?;
+        Ok(config)
     }
 }
 
@@ -304,7 +535,17 @@ fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, ConfigError> {
+/// The `[[apps]]` entries; every certificate path goes into `watch`.
+///
+/// A `secondary_certificate_file` that does not exist means "no secondary
+/// certificate" (it is only there during a rotation, e.g. a Kubernetes
+/// Secret key that is added and removed); one that exists but cannot be
+/// read or is malformed is an error, like the primary's.
+fn file_apps(
+    apps: &[FileApp],
+    base: &Path,
+    watch: &mut Vec<PathBuf>,
+) -> Result<Vec<AppCredentials>, ConfigError> {
     let mut out: Vec<AppCredentials> = Vec::with_capacity(apps.len());
     for (i, a) in apps.iter().enumerate() {
         let app_id = AppId::new(a.app_id.trim()).map_err(|e| ConfigError::Invalid {
@@ -317,16 +558,24 @@ fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, Confi
                 problem: format!("{} is configured twice", app_id.as_str()),
             });
         }
-        let certificate = certificate_file(
-            &format!("apps[{i}].certificate_file"),
-            &a.certificate_file,
-            base,
-        )?;
-        let secondary = a
-            .secondary_certificate_file
-            .as_ref()
-            .map(|p| certificate_file(&format!("apps[{i}].secondary_certificate_file"), p, base))
-            .transpose()?;
+        let primary = resolve(&a.certificate_file, base);
+        watch.push(primary.clone());
+        let certificate = certificate_file(&format!("apps[{i}].certificate_file"), &primary)?;
+        let secondary = match &a.secondary_certificate_file {
+            Some(p) => {
+                let path = resolve(p, base);
+                watch.push(path.clone());
+                if path.try_exists().unwrap_or(true) {
+                    Some(certificate_file(
+                        &format!("apps[{i}].secondary_certificate_file"),
+                        &path,
+                    )?)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
         out.push(AppCredentials {
             app_id,
             certificate,
@@ -336,12 +585,16 @@ fn file_apps(apps: &[FileApp], base: &Path) -> Result<Vec<AppCredentials>, Confi
     Ok(out)
 }
 
-fn certificate_file(what: &str, path: &Path, base: &Path) -> Result<AppCertificate, ConfigError> {
-    let full = if path.is_relative() {
+/// `path`, relative to `base` when it is relative.
+fn resolve(path: &Path, base: &Path) -> PathBuf {
+    if path.is_relative() {
         base.join(path)
     } else {
         path.to_path_buf()
-    };
+    }
+}
+
+fn certificate_file(what: &str, full: &Path) -> Result<AppCertificate, ConfigError> {
     let shown = full.display().to_string();
     let text = env::read_secret_file(what, &shown).map_err(|e| ConfigError::Invalid {
         what: what.to_owned(),
@@ -468,6 +721,85 @@ mod tests {
         let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
         assert!(msg.contains("apps[0].certificate_file"), "{msg}");
         assert!(!msg.contains("not-a-certificate"), "{msg}");
+    }
+
+    #[test]
+    fn secondary_file_may_be_missing_and_files_are_listed_for_reload() {
+        let d = tmpdir("secondary");
+        std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+        let _ = std::fs::remove_file(d.join("old"));
+        let path = d.join("ta.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "shutdown_delay_seconds = 5\n[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
+                 secondary_certificate_file = \"old\"\n"
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env(&[])).unwrap();
+        assert!(c.apps[0].secondary.is_none());
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(c.watch_files, vec![path, d.join("cert"), d.join("old")]);
+        std::fs::write(d.join("old"), "5CFd2fd1755d40ecb72977518be15d3c\n").unwrap();
+        let c = Config::load(&args, &env(&[])).unwrap();
+        assert!(c.apps[0].secondary.is_some());
+        // Present but malformed: an error, like the primary.
+        std::fs::write(d.join("old"), "nope\n").unwrap();
+        let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+        assert!(msg.contains("apps[0].secondary_certificate_file"), "{msg}");
+        // The primary's file must exist.
+        std::fs::remove_file(d.join("cert")).unwrap();
+        let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+        assert!(msg.contains("apps[0].certificate_file"), "{msg}");
+        // --shutdown-delay wins over the file.
+        let args = ServeArgs {
+            shutdown_delay: Some(1),
+            ..Default::default()
+        };
+        let c = Config::load(
+            &args,
+            &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_delay, Duration::from_secs(1));
+        assert!(c.watch_files.is_empty());
+    }
+
+    #[test]
+    fn file_without_apps_takes_the_app_from_the_environment() {
+        // The Kubernetes manifests: the file holds callers only, the
+        // certificate is a mounted file named by the environment.
+        let d = tmpdir("noapps");
+        std::fs::write(d.join("certificate"), format!("{CERT}\n")).unwrap();
+        let path = d.join("ta.toml");
+        std::fs::write(&path, "# callers only\n").unwrap();
+        let cert = d.join("certificate").display().to_string();
+        let missing = d.join("certificate-secondary").display().to_string();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(
+            &args,
+            &env(&[
+                (env::APP_ID, ID),
+                ("SHENGWANG_APP_CERTIFICATE_FILE", &cert),
+                ("SHENGWANG_APP_CERTIFICATE_SECONDARY_FILE", &missing),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.apps_source, "environment");
+        assert_eq!(c.apps[0].app_id.as_str(), ID);
+        assert!(c.apps[0].secondary.is_none());
+        assert_eq!(
+            c.watch_files,
+            vec![path, PathBuf::from(cert), PathBuf::from(missing)]
+        );
     }
 
     #[test]

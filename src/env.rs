@@ -3,7 +3,11 @@
 //! `SHENGWANG_APP_ID` / `SHENGWANG_APP_CERTIFICATE`, with `AGORA_APP_ID` /
 //! `AGORA_APP_CERTIFICATE` as fallbacks; every variable also has a `*_FILE`
 //! variant naming a file to read it from (one trailing newline trimmed), for
-//! Docker and Kubernetes secrets. `.env` in the working directory fills in
+//! Docker and Kubernetes secrets. The secondary certificate
+//! (`*_CERTIFICATE_SECONDARY_FILE`) may name a file that does not exist: that
+//! means "no secondary certificate", so a Kubernetes Secret key can come and
+//! go during a rotation; every other `*_FILE` must exist.
+//! `.env` in the working directory fills in
 //! variables that are not set (it never overrides one that is). Values are
 //! read through the [`Env`] trait, so tests use a map instead of the process
 //! environment. Errors say what is wrong and where to get the values; they
@@ -140,15 +144,31 @@ pub fn read_secret_file(name: &str, path: &str) -> Result<String, EnvError> {
     Ok(s)
 }
 
+/// Whether a `*_FILE` naming a file that does not exist counts as "not set".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MissingFile {
+    /// It is an error (required values and the primary certificate).
+    Error,
+    /// It is skipped (the secondary certificate).
+    Unset,
+}
+
 /// The first of `names` (each also as `NAME_FILE`) that is set, with the
 /// name it came from.
-fn lookup(env: &impl Env, names: &[&str]) -> Result<Option<(String, String)>, EnvError> {
+fn lookup(
+    env: &impl Env,
+    names: &[&str],
+    missing: MissingFile,
+) -> Result<Option<(String, String)>, EnvError> {
     for name in names {
         if let Some(v) = env.var(name) {
             return Ok(Some(((*name).to_owned(), v)));
         }
         let file_var = format!("{name}_FILE");
         if let Some(path) = env.var(&file_var) {
+            if missing == MissingFile::Unset && !Path::new(&path).try_exists().unwrap_or(true) {
+                continue;
+            }
             let v = read_secret_file(&file_var, &path)?;
             return Ok(Some((file_var, v)));
         }
@@ -156,9 +176,26 @@ fn lookup(env: &impl Env, names: &[&str]) -> Result<Option<(String, String)>, En
     Ok(None)
 }
 
+/// The files named by the credential `*_FILE` variables that are set
+/// (existing or not), for change detection.
+pub fn credential_files(env: &impl Env) -> Vec<std::path::PathBuf> {
+    [
+        APP_ID,
+        AGORA_APP_ID,
+        APP_CERTIFICATE,
+        AGORA_APP_CERTIFICATE,
+        APP_CERTIFICATE_SECONDARY,
+        AGORA_APP_CERTIFICATE_SECONDARY,
+    ]
+    .iter()
+    .filter_map(|name| env.var(&format!("{name}_FILE")))
+    .map(std::path::PathBuf::from)
+    .collect()
+}
+
 /// The app id from the environment, if set.
 pub fn app_id(env: &impl Env) -> Result<Option<AppId>, EnvError> {
-    lookup(env, &[APP_ID, AGORA_APP_ID])?
+    lookup(env, &[APP_ID, AGORA_APP_ID], MissingFile::Error)?
         .map(|(name, v)| {
             AppId::new(v.trim()).map_err(|e| EnvError::Malformed {
                 name,
@@ -168,8 +205,12 @@ pub fn app_id(env: &impl Env) -> Result<Option<AppId>, EnvError> {
         .transpose()
 }
 
-fn load_certificate(env: &impl Env, names: &[&str]) -> Result<Option<AppCertificate>, EnvError> {
-    lookup(env, names)?
+fn load_certificate(
+    env: &impl Env,
+    names: &[&str],
+    missing: MissingFile,
+) -> Result<Option<AppCertificate>, EnvError> {
+    lookup(env, names, missing)?
         .map(|(name, v)| {
             AppCertificate::new(v.trim()).map_err(|e| EnvError::Malformed {
                 name,
@@ -180,14 +221,20 @@ fn load_certificate(env: &impl Env, names: &[&str]) -> Result<Option<AppCertific
 }
 
 /// The app configured by the environment: id, certificate and optional
-/// secondary certificate. Both id and certificate are required.
+/// secondary certificate. Both id and certificate are required; a
+/// secondary `*_FILE` that does not exist means no secondary certificate.
 pub fn credentials(env: &impl Env) -> Result<AppCredentials, EnvError> {
     let app_id = app_id(env)?.ok_or(EnvError::Missing(APP_ID, AGORA_APP_ID))?;
-    let certificate = load_certificate(env, &[APP_CERTIFICATE, AGORA_APP_CERTIFICATE])?
-        .ok_or(EnvError::Missing(APP_CERTIFICATE, AGORA_APP_CERTIFICATE))?;
+    let certificate = load_certificate(
+        env,
+        &[APP_CERTIFICATE, AGORA_APP_CERTIFICATE],
+        MissingFile::Error,
+    )?
+    .ok_or(EnvError::Missing(APP_CERTIFICATE, AGORA_APP_CERTIFICATE))?;
     let secondary = load_certificate(
         env,
         &[APP_CERTIFICATE_SECONDARY, AGORA_APP_CERTIFICATE_SECONDARY],
+        MissingFile::Unset,
     )?;
     Ok(AppCredentials {
         app_id,
@@ -249,6 +296,43 @@ mod tests {
             ("SHENGWANG_APP_CERTIFICATE_FILE", "/nonexistent/x"),
         ]);
         assert!(matches!(credentials(&e), Err(EnvError::File { .. })));
+    }
+
+    #[test]
+    fn secondary_file_may_be_missing_but_primary_may_not() {
+        const OLD: &str = "0123456789abcdef0123456789abcdef";
+        let dir = std::env::temp_dir().join(format!("ta-env-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let primary = dir.join("certificate");
+        std::fs::write(&primary, format!("{CERT}\n")).unwrap();
+        let secondary = dir.join("certificate-secondary");
+        let _ = std::fs::remove_file(&secondary);
+        let p = primary.to_string_lossy().into_owned();
+        let s = secondary.to_string_lossy().into_owned();
+        let e = env(&[
+            (APP_ID, ID),
+            ("SHENGWANG_APP_CERTIFICATE_FILE", &p),
+            ("SHENGWANG_APP_CERTIFICATE_SECONDARY_FILE", &s),
+        ]);
+        // Missing: no secondary, and the fallback name is still consulted.
+        assert!(credentials(&e).unwrap().secondary.is_none());
+        let mut with_fallback = e.clone();
+        with_fallback.insert(AGORA_APP_CERTIFICATE_SECONDARY.to_owned(), OLD.to_owned());
+        assert!(credentials(&with_fallback).unwrap().secondary.is_some());
+        // Present: loaded; malformed: an error that does not echo it.
+        std::fs::write(&secondary, format!("{OLD}\n")).unwrap();
+        assert!(credentials(&e).unwrap().secondary.is_some());
+        std::fs::write(&secondary, "not-a-certificate\n").unwrap();
+        let err = credentials(&e).unwrap_err().to_string();
+        assert!(
+            err.contains("SHENGWANG_APP_CERTIFICATE_SECONDARY_FILE"),
+            "{err}"
+        );
+        assert!(!err.contains("not-a-certificate"), "{err}");
+        // The primary's missing file stays an error.
+        std::fs::remove_file(&primary).unwrap();
+        assert!(matches!(credentials(&e), Err(EnvError::File { .. })));
+        assert_eq!(credential_files(&e), vec![primary, secondary]);
     }
 
     #[test]

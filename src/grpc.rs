@@ -11,10 +11,12 @@ use std::time::Instant;
 use agora_token::{Payload, Privileges, Rtm2Permissions, Service};
 use tonic::{Code, Request, Response, Status};
 
+use crate::audit;
+use crate::auth::{AccessRequest, Authn, Denial, Identity};
 use crate::issuer::{
-    self, AgentSessionRequest, ApaasRoomUserRequest, ChatUserRequest, Common, GenericRequest,
-    IssueError, Issued, PrivilegeExpires, RtcPrivilegesRequest, RtcRequest, RtcRtmRequest, RtcUser,
-    RtmRequest, fingerprint,
+    self, AgentSession, AgentSessionRequest, ApaasRoomUserRequest, ChatUserRequest, Common,
+    GenericRequest, IssueError, Issued, Issuer, Limits, PrivilegeExpires, RtcPrivilegesRequest,
+    RtcRequest, RtcRtmRequest, RtcUser, RtmRequest, TokenKind,
 };
 use crate::metrics::{Method, Transport, code_name};
 use crate::pb;
@@ -32,6 +34,77 @@ impl From<IssueError> for Status {
             IssueError::UnknownApp(_) => Status::not_found(e.to_string()),
         }
     }
+}
+
+/// Why a call failed: the request (from the issuer), or the caller's
+/// credentials, policy or rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input or an unknown app.
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    /// Refused for the caller.
+    #[error(transparent)]
+    Denied(#[from] Denial),
+}
+
+/// Name of the metadata / header that carries the rate-limit wait, in seconds.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// The one mapping of caller refusals to gRPC codes: UNAUTHENTICATED,
+/// PERMISSION_DENIED naming the rule, RESOURCE_EXHAUSTED with `retry-after`.
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Issue(e) => e.into(),
+            ApiError::Denied(d @ Denial::Unauthenticated(_)) => {
+                Status::unauthenticated(d.to_string())
+            }
+            ApiError::Denied(d @ Denial::Policy { .. }) => Status::permission_denied(d.to_string()),
+            ApiError::Denied(d @ Denial::RateLimited { retry_after }) => {
+                let mut s = Status::resource_exhausted(d.to_string());
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                if let Ok(v) = secs.max(1).to_string().parse() {
+                    s.metadata_mut().insert(RETRY_AFTER, v);
+                }
+                s
+            }
+        }
+    }
+}
+
+/// The tokens a result carries (for metrics and audit).
+pub trait Tokens {
+    /// Every token issued.
+    fn tokens(&self) -> Vec<&Issued>;
+}
+
+impl Tokens for Issued {
+    fn tokens(&self) -> Vec<&Issued> {
+        vec![self]
+    }
+}
+
+impl Tokens for AgentSession {
+    fn tokens(&self) -> Vec<&Issued> {
+        if self.agent == self.rest {
+            vec![&self.agent, &self.user]
+        } else {
+            vec![&self.agent, &self.user, &self.rest]
+        }
+    }
+}
+
+/// The caller of a gRPC request, as the server's middleware identified it.
+/// Absent (a request that did not pass the middleware) fails closed.
+fn authn<T>(request: &Request<T>) -> Authn {
+    request
+        .extensions()
+        .get::<Authn>()
+        .cloned()
+        .unwrap_or(Authn::new(Err(Denial::Unauthenticated(
+            "the request was not authenticated",
+        ))))
 }
 
 /// The API implementation shared by gRPC and JSON.
@@ -324,24 +397,56 @@ impl TokenApi {
         &self.shared
     }
 
-    /// Counts and logs an issued token (by fingerprint only).
-    fn issued(&self, i: Issued) -> Issued {
-        self.shared.metrics.token_issued(i.kind, &i.app_id);
-        tracing::info!(
-            kind = i.kind.as_str(),
-            app_id = %i.app_id,
-            token_fp = %fingerprint(&i.token),
-            expires_at = i.expires_at,
-            "token issued"
-        );
-        i
+    /// The one path every token takes: identify the caller, resolve the
+    /// app, check the caller's policy and rate limit for `access`, build
+    /// with the permit's limits, then count and audit the outcome.
+    fn issue<T: Tokens>(
+        &self,
+        who: &Authn,
+        method: Method,
+        app_id: Option<&str>,
+        access: AccessRequest<'_>,
+        build: impl FnOnce(&Issuer, &Limits) -> Result<T, IssueError>,
+    ) -> Result<T, ApiError> {
+        // The snapshot the caller was authenticated against, else the current one.
+        let snap = match &who.snapshot {
+            Some(s) => Arc::clone(s),
+            None => self.shared.current_full(),
+        };
+        // Re-bound after `snap`, so it may borrow the resolved app id from it.
+        let mut access = access;
+        let result: Result<T, ApiError> = (|| {
+            let identity = who
+                .identity
+                .as_ref()
+                .map_err(|d| ApiError::Denied(d.clone()))?;
+            let app = snap.issuer.app(app_id)?;
+            access.app_id = app.app_id.as_str();
+            let permit = snap.auth.authorize(identity, &access)?;
+            Ok(build(&snap.issuer, &permit.limits())?)
+        })();
+        let caller = who
+            .identity
+            .as_ref()
+            .map_or("unauthenticated", Identity::name);
+        match &result {
+            Ok(tokens) => {
+                for i in tokens.tokens() {
+                    self.shared.metrics.token_issued(i.kind, &i.app_id);
+                }
+                audit::issued(caller, method.as_str(), &access, &tokens.tokens());
+            }
+            Err(e) => audit::refused(caller, method.as_str(), &access, &e.to_string()),
+        }
+        result
     }
 
-    /// `BuildRtcToken`.
+    /// `BuildRtcToken` (and, through the same path, the GET endpoint).
     pub fn build_rtc_token(
         &self,
+        who: &Authn,
         r: pb::BuildRtcTokenRequest,
-    ) -> Result<pb::BuildRtcTokenResponse, IssueError> {
+    ) -> Result<pb::BuildRtcTokenResponse, ApiError> {
         let req = RtcRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
@@ -349,15 +454,23 @@ impl TokenApi {
             role: role(r.role)?,
             privilege_expire: r.privilege_expire_seconds,
         };
-        let issued = self.shared.issuer().rtc(&req, &self.shared.limits())?;
-        Ok(self.issued(issued).into())
+        Ok(self.rtc(who, Method::BuildRtcToken, &req)?.into())
+    }
+
+    /// An RTC token for `method` (`BuildRtcToken` or `GetToken`).
+    pub fn rtc(&self, who: &Authn, method: Method, req: &RtcRequest) -> Result<Issued, ApiError> {
+        let access = AccessRequest::rtc(Method::BuildRtcToken.as_str(), req);
+        self.issue(who, method, req.common.app_id.as_deref(), access, |i, l| {
+            i.rtc(req, l)
+        })
     }
 
     /// `BuildRtcTokenWithPrivileges`.
     pub fn build_rtc_token_with_privileges(
         &self,
+        who: &Authn,
         r: pb::BuildRtcTokenWithPrivilegesRequest,
-    ) -> Result<pb::BuildRtcTokenWithPrivilegesResponse, IssueError> {
+    ) -> Result<pb::BuildRtcTokenWithPrivilegesResponse, ApiError> {
         let req = RtcPrivilegesRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
@@ -369,18 +482,20 @@ impl TokenApi {
                 publish_data: r.publish_data_expire_seconds,
             },
         };
-        let issued = self
-            .shared
-            .issuer()
-            .rtc_with_privileges(&req, &self.shared.limits())?;
-        Ok(self.issued(issued).into())
+        let m = Method::BuildRtcTokenWithPrivileges;
+        let access = AccessRequest::rtc_privileges(m.as_str(), &req);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
+            i.rtc_with_privileges(&req, l)
+        })?;
+        Ok(issued.into())
     }
 
     /// `BuildRtcRtmToken`.
     pub fn build_rtc_rtm_token(
         &self,
+        who: &Authn,
         r: pb::BuildRtcRtmTokenRequest,
-    ) -> Result<pb::BuildRtcRtmTokenResponse, IssueError> {
+    ) -> Result<pb::BuildRtcRtmTokenResponse, ApiError> {
         let req = RtcRtmRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
@@ -391,70 +506,90 @@ impl TokenApi {
             rtm_user_id: r.rtm_user_id,
             rtm_expire: r.rtm_expire_seconds,
         };
-        let issued = self.shared.issuer().rtc_rtm(&req, &self.shared.limits())?;
-        Ok(self.issued(issued).into())
+        let m = Method::BuildRtcRtmToken;
+        let access = AccessRequest::rtc_rtm(m.as_str(), &req);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
+            i.rtc_rtm(&req, l)
+        })?;
+        Ok(issued.into())
     }
 
     /// `BuildRtmToken`.
     pub fn build_rtm_token(
         &self,
+        who: &Authn,
         r: pb::BuildRtmTokenRequest,
-    ) -> Result<pb::BuildRtmTokenResponse, IssueError> {
+    ) -> Result<pb::BuildRtmTokenResponse, ApiError> {
         let req = RtmRequest {
             common: common(r.app_id, r.expire_seconds),
             user_id: r.user_id,
             rtm2: r.rtm2,
             permissions: rtm2_permissions(&r.permissions),
         };
-        let issued = self.shared.issuer().rtm(&req, &self.shared.limits())?;
-        Ok(self.issued(issued).into())
+        let m = Method::BuildRtmToken;
+        let access = AccessRequest::rtm(m.as_str(), &req);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
+            i.rtm(&req, l)
+        })?;
+        Ok(issued.into())
     }
 
     /// `BuildChatUserToken`.
     pub fn build_chat_user_token(
         &self,
+        who: &Authn,
         r: pb::BuildChatUserTokenRequest,
-    ) -> Result<pb::BuildChatUserTokenResponse, IssueError> {
+    ) -> Result<pb::BuildChatUserTokenResponse, ApiError> {
         let req = ChatUserRequest {
             common: common(r.app_id, r.expire_seconds),
             user_id: r.user_id,
         };
-        let issued = self
-            .shared
-            .issuer()
-            .chat_user(&req, &self.shared.limits())?;
-        Ok(self.issued(issued).into())
+        let m = Method::BuildChatUserToken;
+        let access = AccessRequest::plain(m.as_str(), TokenKind::ChatUser, req.common.expire);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
+            i.chat_user(&req, l)
+        })?;
+        Ok(issued.into())
     }
 
     /// `BuildChatAppToken`.
     pub fn build_chat_app_token(
         &self,
+        who: &Authn,
         r: pb::BuildChatAppTokenRequest,
-    ) -> Result<pb::BuildChatAppTokenResponse, IssueError> {
-        let issued = self
-            .shared
-            .issuer()
-            .chat_app(&common(r.app_id, r.expire_seconds), &self.shared.limits())?;
-        Ok(self.issued(issued).into())
+    ) -> Result<pb::BuildChatAppTokenResponse, ApiError> {
+        let c = common(r.app_id, r.expire_seconds);
+        let m = Method::BuildChatAppToken;
+        let access = AccessRequest::plain(m.as_str(), TokenKind::ChatApp, c.expire);
+        let issued = self.issue(who, m, c.app_id.as_deref(), access, |i, l| {
+            i.chat_app(&c, l)
+        })?;
+        Ok(issued.into())
     }
 
     /// `BuildFpaToken`.
     pub fn build_fpa_token(
         &self,
+        who: &Authn,
         r: pb::BuildFpaTokenRequest,
-    ) -> Result<pb::BuildFpaTokenResponse, IssueError> {
-        let issued = self
-            .shared
-            .issuer()
-            .fpa(&common(r.app_id, None), &self.shared.limits())?;
-        Ok(self.issued(issued).into())
+    ) -> Result<pb::BuildFpaTokenResponse, ApiError> {
+        let c = common(r.app_id, None);
+        let m = Method::BuildFpaToken;
+        let access = AccessRequest::plain(
+            m.as_str(),
+            TokenKind::Fpa,
+            Some(agora_token::builders::FPA_TOKEN_EXPIRE),
+        );
+        let issued = self.issue(who, m, c.app_id.as_deref(), access, |i, l| i.fpa(&c, l))?;
+        Ok(issued.into())
     }
 
     /// `BuildApaasToken`.
     pub fn build_apaas_token(
         &self,
+        who: &Authn,
         r: pb::BuildApaasTokenRequest,
-    ) -> Result<pb::BuildApaasTokenResponse, IssueError> {
+    ) -> Result<pb::BuildApaasTokenResponse, ApiError> {
         use pb::ApaasTokenKind as K;
         let kind = K::try_from(r.kind).unwrap_or(K::Unspecified);
         let unused = |field: &str, is_set: bool| -> Result<(), IssueError> {
@@ -467,50 +602,57 @@ impl TokenApi {
             }
             Ok(())
         };
-        let common = common(r.app_id, r.expire_seconds);
-        let limits = self.shared.limits();
-        let issuer = self.shared.issuer();
+        let c = common(r.app_id, r.expire_seconds);
+        let m = Method::BuildApaasToken;
+        let app = c.app_id.clone();
         let issued = match kind {
             K::RoomUser => {
-                let role = i16::try_from(r.role)
-                    .map_err(|_| Violation::new("role", "must be -32768..=32767"))?;
-                issuer.apaas_room_user(
-                    &ApaasRoomUserRequest {
-                        common,
-                        room_uuid: r.room_uuid,
-                        user_uuid: r.user_uuid,
-                        role,
-                    },
-                    &limits,
-                )?
+                let role = i16::try_from(r.role).map_err(|_| {
+                    IssueError::from(Violation::new("role", "must be -32768..=32767"))
+                })?;
+                let req = ApaasRoomUserRequest {
+                    common: c,
+                    room_uuid: r.room_uuid,
+                    user_uuid: r.user_uuid,
+                    role,
+                };
+                let access = AccessRequest::apaas_room_user(m.as_str(), &req);
+                self.issue(who, m, app.as_deref(), access, |i, l| {
+                    i.apaas_room_user(&req, l)
+                })?
             }
             K::User => {
                 unused("room_uuid", !r.room_uuid.is_empty())?;
                 unused("role", r.role != 0)?;
-                issuer.apaas_user(&common, &r.user_uuid, &limits)?
+                let access = AccessRequest::plain(m.as_str(), TokenKind::ApaasUser, c.expire);
+                self.issue(who, m, app.as_deref(), access, |i, l| {
+                    i.apaas_user(&c, &r.user_uuid, l)
+                })?
             }
             K::App => {
                 unused("room_uuid", !r.room_uuid.is_empty())?;
                 unused("user_uuid", !r.user_uuid.is_empty())?;
                 unused("role", r.role != 0)?;
-                issuer.apaas_app(&common, &limits)?
+                let access = AccessRequest::plain(m.as_str(), TokenKind::ApaasApp, c.expire);
+                self.issue(who, m, app.as_deref(), access, |i, l| i.apaas_app(&c, l))?
             }
             K::Unspecified => {
-                return Err(Violation::new(
+                return Err(IssueError::from(Violation::new(
                     "kind",
                     "must be APAAS_TOKEN_KIND_ROOM_USER, APAAS_TOKEN_KIND_USER or APAAS_TOKEN_KIND_APP",
-                )
+                ))
                 .into());
             }
         };
-        Ok(self.issued(issued).into())
+        Ok(issued.into())
     }
 
     /// `BuildToken`.
     pub fn build_token(
         &self,
+        who: &Authn,
         r: pb::BuildTokenRequest,
-    ) -> Result<pb::BuildTokenResponse, IssueError> {
+    ) -> Result<pb::BuildTokenResponse, ApiError> {
         let services = r
             .services
             .into_iter()
@@ -521,15 +663,24 @@ impl TokenApi {
             common: common(r.app_id, r.expire_seconds),
             services,
         };
-        let issued = self.shared.issuer().generic(&req, &self.shared.limits())?;
-        Ok(self.issued(issued).into())
+        let m = Method::BuildToken;
+        let access = AccessRequest::generic(m.as_str(), &req);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
+            i.generic(&req, l)
+        })?;
+        Ok(issued.into())
     }
 
-    /// `InspectToken`.
+    /// `InspectToken`: needs an authenticated caller (or open mode) but
+    /// issues nothing, so no token policy applies.
     pub fn inspect_token(
         &self,
+        who: &Authn,
         r: pb::InspectTokenRequest,
-    ) -> Result<pb::InspectTokenResponse, IssueError> {
+    ) -> Result<pb::InspectTokenResponse, ApiError> {
+        who.identity
+            .as_ref()
+            .map_err(|d| ApiError::Denied(d.clone()))?;
         let uid = match r.user {
             None => None,
             Some(pb::inspect_token_request::User::Uid(u)) => {
@@ -541,9 +692,12 @@ impl TokenApi {
             (None, true) => None,
             (uid, _) => Some((r.channel_name.as_str(), uid.as_deref().unwrap_or(""))),
         };
-        let ins = self
-            .shared
-            .issuer()
+        let snap = who
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.shared.current_full());
+        let ins = snap
+            .issuer
             .inspect(&r.token, identity)
             .map_err(|e| IssueError::Invalid(Violation::new("token", e.0.to_string())))?;
         Ok(inspection_to_pb(&ins))
@@ -552,8 +706,9 @@ impl TokenApi {
     /// `BuildAgentSession`.
     pub fn build_agent_session(
         &self,
+        who: &Authn,
         r: pb::BuildAgentSessionRequest,
-    ) -> Result<pb::BuildAgentSessionResponse, IssueError> {
+    ) -> Result<pb::BuildAgentSessionResponse, ApiError> {
         let req = AgentSessionRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
@@ -562,20 +717,18 @@ impl TokenApi {
             string_uid: r.string_uid,
             enable_rtm: r.enable_rtm,
         };
-        let s = self
-            .shared
-            .issuer()
-            .agent_session(&req, &self.shared.limits())?;
-        let agent = self.issued(s.agent);
-        let user = self.issued(s.user);
-        let rest = self.issued(s.rest);
+        let m = Method::BuildAgentSession;
+        let access = AccessRequest::agent_session(m.as_str(), &req);
+        let s = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
+            i.agent_session(&req, l)
+        })?;
         Ok(pb::BuildAgentSessionResponse {
-            agent_token: agent.token,
-            user_token: user.token,
-            rest_token: rest.token,
-            issued_at: rest.issued_at,
-            expires_at: rest.expires_at,
-            app_id: rest.app_id,
+            agent_token: s.agent.token,
+            user_token: s.user.token,
+            rest_token: s.rest.token,
+            issued_at: s.rest.issued_at,
+            expires_at: s.rest.expires_at,
+            app_id: s.rest.app_id,
         })
     }
 
@@ -584,7 +737,7 @@ impl TokenApi {
         &self,
         transport: Transport,
         method: Method,
-        f: impl FnOnce(&Self) -> Result<T, IssueError>,
+        f: impl FnOnce(&Self) -> Result<T, ApiError>,
     ) -> Result<T, Status> {
         let start = Instant::now();
         let result = f(self).map_err(Status::from);
@@ -606,7 +759,7 @@ impl TokenApi {
     fn grpc<T>(
         &self,
         method: Method,
-        f: impl FnOnce(&Self) -> Result<T, IssueError>,
+        f: impl FnOnce(&Self) -> Result<T, ApiError>,
     ) -> Result<Response<T>, Status> {
         self.observe(Transport::Grpc, method, f).map(Response::new)
     }
@@ -618,8 +771,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildRtcTokenRequest>,
     ) -> Result<Response<pb::BuildRtcTokenResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildRtcToken, |a| {
-            a.build_rtc_token(request.into_inner())
+            a.build_rtc_token(&who, request.into_inner())
         })
     }
 
@@ -627,8 +781,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildRtcTokenWithPrivilegesRequest>,
     ) -> Result<Response<pb::BuildRtcTokenWithPrivilegesResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildRtcTokenWithPrivileges, |a| {
-            a.build_rtc_token_with_privileges(request.into_inner())
+            a.build_rtc_token_with_privileges(&who, request.into_inner())
         })
     }
 
@@ -636,8 +791,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildRtcRtmTokenRequest>,
     ) -> Result<Response<pb::BuildRtcRtmTokenResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildRtcRtmToken, |a| {
-            a.build_rtc_rtm_token(request.into_inner())
+            a.build_rtc_rtm_token(&who, request.into_inner())
         })
     }
 
@@ -645,8 +801,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildRtmTokenRequest>,
     ) -> Result<Response<pb::BuildRtmTokenResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildRtmToken, |a| {
-            a.build_rtm_token(request.into_inner())
+            a.build_rtm_token(&who, request.into_inner())
         })
     }
 
@@ -654,8 +811,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildChatUserTokenRequest>,
     ) -> Result<Response<pb::BuildChatUserTokenResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildChatUserToken, |a| {
-            a.build_chat_user_token(request.into_inner())
+            a.build_chat_user_token(&who, request.into_inner())
         })
     }
 
@@ -663,8 +821,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildChatAppTokenRequest>,
     ) -> Result<Response<pb::BuildChatAppTokenResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildChatAppToken, |a| {
-            a.build_chat_app_token(request.into_inner())
+            a.build_chat_app_token(&who, request.into_inner())
         })
     }
 
@@ -672,8 +831,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildFpaTokenRequest>,
     ) -> Result<Response<pb::BuildFpaTokenResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildFpaToken, |a| {
-            a.build_fpa_token(request.into_inner())
+            a.build_fpa_token(&who, request.into_inner())
         })
     }
 
@@ -681,8 +841,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildApaasTokenRequest>,
     ) -> Result<Response<pb::BuildApaasTokenResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildApaasToken, |a| {
-            a.build_apaas_token(request.into_inner())
+            a.build_apaas_token(&who, request.into_inner())
         })
     }
 
@@ -690,15 +851,19 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildTokenRequest>,
     ) -> Result<Response<pb::BuildTokenResponse>, Status> {
-        self.grpc(Method::BuildToken, |a| a.build_token(request.into_inner()))
+        let who = authn(&request);
+        self.grpc(Method::BuildToken, |a| {
+            a.build_token(&who, request.into_inner())
+        })
     }
 
     async fn inspect_token(
         &self,
         request: Request<pb::InspectTokenRequest>,
     ) -> Result<Response<pb::InspectTokenResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::InspectToken, |a| {
-            a.inspect_token(request.into_inner())
+            a.inspect_token(&who, request.into_inner())
         })
     }
 
@@ -706,8 +871,9 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BuildAgentSessionRequest>,
     ) -> Result<Response<pb::BuildAgentSessionResponse>, Status> {
+        let who = authn(&request);
         self.grpc(Method::BuildAgentSession, |a| {
-            a.build_agent_session(request.into_inner())
+            a.build_agent_session(&who, request.into_inner())
         })
     }
 }
@@ -725,7 +891,7 @@ mod tests {
             certificate: AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap(),
             secondary: None,
         }]);
-        TokenApi::new(Arc::new(Shared::new(issuer)))
+        TokenApi::new(Arc::new(Shared::new(crate::state::Snapshot::open(issuer))))
     }
 
     #[test]
@@ -735,6 +901,33 @@ mod tests {
         let s = Status::from(IssueError::UnknownApp("x".into()));
         assert_eq!(s.code(), Code::NotFound);
         assert!(s.message().starts_with("app_id"));
+        let s = Status::from(ApiError::Denied(Denial::RateLimited {
+            retry_after: std::time::Duration::from_millis(1500),
+        }));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(s.metadata().get(RETRY_AFTER).unwrap(), "2");
+        let s = Status::from(ApiError::Denied(Denial::Unauthenticated("x")));
+        assert_eq!(s.code(), Code::Unauthenticated);
+    }
+
+    fn open_request<T>(msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.extensions_mut().insert(Authn::new(Ok(Identity::Open)));
+        r
+    }
+
+    #[tokio::test]
+    async fn requests_that_skipped_authentication_fail_closed() {
+        let e = TokenService::build_rtc_token(
+            &api(),
+            Request::new(pb::BuildRtcTokenRequest {
+                channel_name: "c".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
     }
 
     #[tokio::test]
@@ -742,7 +935,7 @@ mod tests {
         let api = api();
         let r = TokenService::build_rtc_token(
             &api,
-            Request::new(pb::BuildRtcTokenRequest {
+            open_request(pb::BuildRtcTokenRequest {
                 channel_name: "c".into(),
                 ..Default::default()
             }),
@@ -753,7 +946,7 @@ mod tests {
         assert!(r.token.starts_with("007"));
         let e = TokenService::build_rtc_token(
             &api,
-            Request::new(pb::BuildRtcTokenRequest {
+            open_request(pb::BuildRtcTokenRequest {
                 role: 42,
                 ..Default::default()
             }),

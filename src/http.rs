@@ -13,14 +13,15 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tonic::{Code, Status};
 
-use crate::grpc::TokenApi;
+use crate::auth::{Authn, Denial};
+use crate::grpc::{ApiError, RETRY_AFTER, TokenApi};
 use crate::issuer::{Common, IssueError, RtcRequest, RtcUser};
 use crate::json;
 use crate::metrics::{Method, Transport, code_name};
@@ -85,8 +86,17 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    if s.api.shared().is_ready() {
-        text(StatusCode::OK, "ready\n")
+    let shared = s.api.shared();
+    if shared.is_ready() {
+        if shared.current().auth.is_open() {
+            // Said on every probe, so nobody runs an open authority by accident.
+            text(
+                StatusCode::OK,
+                "ready (OPEN: no callers are configured, any client can get tokens)\n",
+            )
+        } else {
+            text(StatusCode::OK, "ready\n")
+        }
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
@@ -97,10 +107,23 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     if !shared.metrics.is_enabled() {
         return text(
             StatusCode::NOT_FOUND,
-            "metrics are disabled (--no-metrics)\n",
+            "metrics are disabled (--no-metrics)
+",
         );
     }
-    let mut r = text(StatusCode::OK, shared.metrics.render(shared.is_ready()));
+    let mut body = shared.metrics.render(shared.is_ready());
+    let open = u8::from(shared.current().auth.is_open());
+    body.push_str(
+        "# HELP token_authority_open_mode 1 when no callers are configured (anyone can get tokens).
+\
+         # TYPE token_authority_open_mode gauge
+",
+    );
+    body.push_str(&format!(
+        "token_authority_open_mode {open}
+"
+    ));
+    let mut r = text(StatusCode::OK, body);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -158,22 +181,30 @@ fn get_param_name(field: &str) -> &str {
     }
 }
 
-fn get_token_inner(api: &TokenApi, query: &str) -> Result<String, (StatusCode, String)> {
+/// A refusal of the GET endpoint: status, one line of text, and for rate
+/// limits the seconds to wait.
+type GetError = (StatusCode, String, Option<u64>);
+
+fn get_token_inner(api: &TokenApi, who: &Authn, query: &str) -> Result<String, GetError> {
+    let bad = |param: &str, why: &str| -> GetError {
+        let (s, b) = bad_param(param, why);
+        (s, b, None)
+    };
     let p = GetParams::parse(query);
     let Some(channel_name) = p.channel_name else {
-        return Err(bad_param(
+        return Err(bad(
             "channelName",
             "is required (an empty value means any channel)",
         ));
     };
     let uid = match p.uid.as_deref() {
         None => 0,
-        Some(s) => rules::parse_uid("uid", s).map_err(|v| bad_param("uid", &v.rule))?,
+        Some(s) => rules::parse_uid("uid", s).map_err(|v| bad("uid", &v.rule))?,
     };
     let role = match p.role.as_deref() {
         None | Some("publisher") => agora_token::Role::Publisher,
         Some("subscriber") => agora_token::Role::Subscriber,
-        Some(_) => return Err(bad_param("role", "must be publisher or subscriber")),
+        Some(_) => return Err(bad("role", "must be publisher or subscriber")),
     };
     let expire = match p.expire_seconds.as_deref() {
         None => None,
@@ -182,7 +213,7 @@ fn get_token_inner(api: &TokenApi, query: &str) -> Result<String, (StatusCode, S
             Some(s.parse::<u32>().unwrap_or(u32::MAX))
         }
         Some(_) => {
-            return Err(bad_param(
+            return Err(bad(
                 "expireSeconds",
                 "must be a decimal integer of seconds (digits only)",
             ));
@@ -198,40 +229,55 @@ fn get_token_inner(api: &TokenApi, query: &str) -> Result<String, (StatusCode, S
         role,
         privilege_expire: expire,
     };
-    let shared = api.shared();
-    match shared.issuer().rtc(&req, &shared.limits()) {
-        Ok(issued) => {
-            shared.metrics.token_issued(issued.kind, &issued.app_id);
-            tracing::info!(
-                kind = issued.kind.as_str(),
-                app_id = %issued.app_id,
-                token_fp = %crate::issuer::fingerprint(&issued.token),
-                expires_at = issued.expires_at,
-                "token issued"
-            );
-            Ok(issued.token)
-        }
-        Err(IssueError::Invalid(v)) => Err(bad_param(get_param_name(&v.field), &v.rule)),
-        Err(e @ IssueError::UnknownApp(_)) => {
+    match api.rtc(who, Method::GetToken, &req) {
+        Ok(issued) => Ok(issued.token),
+        Err(ApiError::Issue(IssueError::Invalid(v))) => Err(bad(get_param_name(&v.field), &v.rule)),
+        Err(ApiError::Issue(e @ IssueError::UnknownApp(_))) => {
             tracing::error!(error = %e, "no default app configured");
             Err((
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "token generation failed\n".to_owned(),
+                None,
+            ))
+        }
+        Err(e @ ApiError::Denied(_)) => {
+            // The one mapping (ApiError -> Status -> HTTP status, Retry-After).
+            let e = HttpError::from(e);
+            Err((
+                HttpError::http_status(e.code),
+                format!("{}\n", e.message),
+                e.retry_after,
             ))
         }
     }
 }
 
-async fn get_token(State(s): State<HttpState>, uri: Uri) -> Response {
+/// The authentication result the server attached (absent: fail closed).
+fn authn_of(ext: Option<Extension<Authn>>) -> Authn {
+    ext.map(|Extension(a)| a)
+        .unwrap_or(Authn::new(Err(Denial::Unauthenticated(
+            "the request was not authenticated",
+        ))))
+}
+
+async fn get_token(
+    State(s): State<HttpState>,
+    who: Option<Extension<Authn>>,
+    uri: Uri,
+) -> Response {
     let start = Instant::now();
-    let result = get_token_inner(&s.api, uri.query().unwrap_or(""));
-    let (status, body) = match result {
-        Ok(token) => (StatusCode::OK, token),
+    let who = authn_of(who);
+    let result = get_token_inner(&s.api, &who, uri.query().unwrap_or(""));
+    let (status, body, retry) = match result {
+        Ok(token) => (StatusCode::OK, token, None),
         Err(e) => e,
     };
     let code = match status {
         StatusCode::OK => Code::Ok,
         StatusCode::BAD_REQUEST => Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
         _ => Code::Internal,
     };
     if code != Code::Ok {
@@ -249,6 +295,11 @@ async fn get_token(State(s): State<HttpState>, uri: Uri) -> Response {
     let mut r = text(status, body);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = retry {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
     r
 }
 
@@ -265,6 +316,8 @@ pub struct HttpError {
     /// The message (never a secret: internal details are logged, not sent).
     pub message: String,
     status_override: Option<StatusCode>,
+    /// Seconds to wait before retrying (rate limits), sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl HttpError {
@@ -274,6 +327,7 @@ impl HttpError {
             code,
             message: message.into(),
             status_override: None,
+            retry_after: None,
         }
     }
 
@@ -306,12 +360,24 @@ impl HttpError {
 
 impl From<Status> for HttpError {
     fn from(s: Status) -> Self {
-        Self::new(s.code(), s.message())
+        let mut e = Self::new(s.code(), s.message());
+        e.retry_after = s
+            .metadata()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        e
     }
 }
 
 impl From<IssueError> for HttpError {
     fn from(e: IssueError) -> Self {
+        Status::from(e).into()
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
         Status::from(e).into()
     }
 }
@@ -327,6 +393,11 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         r
     }
 }
@@ -343,7 +414,7 @@ fn json_response(body: Vec<u8>) -> Response {
 /// Decodes, calls and encodes one JSON RPC.
 fn run<Req, Resp>(
     body: &[u8],
-    f: impl FnOnce(Req) -> Result<Resp, IssueError>,
+    f: impl FnOnce(Req) -> Result<Resp, ApiError>,
 ) -> Result<Vec<u8>, HttpError>
 where
     Req: serde::de::DeserializeOwned,
@@ -358,21 +429,26 @@ where
     })
 }
 
-fn dispatch(api: &TokenApi, method: Method, body: &[u8]) -> Result<Vec<u8>, HttpError> {
+fn dispatch(
+    api: &TokenApi,
+    who: &Authn,
+    method: Method,
+    body: &[u8],
+) -> Result<Vec<u8>, HttpError> {
     match method {
-        Method::BuildRtcToken => run(body, |r| api.build_rtc_token(r)),
+        Method::BuildRtcToken => run(body, |r| api.build_rtc_token(who, r)),
         Method::BuildRtcTokenWithPrivileges => {
-            run(body, |r| api.build_rtc_token_with_privileges(r))
+            run(body, |r| api.build_rtc_token_with_privileges(who, r))
         }
-        Method::BuildRtcRtmToken => run(body, |r| api.build_rtc_rtm_token(r)),
-        Method::BuildRtmToken => run(body, |r| api.build_rtm_token(r)),
-        Method::BuildChatUserToken => run(body, |r| api.build_chat_user_token(r)),
-        Method::BuildChatAppToken => run(body, |r| api.build_chat_app_token(r)),
-        Method::BuildFpaToken => run(body, |r| api.build_fpa_token(r)),
-        Method::BuildApaasToken => run(body, |r| api.build_apaas_token(r)),
-        Method::BuildToken => run(body, |r| api.build_token(r)),
-        Method::InspectToken => run(body, |r| api.inspect_token(r)),
-        Method::BuildAgentSession => run(body, |r| api.build_agent_session(r)),
+        Method::BuildRtcRtmToken => run(body, |r| api.build_rtc_rtm_token(who, r)),
+        Method::BuildRtmToken => run(body, |r| api.build_rtm_token(who, r)),
+        Method::BuildChatUserToken => run(body, |r| api.build_chat_user_token(who, r)),
+        Method::BuildChatAppToken => run(body, |r| api.build_chat_app_token(who, r)),
+        Method::BuildFpaToken => run(body, |r| api.build_fpa_token(who, r)),
+        Method::BuildApaasToken => run(body, |r| api.build_apaas_token(who, r)),
+        Method::BuildToken => run(body, |r| api.build_token(who, r)),
+        Method::InspectToken => run(body, |r| api.inspect_token(who, r)),
+        Method::BuildAgentSession => run(body, |r| api.build_agent_session(who, r)),
         Method::GetToken => Err(HttpError::new(Code::Unimplemented, "no such method")),
     }
 }
@@ -406,6 +482,7 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, HttpError> {
 
 async fn json_rpc(
     State(s): State<HttpState>,
+    who: Option<Extension<Authn>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -423,7 +500,7 @@ async fn json_rpc(
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
         let bytes = read_body(body, s.max_body).await?;
-        dispatch(&s.api, method, &bytes)
+        dispatch(&s.api, &authn_of(who), method, &bytes)
     }
     .await;
     let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);

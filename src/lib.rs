@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod json;
 pub mod logwriter;
 pub mod metrics;
 pub mod pb;
+pub mod reload;
 pub mod rules;
 pub mod server;
 pub mod state;

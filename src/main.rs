@@ -27,6 +27,8 @@ enum Command {
     Inspect(cli::InspectArgs),
     /// Exit 0 when the server at --addr answers its health check.
     Healthcheck(token_authority::server::HealthcheckArgs),
+    /// Print a new random caller API key and the SHA-256 to put in the config.
+    Keygen,
     /// Load generator: HTTP/1.1, JSON and gRPC scenarios with latency percentiles.
     Bench(Box<token_authority::bench::BenchArgs>),
 }
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => cli::token_main(*cmd),
         Command::Inspect(args) => cli::inspect_main(&args),
         Command::Healthcheck(args) => token_authority::server::healthcheck_main(&args),
+        Command::Keygen => cli::keygen_main(),
         Command::Bench(args) => token_authority::bench::main(&args),
     }
 }

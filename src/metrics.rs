@@ -22,11 +22,17 @@
 //! - `tokens_issued_total{kind,app_id,caller}`: tokens issued.
 //! - `build_info{version}`: always 1.
 //! - `ready`: 1 while the service accepts work.
+//! - `app_certificates{app_id}`: the certificates loaded for each configured
+//!   app (1, or 2 with a secondary during a rotation).
+//! - `config_reloads_total{result="ok|error"}`: reloads (SIGHUP or a changed
+//!   file); `config_last_reload_successful` (1/0) and
+//!   `config_last_reload_success_timestamp_seconds` (start-up counts as a
+//!   successful load), as Prometheus names its own.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -223,6 +229,12 @@ pub struct Metrics {
     requests: Vec<AtomicU64>,
     latency: [Histogram; 3],
     tokens: RwLock<HashMap<String, CallerCounters>>,
+    /// Configured apps and their number of certificates, default first.
+    apps: RwLock<Vec<(String, u8)>>,
+    /// Reloads: ok, error.
+    reloads: [AtomicU64; 2],
+    last_reload_ok: AtomicBool,
+    last_success_unix: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -256,7 +268,35 @@ impl Metrics {
             requests: (0..n).map(|_| AtomicU64::new(0)).collect(),
             latency: Default::default(),
             tokens: RwLock::new(HashMap::new()),
+            apps: RwLock::new(Vec::new()),
+            reloads: Default::default(),
+            last_reload_ok: AtomicBool::new(true),
+            last_success_unix: AtomicU64::new(unix_now()),
         }
+    }
+
+    /// Records the configured apps: `(app id, number of certificates)`.
+    pub fn set_apps(&self, apps: Vec<(String, u8)>) {
+        if let Ok(mut a) = self.apps.write() {
+            *a = apps;
+        }
+    }
+
+    /// Records a reload attempt.
+    pub fn reload(&self, ok: bool) {
+        self.reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+        self.last_reload_ok.store(ok, Ordering::Relaxed);
+        if ok {
+            self.last_success_unix.store(unix_now(), Ordering::Relaxed);
+        }
+    }
+
+    /// Reloads so far: (succeeded, failed).
+    pub fn reloads(&self) -> (u64, u64) {
+        (
+            self.reloads[0].load(Ordering::Relaxed),
+            self.reloads[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Metrics that record nothing (`serve --no-metrics`).
@@ -266,6 +306,10 @@ impl Metrics {
             requests: Vec::new(),
             latency: Default::default(),
             tokens: RwLock::new(HashMap::new()),
+            apps: RwLock::new(Vec::new()),
+            reloads: Default::default(),
+            last_reload_ok: AtomicBool::new(true),
+            last_success_unix: AtomicU64::new(unix_now()),
         }
     }
 
@@ -345,6 +389,61 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE token_authority_ready gauge");
         let _ = writeln!(out, "token_authority_ready {}", u8::from(ready));
+
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_app_certificates Certificates loaded per configured app (2 during a rotation)."
+        );
+        let _ = writeln!(out, "# TYPE token_authority_app_certificates gauge");
+        if let Ok(apps) = self.apps.read() {
+            for (app, n) in apps.iter() {
+                let _ = writeln!(
+                    out,
+                    "token_authority_app_certificates{{app_id=\"{}\"}} {n}",
+                    escape_label(app)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_config_reloads_total Configuration reloads (SIGHUP or a changed file) by result."
+        );
+        let _ = writeln!(out, "# TYPE token_authority_config_reloads_total counter");
+        let (ok, failed) = self.reloads();
+        let _ = writeln!(
+            out,
+            "token_authority_config_reloads_total{{result=\"ok\"}} {ok}"
+        );
+        let _ = writeln!(
+            out,
+            "token_authority_config_reloads_total{{result=\"error\"}} {failed}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_config_last_reload_successful Whether the last reload succeeded (1 until one fails)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE token_authority_config_last_reload_successful gauge"
+        );
+        let _ = writeln!(
+            out,
+            "token_authority_config_last_reload_successful {}",
+            u8::from(self.last_reload_ok.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_config_last_reload_success_timestamp_seconds When the configuration in use was loaded (start-up or reload)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE token_authority_config_last_reload_success_timestamp_seconds gauge"
+        );
+        let _ = writeln!(
+            out,
+            "token_authority_config_last_reload_success_timestamp_seconds {}",
+            self.last_success_unix.load(Ordering::Relaxed)
+        );
 
         let _ = writeln!(
             out,
@@ -440,6 +539,13 @@ impl Metrics {
     }
 }
 
+/// Now, in unix seconds (0 if the clock is before 1970).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Escapes a label value (app ids are hex, but be safe).
 fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -483,6 +589,23 @@ mod tests {
             text.contains("token_authority_request_duration_seconds_count{transport=\"grpc\"} 1")
         );
         assert!(text.contains("token_authority_ready 1"));
+        assert!(text.contains("token_authority_config_reloads_total{result=\"ok\"} 0"));
+        assert!(text.contains("token_authority_config_last_reload_successful 1"));
+    }
+
+    #[test]
+    fn reloads_and_apps() {
+        let m = Metrics::new();
+        m.set_apps(vec![("a".into(), 2), ("b".into(), 1)]);
+        m.reload(true);
+        m.reload(false);
+        assert_eq!(m.reloads(), (1, 1));
+        let text = m.render(true);
+        assert!(text.contains("token_authority_app_certificates{app_id=\"a\"} 2"));
+        assert!(text.contains("token_authority_app_certificates{app_id=\"b\"} 1"));
+        assert!(text.contains("token_authority_config_reloads_total{result=\"error\"} 1"));
+        assert!(text.contains("token_authority_config_last_reload_successful 0"));
+        assert!(text.contains("token_authority_config_last_reload_success_timestamp_seconds 1"));
     }
 
     #[tokio::test]

@@ -8,9 +8,13 @@
 //! Both are axum routers served by one hyper connection builder that
 //! detects HTTP/1.1 or HTTP/2 per connection.
 //!
-//! Shutdown: readiness and health turn NOT_SERVING, the listeners stop
-//! accepting, and in-flight requests get the grace period to finish; after
-//! it, remaining connections are dropped.
+//! Shutdown: readiness and health turn NOT_SERVING; requests are still
+//! served for the shutdown delay (so load balancers stop sending first);
+//! then the listeners stop accepting, and in-flight requests get the grace
+//! period to finish; after it, remaining connections are dropped.
+//!
+//! Reload ([`crate::reload`]): `serve` reloads the configuration on SIGHUP
+//! and when a watched file changes (polled).
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -36,12 +40,13 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
+use crate::auth::{Authn, Identity};
 use crate::config::{Config, ConnectionLimits, EXIT_CONFIG, LogFormat, ServeArgs};
 use crate::grpc::{TokenApi, TokenServiceServer};
 use crate::http::{self, HttpState};
-use crate::issuer::Issuer;
 use crate::logwriter::{BatchedStdout, FlushGuard};
 use crate::pb;
+use crate::reload::{self, Reloader, Trigger};
 use crate::state::Shared;
 
 /// Largest gRPC response message, in bytes (tokens are small).
@@ -70,10 +75,33 @@ pub struct Server {
     listener: TcpListener,
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
+    shutdown_delay: Duration,
     shutdown_grace: Duration,
     max_request_bytes: usize,
     connection: ConnectionLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    guard: Arc<Guard>,
 }
+
+/// What every request passes through before routing: authentication of
+/// token requests, the global concurrency limit, the request timeout and
+/// CORS for the GET endpoint.
+#[derive(Debug)]
+struct Guard {
+    shared: Arc<Shared>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+    cors_origins: Vec<String>,
+}
+
+/// The verified client-certificate names of a TLS connection (mTLS).
+#[derive(Debug, Clone, Default)]
+pub struct TlsClientNames(pub Arc<Vec<String>>);
+
+/// The path of the compatible GET endpoint.
+const GET_PATH: &str = "/api/agora/token";
+/// The prefix of every TokenService method, gRPC and JSON alike.
+const TOKEN_PREFIX: &str = "/agora.token.v1.TokenService/";
 
 /// A running server started by [`Server::spawn`] or [`spawn`]. Dropping it
 /// shuts the server down (without waiting).
@@ -135,20 +163,41 @@ impl Server {
             })?),
             None => None,
         };
+        let snapshot = config.snapshot().map_err(std::io::Error::other)?;
+        if snapshot.auth.is_open() {
+            tracing::warn!(
+                "NO CALLERS CONFIGURED: the service is OPEN, anyone who can reach it can get tokens; \
+                 configure [[callers]] (token-authority keygen) before exposing it"
+            );
+        }
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(
+                crate::tls::server_config(t).map_err(std::io::Error::other)?,
+            )),
+            None => None,
+        };
+        let metrics = if config.metrics {
+            crate::metrics::Metrics::new()
+        } else {
+            crate::metrics::Metrics::disabled()
+        };
+        let shared = Arc::new(Shared::with_metrics(snapshot, metrics));
+        let guard = Arc::new(Guard {
+            shared: Arc::clone(&shared),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+            timeout: config.request_timeout,
+            cors_origins: config.cors_origins.clone(),
+        });
         Ok(Self {
             listener,
             admin,
-            shared: Arc::new(Shared::with_metrics(
-                Issuer::new(config.apps.clone()),
-                if config.metrics {
-                    crate::metrics::Metrics::new()
-                } else {
-                    crate::metrics::Metrics::disabled()
-                },
-            )),
+            shared,
+            shutdown_delay: config.shutdown_delay,
             shutdown_grace: config.shutdown_grace,
             max_request_bytes: config.max_request_bytes,
             connection: config.connection,
+            tls,
+            guard,
         })
     }
 
@@ -187,7 +236,9 @@ impl Server {
         }
     }
 
-    /// Serves until `shutdown` completes, then drains within the grace period.
+    /// Serves until `shutdown` completes; then reports NOT_SERVING, keeps
+    /// serving for the shutdown delay, stops accepting and drains within the
+    /// grace period.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -224,13 +275,25 @@ impl Server {
                 };
                 target.oneshot(req)
             }))
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&self.guard),
+                guard,
+            ))
             .layer(middleware::from_fn(request_context));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let main_addr = self.listener.local_addr()?;
         let conn = self.connection;
-        let mut main_task =
-            tokio::spawn(serve_connections(self.listener, app, stop_rx.clone(), conn));
+        if self.tls.is_some() {
+            tracing::info!("TLS on the main port");
+        }
+        let mut main_task = tokio::spawn(serve_connections(
+            self.listener,
+            app,
+            stop_rx.clone(),
+            conn,
+            self.tls.clone(),
+        ));
         let mut admin_task = match self.admin {
             Some(listener) => {
                 let admin_app =
@@ -241,6 +304,7 @@ impl Server {
                     admin_app,
                     stop_rx.clone(),
                     conn,
+                    None,
                 )))
             }
             None => None,
@@ -256,10 +320,6 @@ impl Server {
             }
         }
 
-        tracing::info!(
-            grace_seconds = self.shutdown_grace.as_secs(),
-            "shutting down: draining in-flight requests"
-        );
         self.shared.set_ready(false);
         reporter
             .set_not_serving::<TokenServiceServer<TokenApi>>()
@@ -267,6 +327,20 @@ impl Server {
         reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        if !self.shutdown_delay.is_zero() {
+            tracing::info!(
+                delay_seconds = self.shutdown_delay.as_secs_f64(),
+                "shutting down: NOT_SERVING; still serving during the shutdown delay"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(self.shutdown_delay) => {}
+                r = &mut main_task => return r.map_err(std::io::Error::other),
+            }
+        }
+        tracing::info!(
+            grace_seconds = self.shutdown_grace.as_secs_f64(),
+            "shutting down: no longer accepting connections; draining in-flight requests"
+        );
         let _ = stop_tx.send(true);
         let drain = async {
             let main = (&mut main_task).await;
@@ -303,6 +377,7 @@ async fn serve_connections(
     app: Router,
     mut stop: watch::Receiver<bool>,
     limits: ConnectionLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -317,6 +392,8 @@ async fn serve_connections(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(limits.keep_alive_interval)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    let builder = Arc::new(builder);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
     let stopped = async move {
@@ -345,28 +422,206 @@ async fn serve_connections(
             remote_addr: Some(peer),
         };
         let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(req)
-            });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let header_timeout = limits.header_read_timeout;
         // Connections live in a JoinSet owned by this task: if the grace
         // period runs out and this task is aborted, they are dropped with it.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            if let Err(e) = conn.await {
+            let service = move |names: TlsClientNames| {
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(info.clone());
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(names.clone());
+                    app.clone().oneshot(req)
+                })
+            };
+            let result = match acceptor {
+                None => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service(TlsClientNames::default()));
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    // The handshake runs in the connection's task, bounded
+                    // like the headers, so slow clients do not block accepts.
+                    let tls =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let names = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(crate::tls::client_names)
+                        .unwrap_or_default();
+                    let conn = builder.serve_connection(
+                        TokioIo::new(tls),
+                        service(TlsClientNames(Arc::new(names))),
+                    );
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection closed with an error");
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Is `path` one of the endpoints that issue or inspect tokens (and so need
+/// a caller)? Health, readiness, metrics and reflection do not.
+fn is_token_path(path: &str) -> bool {
+    path == GET_PATH || path.starts_with(TOKEN_PREFIX)
+}
+
+/// The key of an `authorization: Bearer <key>` header.
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+/// A refusal before routing, in the caller's protocol: a gRPC status for
+/// gRPC requests, otherwise an HTTP status with a short text.
+fn early_refusal(grpc: bool, status: tonic::Status, http: axum::http::StatusCode) -> Response {
+    let retry = status
+        .metadata()
+        .get(crate::grpc::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut r = if grpc {
+        status.into_http::<axum::body::Body>()
+    } else {
+        let mut r = Response::new(axum::body::Body::from(format!("{}\n", status.message())));
+        *r.status_mut() = http;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if let Some(secs) = retry.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        r.headers_mut().insert(header::RETRY_AFTER, secs);
+    }
+    r
+}
+
+/// Authentication of token requests, the global concurrency limit, the
+/// request timeout and CORS for the GET endpoint.
+async fn guard(
+    axum::extract::State(g): axum::extract::State<Arc<Guard>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if !is_token_path(path) {
+        return next.run(req).await;
+    }
+    let grpc = is_grpc(&req);
+    let get = path == GET_PATH;
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed_origin = origin.as_ref().filter(|o| {
+        o.to_str()
+            .is_ok_and(|o| g.cors_origins.iter().any(|a| a == "*" || a == o))
+    });
+    if get && req.method() == axum::http::Method::OPTIONS {
+        // CORS preflight: answered here, never routed.
+        let mut r = Response::new(axum::body::Body::empty());
+        match allowed_origin {
+            Some(o) => {
+                *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
+                let h = r.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("authorization"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
+            }
+            None => *r.status_mut() = axum::http::StatusCode::FORBIDDEN,
+        }
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("origin"));
+        return r;
+    }
+    let label: Option<Arc<str>>;
+    let Ok(permit) = Arc::clone(&g.in_flight).try_acquire_owned() else {
+        let mut s = tonic::Status::resource_exhausted(
+            "the server is at its concurrency limit; retry shortly",
+        );
+        s.metadata_mut().insert(
+            crate::grpc::RETRY_AFTER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        return early_refusal(grpc, s, axum::http::StatusCode::TOO_MANY_REQUESTS);
+    };
+    {
+        let snap = g.shared.current();
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let xff = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = snap.auth.client_ip(peer, xff);
+        let names = req
+            .extensions()
+            .get::<TlsClientNames>()
+            .map(|n| Arc::clone(&n.0))
+            .unwrap_or_default();
+        let identity = snap.auth.authenticate(bearer(&req), &names, ip, get);
+        label = identity.as_ref().ok().and_then(Identity::label);
+        let authn = Authn::pinned(identity, arc_swap::Guard::into_inner(snap));
+        req.extensions_mut().insert(authn);
+    }
+    // Metrics of this request are labelled with its caller (task-local).
+    let run = async {
+        match label {
+            Some(l) => crate::metrics::with_caller(l, next.run(req)).await,
+            None => next.run(req).await,
+        }
+    };
+    let mut resp = match tokio::time::timeout(g.timeout, run).await {
+        Ok(r) => r,
+        Err(_) => early_refusal(
+            grpc,
+            tonic::Status::deadline_exceeded("the request took longer than the server's timeout"),
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+        ),
+    };
+    drop(permit);
+    if get && origin.is_some() {
+        if let Some(o) = allowed_origin {
+            resp.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+        }
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
 }
 
 /// A request id: the caller's `x-request-id` when it is short and plain,
@@ -479,28 +734,74 @@ async fn shutdown_signal() {
     }
 }
 
-/// Installs the global `tracing` subscriber (`RUST_LOG`, default `info`),
-/// writing to stdout in batches off the request path
-/// ([`crate::logwriter`]). Keep the returned guard until exit: dropping it
-/// writes the remaining lines.
-pub fn init_logging(format: LogFormat) -> FlushGuard {
+/// Keeps the background log writers running; dropping it flushes them.
+#[derive(Debug, Default)]
+pub struct LogGuards {
+    _stdout: Option<FlushGuard>,
+    _files: Vec<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Installs the global `tracing` subscriber (`RUST_LOG`, default `info`).
+///
+/// Log lines are formatted on the request path but written to stdout in
+/// batches by a background thread ([`crate::logwriter`]). Audit events (target `audit`) go to the main log and, with
+/// `audit_log`, also to that file as JSON lines, written without loss.
+pub fn init_logging(
+    format: LogFormat,
+    audit_log: Option<&std::path::Path>,
+) -> Result<LogGuards, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let mut guards = LogGuards::default();
     let (writer, guard) = BatchedStdout::new();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let result = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder
+    guards._stdout = Some(guard);
+    let main = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let audit = match audit_log {
+        None => None,
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--audit-log {}: {e}", path.display()))?;
+            let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(file);
+            guards._files.push(g);
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(w)
+                    .with_filter(
+                        tracing_subscriber::filter::Targets::new()
+                            .with_target(crate::audit::TARGET, tracing::Level::INFO),
+                    ),
+            )
+        }
     };
     // Already installed (e.g. by a test): keep the existing one.
-    let _ = result;
-    guard
+    let _ = tracing_subscriber::registry()
+        .with(main)
+        .with(audit)
+        .try_init();
+    Ok(guards)
 }
 
 /// `token-authority serve`: validates the configuration before anything
@@ -513,7 +814,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let _log_guard = init_logging(config.log_format);
+    let _log_guards = match init_logging(config.log_format, config.audit_log.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("token-authority: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -525,6 +832,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Before anything slow: SIGHUP's default action ends the process.
+        let hangup = match hangup_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("token-authority: cannot handle SIGHUP: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::bind(&config).await {
             Ok(s) => s,
             Err(e) => {
@@ -533,10 +848,23 @@ pub fn main(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let app_ids: Vec<&str> = config.apps.iter().map(|a| a.app_id.as_str()).collect();
-        tracing::info!(apps = ?app_ids, source = %config.apps_source, "credentials loaded (certificates not shown)");
-        tracing::warn!("no callers are configured: the service is open to anyone who can reach it");
-        match server.run(shutdown_signal()).await {
+        let apps: Vec<String> = server
+            .shared()
+            .current()
+            .app_certificates()
+            .into_iter()
+            .map(|(id, n)| format!("{id} ({n} certificate{})", if n == 1 { "" } else { "s" }))
+            .collect();
+        tracing::info!(apps = ?apps, source = %config.apps_source, "credentials loaded (certificates not shown)");
+        let reloader = Reloader::new(
+            config.clone(),
+            Arc::clone(server.shared()),
+            crate::env::ProcessEnv::load,
+        );
+        let reloads = tokio::spawn(reload_loop(reloader, hangup));
+        let result = server.run(shutdown_signal()).await;
+        reloads.abort();
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
@@ -544,6 +872,75 @@ pub fn main(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// SIGHUP as a stream (a never-ending one where there are no signals).
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> std::io::Result<Hangup> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> std::io::Result<Hangup> {
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn next_hangup(h: &mut Hangup) {
+    if h.recv().await.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangup) {
+    std::future::pending::<()>().await;
+}
+
+/// Reloads on SIGHUP and when a watched file changes (checked every
+/// [`reload::POLL_INTERVAL`]). The file I/O runs on the blocking pool.
+async fn reload_loop<F, E>(mut reloader: Reloader<F>, mut hangup: Hangup)
+where
+    F: Fn() -> E + Send + 'static,
+    E: crate::env::Env,
+{
+    let files: Vec<String> = reloader
+        .watched_files()
+        .map(|p| p.display().to_string())
+        .collect();
+    tracing::info!(files = ?files, "reloading on SIGHUP and on changes of these files");
+    let mut tick = tokio::time::interval(reload::POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let trigger = tokio::select! {
+            () = next_hangup(&mut hangup) => Some(Trigger::Signal),
+            _ = tick.tick() => None,
+        };
+        if trigger.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+        }
+        let step = tokio::task::spawn_blocking(move || {
+            // The outcome is logged and counted by the reloader.
+            let _ = match trigger {
+                Some(t) => Some(reloader.reload(t)),
+                None => reloader.poll(),
+            };
+            reloader
+        });
+        reloader = match step.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "the reloader failed; reloads are disabled until a restart");
+                return;
+            }
+        };
+    }
 }
 
 /// `token-authority healthcheck`: exit 0 when `GET /healthz` (or `/readyz`

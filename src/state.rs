@@ -1,54 +1,93 @@
-//! State shared by every transport: the issuer (behind an atomic pointer so
-//! a credentials reload can swap it while requests run: a request sees the
-//! old or the new issuer, never a mix), the metrics and readiness.
+//! State shared by every transport: the current [`Snapshot`] of issuer and
+//! caller policy (behind an atomic pointer, so a reload swaps both at once:
+//! a request sees the old or the new configuration, never a mix), the
+//! metrics and readiness.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::issuer::{Issuer, Limits};
+use crate::auth::Authenticator;
+use crate::issuer::Issuer;
 use crate::metrics::Metrics;
+
+/// What a reload replaces as one unit.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Apps and their credentials.
+    pub issuer: Issuer,
+    /// Callers, their policies and the anonymous policy.
+    pub auth: Authenticator,
+}
+
+impl Snapshot {
+    /// A snapshot with no callers configured (open mode).
+    pub fn open(issuer: Issuer) -> Self {
+        Self {
+            issuer,
+            // No callers, no anonymous policy: always compiles.
+            auth: Authenticator::open(),
+        }
+    }
+
+    /// The configured app ids (default first) with their number of
+    /// certificates (1, or 2 with a secondary).
+    pub fn app_certificates(&self) -> Vec<(String, u8)> {
+        self.issuer
+            .app_ids()
+            .map(|id| {
+                let n = self
+                    .issuer
+                    .app(Some(id))
+                    .map_or(1, |a| 1 + u8::from(a.secondary.is_some()));
+                (id.to_owned(), n)
+            })
+            .collect()
+    }
+}
 
 /// State shared by the gRPC service, the HTTP routes and the server.
 #[derive(Debug)]
 pub struct Shared {
-    issuer: ArcSwap<Issuer>,
+    current: ArcSwap<Snapshot>,
     /// The service's metrics.
     pub metrics: Metrics,
     ready: AtomicBool,
 }
 
 impl Shared {
-    /// Shared state around `issuer`; not ready until [`Shared::set_ready`].
-    pub fn new(issuer: Issuer) -> Self {
-        Self::with_metrics(issuer, Metrics::new())
+    /// Shared state around `snapshot`; not ready until [`Shared::set_ready`].
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self::with_metrics(snapshot, Metrics::new())
     }
 
     /// [`Shared::new`] with the given metrics (e.g. [`Metrics::disabled`]).
-    pub fn with_metrics(issuer: Issuer, metrics: Metrics) -> Self {
+    pub fn with_metrics(snapshot: Snapshot, metrics: Metrics) -> Self {
+        metrics.set_apps(snapshot.app_certificates());
         Self {
-            issuer: ArcSwap::from_pointee(issuer),
+            current: ArcSwap::from_pointee(snapshot),
             metrics,
             ready: AtomicBool::new(false),
         }
     }
 
-    /// The current issuer. Hold the guard for one request only.
-    pub fn issuer(&self) -> arc_swap::Guard<Arc<Issuer>> {
-        self.issuer.load()
+    /// The current snapshot. Hold the guard for one request only.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
     }
 
-    /// Atomically replaces the issuer (credentials reload). Requests in
-    /// flight finish with the issuer they loaded.
-    pub fn replace_issuer(&self, issuer: Issuer) {
-        self.issuer.store(Arc::new(issuer));
+    /// The current snapshot, as an `Arc` a request can keep.
+    pub fn current_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
     }
 
-    /// The limits that apply to a request. Every caller gets the service's
-    /// defaults until caller policies exist (issue 4 hooks in here).
-    pub fn limits(&self) -> Limits {
-        Limits::default()
+    /// Atomically replaces issuer and policies (reload). Requests in flight
+    /// finish with the snapshot they loaded.
+    pub fn replace(&self, snapshot: Snapshot) {
+        let apps = snapshot.app_certificates();
+        self.current.store(Arc::new(snapshot));
+        self.metrics.set_apps(apps);
     }
 
     /// Whether the service accepts work (credentials loaded, listeners

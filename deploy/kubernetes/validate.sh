@@ -185,7 +185,7 @@ for path in sys.argv[1:]:
     psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
     check(pod.get("automountServiceAccountToken") is False, dn, "automountServiceAccountToken: false")
     check(psc.get("runAsNonRoot") is True or csc.get("runAsNonRoot") is True, dn, "runAsNonRoot")
-    check((csc.get("runAsUser") or psc.get("runAsUser")) == 10001, dn, "runAsUser 10001 (the image's user)")
+    check((csc.get("runAsUser") or psc.get("runAsUser")) == 65532, dn, "runAsUser 65532 (the image's user)")
     check(csc.get("readOnlyRootFilesystem") is True, dn, "readOnlyRootFilesystem")
     check(csc.get("allowPrivilegeEscalation") is False, dn, "allowPrivilegeEscalation: false")
     check(csc.get("capabilities", {}).get("drop") == ["ALL"], dn, "capabilities drop [ALL]")

@@ -107,6 +107,7 @@ fn serve_help_documents_every_flag() {
         "--admin-listen",
         "--config",
         "--log-format",
+        "--shutdown-delay",
         "--shutdown-grace",
         "--max-request-bytes",
         "SHENGWANG_APP_CERTIFICATE_FILE",

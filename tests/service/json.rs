@@ -167,7 +167,13 @@ async fn inspect_over_json_shows_defaults() {
     assert_eq!(v["trailingBytes"], 0);
     assert!(v["notes"].as_array().unwrap().is_empty());
     // The CLI's `inspect --json` prints the same body.
-    let ins = app.handle.shared().issuer().inspect(&token, None).unwrap();
+    let ins = app
+        .handle
+        .shared()
+        .current()
+        .issuer
+        .inspect(&token, None)
+        .unwrap();
     let cli: Value = serde_json::from_str(&token_authority::json::inspection_json(&ins)).unwrap();
     let mut served = v.clone();
     served["expired"] = cli["expired"].clone();

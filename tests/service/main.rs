@@ -11,6 +11,10 @@
 //!   the admin port, plain 404s, shutdown.
 //! - `bad_input`: the bad-input matrix over both transports.
 //! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
+//! - `security`: callers, policy, rate limits, CORS, mTLS, property tests
+//!   of the HTTP query and JSON handling, secrets never in logs.
+//! - `lifecycle`: the binary under load: certificate rotation by SIGHUP and
+//!   by a changed file, a bad file, graceful shutdown with a delay.
 //! - `bench`: the load generator against the real server.
 
 // A test crate: a failing unwrap is a failing test (helpers included).
@@ -23,4 +27,6 @@ mod common;
 mod grpc;
 mod http_get;
 mod json;
+mod lifecycle;
 mod ops;
+mod security;

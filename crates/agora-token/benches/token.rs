@@ -160,7 +160,7 @@ fn primitives(c: &mut Criterion) {
             black_box(mac.finalize().into_bytes())
         });
     });
-    g.bench_function("deflate_reused", |b| {
+    g.bench_function("deflate_exact_small", |b| {
         let mut out = Vec::with_capacity(512);
         b.iter(|| {
             k = (k + 1) % contents.len();

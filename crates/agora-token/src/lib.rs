@@ -39,6 +39,7 @@ mod credentials;
 mod error;
 pub mod pack;
 pub mod service;
+pub mod small_deflate;
 mod token;
 pub mod v1;
 
