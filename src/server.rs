@@ -821,10 +821,6 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = crate::audit::start() {
-        // Audit events are then written on the request path: slower, not lost.
-        eprintln!("token-authority: cannot start the audit thread: {e}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -835,7 +831,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async {
+    runtime.block_on(async {
         // Before anything slow: SIGHUP's default action ends the process.
         let hangup = match hangup_signal() {
             Ok(s) => s,
@@ -875,11 +871,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    });
-    // Every audit event of the drained requests is written before the log
-    // writers flush and the process exits.
-    crate::audit::flush();
-    code
+    })
 }
 
 /// SIGHUP as a stream (a never-ending one where there are no signals).
