@@ -665,7 +665,7 @@ fn splitmix64(mut z: u64) -> u64 {
 }
 
 /// Request id, a span around the request, and one log line per request
-/// (probes and scrapes at debug level).
+/// (probes, scrapes and successful token requests at debug level).
 async fn request_context(req: Request, next: Next) -> Response {
     let id = request_id(&req);
     // Cheap copies (the URI's bytes are reference counted; the address is
@@ -688,7 +688,12 @@ async fn request_context(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
-    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    // Probes and scrapes at debug level; so are successful token requests,
+    // whose audit event (logged inside this span, so with the same request
+    // id and peer) already records them at info: one info line per token.
+    let quiet = matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || (is_token_path(path) && resp.status().is_success());
+    if quiet {
         tracing::debug!(parent: &span, status, elapsed_ms, "request");
     } else {
         tracing::info!(parent: &span, status, elapsed_ms, "request");
