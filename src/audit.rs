@@ -7,6 +7,8 @@
 //! fingerprint (first 12 hex characters of the token's SHA-256) and the
 //! expiry time: never a token, a key or a certificate.
 
+use std::fmt;
+
 use agora_token::Role;
 
 use crate::auth::AccessRequest;
@@ -15,31 +17,43 @@ use crate::issuer::{Issued, RtcUser, fingerprint};
 /// The log target of audit events.
 pub const TARGET: &str = "audit";
 
-fn users(a: &AccessRequest<'_>) -> String {
-    let mut out = String::new();
-    for (i, u) in a.users.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+/// Field values written straight into the log line (no intermediate
+/// strings): items separated by commas.
+struct List<'a, T>(&'a [T], fn(&T, &mut fmt::Formatter<'_>) -> fmt::Result);
+
+impl<T> fmt::Display for List<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            (self.1)(item, f)?;
         }
-        match u {
-            RtcUser::Uid(n) => out.push_str(&n.to_string()),
-            // Quoted, so an account "42" is told apart from uid 42.
-            RtcUser::Account(s) => out.push_str(&format!("{s:?}")),
-        }
+        Ok(())
     }
-    out
 }
 
-fn roles(a: &AccessRequest<'_>) -> String {
-    let names: Vec<&str> = a
-        .roles
-        .iter()
-        .map(|r| match r {
-            Role::Publisher => "publisher",
-            Role::Subscriber => "subscriber",
-        })
-        .collect();
-    names.join(",")
+fn channel(c: &&str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_str(c)
+}
+
+fn user(u: &RtcUser, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match u {
+        RtcUser::Uid(n) => write!(f, "{n}"),
+        // Quoted, so an account "42" is told apart from uid 42.
+        RtcUser::Account(s) => write!(f, "{s:?}"),
+    }
+}
+
+fn role(r: &Role, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_str(match r {
+        Role::Publisher => "publisher",
+        Role::Subscriber => "subscriber",
+    })
+}
+
+fn token_fingerprint(t: &&Issued, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_str(&fingerprint(&t.token))
 }
 
 /// Records issued tokens.
@@ -47,7 +61,6 @@ pub fn issued(caller: &str, rpc: &str, a: &AccessRequest<'_>, tokens: &[&Issued]
     if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
         return;
     }
-    let fps: Vec<String> = tokens.iter().map(|t| fingerprint(&t.token)).collect();
     let expires_at = tokens.first().map_or(0, |t| t.expires_at);
     tracing::info!(
         target: TARGET,
@@ -56,12 +69,12 @@ pub fn issued(caller: &str, rpc: &str, a: &AccessRequest<'_>, tokens: &[&Issued]
         rpc,
         kind = a.kind.as_str(),
         app_id = a.app_id,
-        channel = %a.channels.join(","),
-        uid = %users(a),
-        role = %roles(a),
+        channel = %List(&a.channels, channel),
+        uid = %List(&a.users, user),
+        role = %List(&a.roles, role),
         expire = a.expire,
         expires_at,
-        token_fp = %fps.join(","),
+        token_fp = %List(tokens, token_fingerprint),
         "token issued"
     );
 }
@@ -78,9 +91,9 @@ pub fn refused(caller: &str, rpc: &str, a: &AccessRequest<'_>, reason: &str) {
         rpc,
         kind = a.kind.as_str(),
         app_id = a.app_id,
-        channel = %a.channels.join(","),
-        uid = %users(a),
-        role = %roles(a),
+        channel = %List(&a.channels, channel),
+        uid = %List(&a.users, user),
+        role = %List(&a.roles, role),
         expire = a.expire,
         reason,
         "token refused"

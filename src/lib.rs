@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod http;
 pub mod issuer;
 pub mod json;
+pub mod logfmt;
 pub mod logwriter;
 pub mod metrics;
 pub mod pb;

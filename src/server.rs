@@ -38,12 +38,12 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpConnectInfo;
 use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
-use tracing::Instrument as _;
 
 use crate::auth::{Authn, Identity};
 use crate::config::{Config, ConnectionLimits, EXIT_CONFIG, LogFormat, ServeArgs};
 use crate::grpc::{TokenApi, TokenServiceServer};
 use crate::http::{self, HttpState};
+use crate::logfmt::LineFormat;
 use crate::logwriter::{BatchedStdout, FlushGuard};
 use crate::pb;
 use crate::reload::{self, Reloader, Trigger};
@@ -664,42 +664,46 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Request id, a span around the request, and one log line per request
-/// (probes, scrapes and successful token requests at debug level).
+/// Request id and one log line per request (probes, scrapes and
+/// successful token requests at debug level). Every line logged while the
+/// request is served carries its id and peer ([`crate::logfmt::scope`]):
+/// no span is created, so a request that logs nothing pays nothing.
 async fn request_context(req: Request, next: Next) -> Response {
     let id = request_id(&req);
-    // Cheap copies (the URI's bytes are reference counted; the address is
-    // Copy): nothing is formatted unless the span is enabled.
-    let uri = req.uri().clone();
-    let path = truncate(uri.path(), 128);
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let id_str = id.to_str().unwrap_or_default();
-    let span = tracing::info_span!(
-        "request",
-        id = id_str,
-        peer = peer.map(tracing::field::display),
-        method = %req.method(),
-        path = path
-    );
+    let context = crate::logfmt::RequestLog {
+        id: id.clone(),
+        peer,
+    };
+    // Cheap copies (the URI's bytes are reference counted).
+    let uri = req.uri().clone();
+    let method = req.method().clone();
     let start = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
-    let status = resp.status().as_u16();
-    let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
-    // Probes and scrapes at debug level; so are successful token requests,
-    // whose audit event (logged inside this span, so with the same request
-    // id and peer) already records them at info: one info line per token.
-    let quiet = matches!(path, "/healthz" | "/readyz" | "/metrics")
-        || (is_token_path(path) && resp.status().is_success());
-    if quiet {
-        tracing::debug!(parent: &span, status, elapsed_ms, "request");
-    } else {
-        tracing::info!(parent: &span, status, elapsed_ms, "request");
-    }
-    resp.headers_mut().insert("x-request-id", id);
-    resp
+    crate::logfmt::scope(context, async move {
+        let mut resp = next.run(req).await;
+        let path = truncate(uri.path(), 128);
+        let status = resp.status().as_u16();
+        // Probes and scrapes at debug level; so are successful token
+        // requests, whose audit event (with the same request id and peer)
+        // already records them at info: one info line per token.
+        let quiet = matches!(path, "/healthz" | "/readyz" | "/metrics")
+            || (is_token_path(path) && resp.status().is_success());
+        if quiet {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+                tracing::debug!(%method, path, status, elapsed_ms, "request");
+            }
+        } else {
+            let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+            tracing::info!(%method, path, status, elapsed_ms, "request");
+        }
+        resp.headers_mut().insert("x-request-id", id);
+        resp
+    })
+    .await
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a
@@ -765,14 +769,13 @@ pub fn init_logging(
     guards._stdout = Some(guard);
     let main = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(false)
+            .event_format(LineFormat::text())
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+            .event_format(LineFormat::json())
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
@@ -791,8 +794,8 @@ pub fn init_logging(
             guards._files.push(g);
             Some(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
+                    .event_format(LineFormat::json())
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                     .with_writer(w)
                     .with_filter(
                         tracing_subscriber::filter::Targets::new()

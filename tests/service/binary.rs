@@ -213,3 +213,132 @@ fn healthcheck_and_sigterm() {
         assert!(log.contains("SIGTERM received"), "{log}");
     }
 }
+
+/// Starts the binary with `--log-format <format>` (default `RUST_LOG`),
+/// sends `requests` (raw HTTP/1.1 request heads) one connection each, stops
+/// it with SIGTERM and returns its stdout.
+fn logs_of(format: &str, requests: &[String]) -> String {
+    use std::io::{Read, Write};
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", format])
+        .current_dir(scratch(&format!("logs-{format}")))
+        .env_clear()
+        .env("SHENGWANG_APP_ID", APP_ID)
+        .env("SHENGWANG_APP_CERTIFICATE", CERT)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.split("serving gRPC (h2c) and HTTP/1.1").nth(1) {
+                // Text: ` addr=127.0.0.1:N`; JSON: `","addr":"127.0.0.1:N"}`.
+                let addr: String = addr
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                let _ = tx.send(addr);
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("started");
+    for r in requests {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(r.as_bytes()).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        assert!(resp.starts_with("HTTP/1.1"), "{resp}");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    reader.join().unwrap()
+}
+
+fn get(path_and_query: &str, request_id: &str) -> String {
+    format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: x\r\nx-request-id: {request_id}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// Every line logged while serving a request carries its request id and
+/// peer; the audit events have their fields; caller input is escaped, so a
+/// newline in a channel name cannot start a forged line.
+#[test]
+fn log_lines_carry_the_request_context_in_both_formats() {
+    let requests = [
+        get("/api/agora/token?channelName=room-1&uid=42", "req-ok-1"),
+        get(
+            "/api/agora/token?channelName=a%0AINFO%20forged%22x&uid=7",
+            "req-bad-2",
+        ),
+    ];
+    let json = logs_of("json", &requests);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let issued = lines
+        .iter()
+        .find(|v| v["message"] == "token issued")
+        .expect("an issued event");
+    assert_eq!(issued["target"], "audit");
+    assert_eq!(issued["level"], "INFO");
+    assert_eq!(issued["request_id"], "req-ok-1");
+    assert!(issued["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(issued["channel"], "room-1");
+    assert_eq!(issued["uid"], "42");
+    assert_eq!(issued["role"], "publisher");
+    assert_eq!(issued["caller"], "open");
+    assert_eq!(issued["token_fp"].as_str().unwrap().len(), 12);
+    assert!(issued["expires_at"].as_u64().unwrap() > 1_700_000_000);
+    assert!(issued["timestamp"].as_str().unwrap().ends_with('Z'));
+    // The refusal: its audit event, the refusal and the request line, all
+    // with the request's id; the channel as sent, escaped.
+    let refused: Vec<_> = lines
+        .iter()
+        .filter(|v| v["request_id"] == "req-bad-2")
+        .collect();
+    let messages: Vec<_> = refused.iter().map(|v| v["message"].clone()).collect();
+    assert_eq!(
+        messages,
+        ["token refused", "request refused", "request"],
+        "{json}"
+    );
+    assert_eq!(refused[0]["channel"], "a\nINFO forged\"x");
+    assert_eq!(refused[2]["status"], 400);
+    // A successful token request has no separate request line at info.
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["request_id"] == "req-ok-1" && v["message"] == "request")
+    );
+
+    let text = logs_of("text", &requests);
+    let line = text
+        .lines()
+        .find(|l| l.contains("token issued"))
+        .expect("issued line");
+    assert!(line.contains(" INFO audit: token issued decision=\"issued\""), "{line}");
+    assert!(line.contains(" channel=room-1 uid=42 role=publisher "), "{line}");
+    assert!(line.contains(" request_id=req-ok-1 peer=127.0.0.1:"), "{line}");
+    let forged: Vec<_> = text.lines().filter(|l| l.starts_with("INFO")).collect();
+    assert!(forged.is_empty(), "a forged line: {forged:?}");
+    let refused = text
+        .lines()
+        .find(|l| l.contains("token refused"))
+        .expect("refused line");
+    assert!(
+        refused.contains(r#"channel="a\nINFO forged\"x""#),
+        "{refused}"
+    );
+}
