@@ -604,9 +604,9 @@ async fn guard(
             None => next.run(req).await,
         }
     };
-    let mut resp = match tokio::time::timeout(g.timeout, run).await {
-        Ok(r) => r,
-        Err(_) => early_refusal(
+    let mut resp = match lazy_timeout(g.timeout, run).await {
+        Some(r) => r,
+        None => early_refusal(
             grpc,
             tonic::Status::deadline_exceeded("the request took longer than the server's timeout"),
             axum::http::StatusCode::GATEWAY_TIMEOUT,
@@ -622,6 +622,25 @@ async fn guard(
             .insert(header::VARY, HeaderValue::from_static("origin"));
     }
     resp
+}
+
+/// `f`, or `None` when it has not completed `limit` after the call.
+///
+/// Like `tokio::time::timeout`, but the timer is registered only if `f`
+/// does not complete on its first poll, as token requests (CPU work, no
+/// I/O) do: they skip the timer wheel's insert and removal.
+async fn lazy_timeout<F: Future>(limit: Duration, f: F) -> Option<F::Output> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut f = std::pin::pin!(f);
+    let mut sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        let timer = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// A request id: the caller's `x-request-id` when it is short and plain,

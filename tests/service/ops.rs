@@ -315,6 +315,39 @@ async fn slow_headers_are_cut_off() {
     assert_eq!(app.get("/healthz").await.status, 200);
 }
 
+/// A token request that stalls (its JSON body never completes) is cut off
+/// by the request timeout with 504, and the timer does not fire for
+/// requests that complete.
+#[tokio::test]
+async fn stalled_token_requests_time_out() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.request_timeout = Duration::from_millis(300)).await;
+    let mut s = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    s.write_all(
+        b"POST /agora.token.v1.TokenService/BuildRtcToken HTTP/1.1\r\nHost: t\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"channelName\"",
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("no answer within 5 s")
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(3));
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("timeout"), "{text}");
+    // Complete requests are unaffected, well past the timeout's length.
+    for _ in 0..3 {
+        let r = app.get("/api/agora/token?channelName=c&uid=1").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
 #[tokio::test]
 async fn grace_period_bounds_shutdown() {
     use std::time::{Duration, Instant};
