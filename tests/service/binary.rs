@@ -328,9 +328,18 @@ fn log_lines_carry_the_request_context_in_both_formats() {
         .lines()
         .find(|l| l.contains("token issued"))
         .expect("issued line");
-    assert!(line.contains(" INFO audit: token issued decision=\"issued\""), "{line}");
-    assert!(line.contains(" channel=room-1 uid=42 role=publisher "), "{line}");
-    assert!(line.contains(" request_id=req-ok-1 peer=127.0.0.1:"), "{line}");
+    assert!(
+        line.contains(" INFO audit: token issued decision=\"issued\""),
+        "{line}"
+    );
+    assert!(
+        line.contains(" channel=room-1 uid=42 role=publisher "),
+        "{line}"
+    );
+    assert!(
+        line.contains(" request_id=req-ok-1 peer=127.0.0.1:"),
+        "{line}"
+    );
     let forged: Vec<_> = text.lines().filter(|l| l.starts_with("INFO")).collect();
     assert!(forged.is_empty(), "a forged line: {forged:?}");
     let refused = text
