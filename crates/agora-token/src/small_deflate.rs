@@ -1200,7 +1200,7 @@ fn write_block(
     let lower = if input.len() <= BOUND_MAX_INPUT || cfg!(debug_assertions) {
         // The fewest bits for which zlib would prefer the fixed block.
         let target = 8 * static_lenb - 3 - 7;
-        dynamic_lower_bound(&mut scratch.bound, &mut scratch.trees, freqs, target)
+        dynamic_lower_bound(&mut scratch.bound, freqs, target)
     } else {
         None
     };
@@ -1283,47 +1283,387 @@ fn write_dynamic(bits: &mut Bits<'_>, syms: &[u32], d: &Dynamic, header: &[LenSy
 
 // --- the lower bound of a dynamic block -------------------------------------
 
-/// Frequencies below this are sorted by counting.
+/// Frequencies below this are counted in a table; larger ones are sorted.
 const SMALL_FREQS: usize = 64;
+/// Most tie groups of a tree: every group fills at least one of the at
+/// most `2 * (L_CODES - 1)` removals.
+const MAX_GROUPS: usize = 2 * L_CODES;
+/// `TieGroups::g_run` of a group of internal nodes.
+const NODE_GROUP: u16 = u16::MAX;
 
 /// Arrays of [`dynamic_lower_bound`]; every entry it reads was written by
 /// the same call, so they are never cleared.
 struct BoundScratch {
-    /// Used literal/length symbols as `freq << 9 | symbol`, sorted.
-    leaves: [u32; L_CODES],
-    /// The same, in symbol order.
-    unsorted: [u32; L_CODES],
-    /// Frequency and depth of the internal nodes, in creation order.
-    node_freq: [u32; L_CODES],
-    node_depth: [u16; L_CODES],
-    /// Tie group in which each internal node / sorted leaf is removed.
-    node_group: [u16; L_CODES],
-    leaf_group: [u16; L_CODES],
-    /// Tie group of each removal, in removal order.
-    slot_group: [u16; 2 * L_CODES],
-    /// Smallest and largest depth that a member of each group can get.
-    group_lo: [u16; 2 * L_CODES],
-    group_hi: [u16; 2 * L_CODES],
-    /// Depth range of each used literal/length symbol.
-    sym_lo: [u8; L_CODES],
-    sym_hi: [u8; L_CODES],
+    /// Used literal/length symbols as `freq << 9 | symbol`, in symbol order.
+    used: [u32; L_CODES],
+    fold: FoldScratch,
+    groups: TieGroups,
+}
+
+/// Arrays of [`tally_tree`].
+struct FoldScratch {
+    /// Depth range of each used symbol of the tree being tallied.
+    lo: [u8; L_CODES],
+    hi: [u8; L_CODES],
+    /// Whether the four used symbols ending at each one are consecutive
+    /// and may all get the same length (two entries of slack at the end).
+    window: [bool; L_CODES + 2],
 }
 
 impl BoundScratch {
     fn new() -> Self {
         BoundScratch {
-            leaves: [0; L_CODES],
-            unsorted: [0; L_CODES],
-            node_freq: [0; L_CODES],
-            node_depth: [0; L_CODES],
-            node_group: [0; L_CODES],
-            leaf_group: [0; L_CODES],
-            slot_group: [0; 2 * L_CODES],
-            group_lo: [0; 2 * L_CODES],
-            group_hi: [0; 2 * L_CODES],
-            sym_lo: [0; L_CODES],
-            sym_hi: [0; L_CODES],
+            used: [0; L_CODES],
+            fold: FoldScratch {
+                lo: [0; L_CODES],
+                hi: [0; L_CODES],
+                window: [false; L_CODES + 2],
+            },
+            groups: TieGroups::new(),
         }
+    }
+}
+
+/// The tie groups of the two-queue Huffman construction of one tree,
+/// handled a whole group at a time (see [`TieGroups::build`]).
+struct TieGroups {
+    /// The distinct leaf frequencies, ascending, and how many leaves have
+    /// each ("runs").
+    run_freq: [u32; L_CODES],
+    run_count: [u32; L_CODES],
+    /// Depth range of the leaves of each run.
+    run_lo: [u8; L_CODES],
+    run_hi: [u8; L_CODES],
+    /// Run of each frequency below [`SMALL_FREQS`] (valid for the
+    /// frequencies of the current tree only).
+    run_of_small: [u16; SMALL_FREQS],
+    /// Number of runs.
+    runs: usize,
+    /// Frequencies of at least [`SMALL_FREQS`], sorted before use.
+    big: [u32; L_CODES],
+    /// Per group, in removal order: first removal, number of members, leaf
+    /// run (or [`NODE_GROUP`]), and the range of depths its members get.
+    g_slot: [u32; MAX_GROUPS],
+    g_count: [u32; MAX_GROUPS],
+    g_run: [u16; MAX_GROUPS],
+    g_lo: [u16; MAX_GROUPS + 1],
+    g_hi: [u16; MAX_GROUPS + 1],
+    /// The groups of internal nodes, in removal order, then the root: the
+    /// creation index of their first node, and their group.
+    ng_start: [u32; MAX_GROUPS + 1],
+    ng_group: [u16; MAX_GROUPS + 1],
+    /// Queue of the internal nodes not yet removed, in creation order, as
+    /// runs of equal (frequency, height).
+    nq_freq: [u32; L_CODES],
+    nq_height: [u16; L_CODES],
+    nq_count: [u32; L_CODES],
+}
+
+impl TieGroups {
+    fn new() -> Self {
+        TieGroups {
+            run_freq: [0; L_CODES],
+            run_count: [0; L_CODES],
+            run_lo: [0; L_CODES],
+            run_hi: [0; L_CODES],
+            run_of_small: [0; SMALL_FREQS],
+            runs: 0,
+            big: [0; L_CODES],
+            g_slot: [0; MAX_GROUPS],
+            g_count: [0; MAX_GROUPS],
+            g_run: [0; MAX_GROUPS],
+            g_lo: [0; MAX_GROUPS + 1],
+            g_hi: [0; MAX_GROUPS + 1],
+            ng_start: [0; MAX_GROUPS + 1],
+            ng_group: [0; MAX_GROUPS + 1],
+            nq_freq: [0; L_CODES],
+            nq_height: [0; L_CODES],
+            nq_count: [0; L_CODES],
+        }
+    }
+
+    /// For the leaves `used` (`freq << 9 | symbol`, nonzero frequencies, at
+    /// least two of them), returns the cost of an optimal code (the sum of
+    /// the internal nodes' frequencies) and records the range of depths
+    /// that zlib's heap can give the leaves of each frequency (see
+    /// [`TieGroups::range_of`]); `None` when a leaf may get more than
+    /// [`MAX_BITS`] bits.
+    ///
+    /// zlib removes nodes by (frequency, height); the same keys leave a
+    /// two-queue construction (leaves sorted, internal nodes in creation
+    /// order) in the same order. The members of a key's group are
+    /// interchangeable: the order among them is the heap's. A group is
+    /// either leaves of one frequency (height 0) or internal nodes (every
+    /// node is more frequent than its children, so a group never grows
+    /// while it is being removed), and consecutive removals pair up: the
+    /// first member may complete a pair begun by the previous group, the
+    /// next ones pair among themselves into nodes of one key (twice the
+    /// frequency, one more height), and an odd last member begins a pair
+    /// with the next group. So the whole construction is a few steps per
+    /// group. Depths then go from the root down: a group's members get one
+    /// more than the depths that the nodes they form can get, which may be
+    /// any depth of their own groups.
+    fn build(&mut self, used: &[u32]) -> Option<i64> {
+        // Runs of equal frequencies, ascending.
+        let mut small = [0u32; SMALL_FREQS];
+        let mut mask = 0u64;
+        let mut nbig = 0;
+        for &u in used {
+            let f = u >> 9;
+            match small.get_mut(f as usize) {
+                Some(count) => {
+                    *count += 1;
+                    mask |= 1 << f;
+                }
+                None => {
+                    *self.big.get_mut(nbig)? = f;
+                    nbig += 1;
+                }
+            }
+        }
+        let mut runs = 0;
+        while mask != 0 {
+            let f = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            self.run_freq[runs] = f as u32;
+            self.run_count[runs] = small[f];
+            self.run_of_small[f] = runs as u16;
+            runs += 1;
+        }
+        if nbig != 0 {
+            let big = &mut self.big[..nbig];
+            big.sort_unstable();
+            for &f in big.iter() {
+                if runs != 0 && self.run_freq[runs - 1] == f {
+                    self.run_count[runs - 1] += 1;
+                } else {
+                    self.run_freq[runs] = f;
+                    self.run_count[runs] = 1;
+                    runs += 1;
+                }
+            }
+        }
+
+        self.runs = runs;
+
+        // Forward: the groups in removal order, a group at a time.
+        let removals = 2 * (used.len() as u32 - 1);
+        let (mut run, mut q_head, mut q_tail) = (0usize, 0usize, 0usize);
+        let (mut slot, mut consumed) = (0u32, 0u32);
+        let (mut groups, mut node_groups) = (0usize, 0usize);
+        // The first member of a pair begun by the previous group.
+        let mut pending: Option<(u32, u16)> = None;
+        let mut cost: i64 = 0;
+        while slot < removals {
+            let leaf_next =
+                run < runs && (q_head == q_tail || self.run_freq[run] <= self.nq_freq[q_head]);
+            let (f, h, c) = if leaf_next {
+                let group = (self.run_freq[run], 0, self.run_count[run]);
+                self.g_run[groups] = run as u16;
+                run += 1;
+                group
+            } else {
+                if q_head == q_tail {
+                    return None; // unreachable: some node is left
+                }
+                let group = (
+                    self.nq_freq[q_head],
+                    self.nq_height[q_head],
+                    self.nq_count[q_head],
+                );
+                q_head += 1;
+                self.g_run[groups] = NODE_GROUP;
+                self.ng_start[node_groups] = consumed;
+                self.ng_group[node_groups] = groups as u16;
+                node_groups += 1;
+                consumed += group.2;
+                group
+            };
+            self.g_slot[groups] = slot;
+            self.g_count[groups] = c;
+            groups += 1;
+            slot += c;
+
+            let mut left = c;
+            let mut push = |freq: u32, height: u16, count: u32| {
+                if q_tail > q_head
+                    && self.nq_freq[q_tail - 1] == freq
+                    && self.nq_height[q_tail - 1] == height
+                {
+                    self.nq_count[q_tail - 1] += count;
+                } else {
+                    self.nq_freq[q_tail] = freq;
+                    self.nq_height[q_tail] = height;
+                    self.nq_count[q_tail] = count;
+                    q_tail += 1;
+                }
+            };
+            if let Some((pf, ph)) = pending.take() {
+                push(pf + f, ph.max(h) + 1, 1);
+                cost += i64::from(pf + f);
+                left -= 1;
+            }
+            let pairs = left / 2;
+            if pairs != 0 {
+                push(2 * f, h + 1, pairs);
+                cost += 2 * i64::from(f) * i64::from(pairs);
+            }
+            if left % 2 == 1 {
+                pending = Some((f, h));
+            }
+        }
+        // The root (the last node made) is never removed: depth 0.
+        self.ng_start[node_groups] = consumed;
+        self.ng_group[node_groups] = groups as u16;
+        self.g_lo[groups] = 0;
+        self.g_hi[groups] = 0;
+
+        // Backward: members of a group get one more than the depths of the
+        // nodes their removals form (node `slot / 2` in creation order).
+        let mut p = node_groups;
+        for g in (0..groups).rev() {
+            let first = self.g_slot[g] / 2;
+            let last = (self.g_slot[g] + self.g_count[g] - 1) / 2;
+            while p > 0 && self.ng_start[p] > last {
+                p -= 1;
+            }
+            let (mut lo, mut hi) = (u16::MAX, 0u16);
+            let mut q = p;
+            loop {
+                let parent = usize::from(self.ng_group[q]);
+                lo = lo.min(self.g_lo[parent]);
+                hi = hi.max(self.g_hi[parent]);
+                if q == 0 || self.ng_start[q] <= first {
+                    break;
+                }
+                q -= 1;
+            }
+            self.g_lo[g] = lo.saturating_add(1);
+            self.g_hi[g] = hi.saturating_add(1);
+            let leaf_run = self.g_run[g];
+            if leaf_run != NODE_GROUP {
+                if hi >= MAX_BITS as u16 {
+                    return None; // zlib may have to shorten codes
+                }
+                let r = usize::from(leaf_run);
+                self.run_lo[r] = (lo + 1) as u8;
+                self.run_hi[r] = (hi + 1) as u8;
+            }
+        }
+        Some(cost)
+    }
+
+    /// Depth range of the leaves of frequency `f` (one of the frequencies
+    /// of the last [`TieGroups::build`]).
+    #[inline]
+    fn range_of(&self, f: u32) -> (u8, u8) {
+        let r = match self.run_of_small.get(f as usize) {
+            Some(&r) => usize::from(r),
+            None => {
+                let runs = self.run_freq[..self.runs].iter().position(|&x| x == f);
+                runs.unwrap_or(0) // every frequency of the tree has a run
+            }
+        };
+        (self.run_lo[r], self.run_hi[r])
+    }
+}
+
+/// Code-length symbols certainly sent, as [`dynamic_lower_bound`] counts
+/// them.
+struct Tally {
+    /// Symbols whose value is known.
+    exact: [u32; BL_CODES],
+    present: [bool; BL_CODES],
+    /// Extra bits of the repeat codes known to be sent.
+    extra_bits: i64,
+    /// Lengths known only to lie in a range: (lo, hi, count).
+    uncertain: [(u8, u8, u32); MAX_RANGES],
+    ranges: usize,
+    /// False when some range had to be dropped (still a lower bound).
+    fits: bool,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            exact: [0; BL_CODES],
+            present: [false; BL_CODES],
+            extra_bits: 0,
+            uncertain: [(0, 0, 0); MAX_RANGES],
+            ranges: 0,
+            fits: true,
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, sym: usize, extra: u8, n: u32) {
+        self.exact[sym] += n;
+        self.present[sym] = true;
+        self.extra_bits += i64::from(extra) * i64::from(n);
+    }
+
+    /// A length in `lo..=hi`.
+    fn add_range(&mut self, lo: u8, hi: u8) {
+        if lo == hi {
+            self.add(usize::from(lo), 0, 1);
+        } else if let Some(r) = self.uncertain[..self.ranges]
+            .iter_mut()
+            .find(|r| (r.0, r.1) == (lo, hi))
+        {
+            r.2 += 1;
+        } else if let Some(slot) = self.uncertain.get_mut(self.ranges) {
+            *slot = (lo, hi, 1);
+            self.ranges += 1;
+        } else {
+            self.fits = false;
+        }
+    }
+
+    /// The zero lengths of `run` consecutive unused symbols, as zlib sends
+    /// them (whatever the other lengths).
+    #[inline]
+    fn add_zeros(&mut self, mut run: usize) {
+        while run > 0 {
+            let c = run.min(138);
+            match c {
+                1 | 2 => self.add(0, 0, c as u32),
+                3..=10 => self.add(REPZ_3_10, 3, 1),
+                _ => self.add(REPZ_11_138, 7, 1),
+            }
+            run -= c;
+        }
+    }
+}
+
+/// Tallies the lengths of one tree whose used symbols are `used`
+/// (`freq << 9 | symbol`, in symbol order) and whose depth ranges are in
+/// `groups`: zero runs exactly, and the lengths that are certainly sent
+/// (a length is folded into a repeat code only inside a run of at least
+/// four equal lengths of consecutive symbols, and never the run's first).
+fn tally_tree(used: &[u32], groups: &TieGroups, fs: &mut FoldScratch, tally: &mut Tally) {
+    let n = used.len().min(L_CODES);
+    let used = &used[..n];
+    let (lo, hi, window) = (&mut fs.lo[..n], &mut fs.hi[..n], &mut fs.window[..n + 2]);
+    for ((l, h), &u) in lo.iter_mut().zip(hi.iter_mut()).zip(used) {
+        (*l, *h) = groups.range_of(u >> 9);
+    }
+    window[..3.min(n)].fill(false);
+    for k in 3..n {
+        window[k] = (used[k - 3] & 0x1FF) + 3 == (used[k] & 0x1FF)
+            && lo[k - 3].max(lo[k - 2]).max(lo[k - 1]).max(lo[k])
+                <= hi[k - 3].min(hi[k - 2]).min(hi[k - 1]).min(hi[k]);
+    }
+    window[n] = false;
+    window[n + 1] = false;
+    let mut expected = 0; // the symbol after the previous used one
+    for (k, &u) in used.iter().enumerate() {
+        let i = (u & 0x1FF) as usize;
+        tally.add_zeros(i - expected);
+        // Folded only if a window of four covers it, not as its first.
+        if !(window[k] || window[k + 1] || window[k + 2]) {
+            tally.add_range(lo[k], hi[k]);
+        }
+        expected = i + 1;
     }
 }
 
@@ -1332,19 +1672,21 @@ impl BoundScratch {
 /// reach `target` (the bits from which zlib prefers the fixed block) and
 /// stops refining once it knows it cannot.
 ///
-/// * **Data.** zlib's literal/length tree is a Huffman tree whose nodes
-///   leave the heap by (frequency, depth); only the order among nodes with
-///   equal keys depends on the heap. The same keys leave a two-queue
-///   construction (sorted leaves, internal nodes in creation order) in the
-///   same order and merge into nodes with the same keys, so its cost (the
-///   sum of the internal nodes' frequencies) is zlib's exact data cost,
-///   unless a code is longer than 15 bits (then no bound is given).
+/// * **Data.** zlib's trees are Huffman trees whose nodes leave the heap
+///   by (frequency, depth); only the order among nodes with equal keys
+///   depends on the heap. The same keys leave a two-queue construction
+///   (sorted leaves, internal nodes in creation order) in the same order
+///   and merge into nodes with the same keys, so its cost (the sum of the
+///   internal nodes' frequencies) is zlib's exact data cost, unless a code
+///   is longer than 15 bits (then no bound is given).
 /// * **Which lengths are certain.** Nodes of one key fill that key's
-///   removals in an order that depends on the ties. Walking removals from
-///   the root down, a removal's depth is one more than the depth of the
-///   node it creates, which may fill any removal of its key: this gives,
+///   removals in an order that depends on the ties. Walking the removals
+///   from the root down, a removal's depth is one more than the depth of
+///   the node it forms, which may fill any removal of its key: this gives,
 ///   per key, the range of depths its nodes can get. A symbol's code length
-///   lies in its key's range; a one-length range is certain.
+///   lies in its key's range (leaves of one frequency share a key); a
+///   one-length range is certain. [`TieGroups::build`] does this a whole
+///   group of equal keys at a time.
 /// * **Header.** zlib's code-length code costs at least an optimal
 ///   (unlimited) prefix code for the code-length symbols certainly sent:
 ///   zero runs are known exactly; a length is folded into a repeat code
@@ -1359,191 +1701,66 @@ impl BoundScratch {
 ///   (the optimal code for a mix of two count vectors serves each of them
 ///   at least as well as their own), so its least value over all ways of
 ///   giving lengths within the ranges is at such a combination.
-/// * The distance tree is small and is built exactly.
-fn dynamic_lower_bound(
-    bs: &mut BoundScratch,
-    builder: &mut TreeBuilder,
-    freqs: &Freqs,
-    target: i64,
-) -> Option<i64> {
-    // Literal/length tree: two-queue Huffman over the sorted leaves.
+/// * The distance tree is handled the same way, except that a tree of
+///   fewer than two distances is known exactly (zlib's forced codes).
+fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Option<i64> {
+    // Literal/length tree.
     let mut nl = 0;
-    let mut max_freq = 0;
     for sym in freqs.used_lits() {
-        let f = freqs.lit[sym];
-        bs.unsorted[nl] = (f << 9) | sym as u32;
-        max_freq = max_freq.max(f);
+        bs.used[nl] = (freqs.lit[sym] << 9) | sym as u32;
         nl += 1;
     }
     if nl < 2 {
         return None; // zlib forces a second code: not worth modelling
     }
-    // Sort by frequency (the order among equal ones does not matter).
-    if max_freq < SMALL_FREQS as u32 {
-        // Counting sort: token contents have small frequencies.
-        let mut start = [0u16; SMALL_FREQS];
-        for &leaf in &bs.unsorted[..nl] {
-            start[(leaf >> 9) as usize] += 1;
-        }
-        let mut sum = 0;
-        for s in start.iter_mut() {
-            let count = *s;
-            *s = sum;
-            sum += count;
-        }
-        for &leaf in &bs.unsorted[..nl] {
-            let slot = &mut start[(leaf >> 9) as usize];
-            bs.leaves[usize::from(*slot)] = leaf;
-            *slot += 1;
-        }
-    } else {
-        bs.leaves[..nl].copy_from_slice(&bs.unsorted[..nl]);
-        bs.leaves[..nl].sort_unstable();
-    }
-    let removals = 2 * (nl - 1);
-    let (mut q1, mut q2, mut made) = (0usize, 0usize, 0usize);
-    let mut groups = 0usize;
-    let mut prev_key = u64::MAX;
-    let (mut first_freq, mut first_depth) = (0u32, 0u16);
-    let mut data_bits: i64 = 0;
-    for slot in 0..removals {
-        let leaf_freq = bs.leaves.get(q1).filter(|_| q1 < nl).map(|&l| l >> 9);
-        let node_freq = bs.node_freq.get(q2).filter(|_| q2 < made).copied();
-        let (freq, depth) = match (leaf_freq, node_freq) {
-            // A leaf (depth 0) goes first on equal frequency.
-            (Some(lf), Some(nf)) if lf <= nf => (lf, 0),
-            (Some(lf), None) => (lf, 0),
-            (_, Some(nf)) => (nf, bs.node_depth[q2]),
-            (None, None) => return None, // unreachable: a node is left
-        };
-        let key = (u64::from(freq) << 16) | u64::from(depth);
-        if key != prev_key {
-            bs.group_lo[groups] = u16::MAX;
-            bs.group_hi[groups] = 0;
-            groups += 1;
-            prev_key = key;
-        }
-        let group = (groups - 1) as u16;
-        bs.slot_group[slot] = group;
-        if depth == 0 {
-            bs.leaf_group[q1] = group;
-            q1 += 1;
-        } else {
-            bs.node_group[q2] = group;
-            q2 += 1;
-        }
-        if slot % 2 == 0 {
-            (first_freq, first_depth) = (freq, depth);
-        } else {
-            let f = first_freq + freq;
-            bs.node_freq[made] = f;
-            bs.node_depth[made] = first_depth.max(depth) + 1;
-            data_bits += i64::from(f);
-            made += 1;
-        }
-    }
-    // The root is never removed: a group of its own, at depth 0.
-    bs.node_group[made - 1] = groups as u16;
-    bs.group_lo[groups] = 0;
-    bs.group_hi[groups] = 0;
-    for slot in (0..removals).rev() {
-        let joined = usize::from(bs.node_group[slot / 2]);
-        let lo = bs.group_lo[joined].saturating_add(1);
-        let hi = bs.group_hi[joined].saturating_add(1);
-        let g = usize::from(bs.slot_group[slot]);
-        bs.group_lo[g] = bs.group_lo[g].min(lo);
-        bs.group_hi[g] = bs.group_hi[g].max(hi);
-    }
-    for q in 0..nl {
-        let sym = (bs.leaves[q] & 0x1FF) as usize;
-        let g = usize::from(bs.leaf_group[q]);
-        if bs.group_hi[g] > MAX_BITS as u16 {
-            return None; // zlib may have to shorten codes: no shortcut
-        }
-        bs.sym_lo[sym] = bs.group_lo[g] as u8;
-        bs.sym_hi[sym] = bs.group_hi[g] as u8;
-    }
+    let used = &bs.used[..nl];
+    let mut data_bits = bs.groups.build(used)?;
     for (&f, &extra) in freqs.lit[LITERALS + 1..].iter().zip(&LEN_EXTRA) {
         data_bits += i64::from(f) * i64::from(extra);
     }
+    let mut tally = Tally::new();
+    tally_tree(used, &bs.groups, &mut bs.fold, &mut tally);
 
-    // Distance tree: small, built exactly.
-    let mut dist = freqs.dist;
-    let mut unused = 0;
-    let dused = nonzero_bitmap(&dist);
-    let dtree = builder.build(&mut dist, &dused, &DKIND, &mut data_bits, &mut unused);
-
-    // Code-length symbols that are certainly sent: `exact` counts those
-    // whose value is known; `uncertain` groups the literal/length lengths
-    // known only to lie in a range, by range.
-    let mut exact = [0u32; BL_CODES];
-    let mut present = [false; BL_CODES];
-    let mut extra_bits: i64 = 0;
-    let mut uncertain = [(0u8, 0u8, 0u32); MAX_RANGES];
-    let mut ranges = 0;
-    let mut fits = true;
-    let mut tally = |sym: usize, extra: u8, n: u32| {
-        exact[sym] += n;
-        present[sym] = true;
-        extra_bits += i64::from(extra) * i64::from(n);
-    };
-    // A length is folded into a repeat code only inside a run of at least
-    // four equal lengths of consecutive symbols, and never the run's first:
-    // a length is certainly sent unless some four consecutive used symbols
-    // including it and its predecessor may all have the same length.
-    let used = &bs.unsorted[..nl]; // `freq << 9 | symbol`, by symbol
-    let mut maybe_folded = [false; L_CODES + 3];
-    for k in 3..nl {
-        let sym = (used[k] & 0x1FF) as usize;
-        if (used[k - 3] & 0x1FF) as usize + 3 != sym {
-            continue;
-        }
-        let (mut lo, mut hi) = (0, u8::MAX);
-        for &u in &used[k - 3..=k] {
-            let t = (u & 0x1FF) as usize;
-            lo = lo.max(bs.sym_lo[t]);
-            hi = hi.min(bs.sym_hi[t]);
-        }
-        if lo <= hi {
-            maybe_folded[k - 2..=k].fill(true);
+    // Distance tree.
+    let mut dused = [0u32; D_CODES];
+    let mut nd = 0;
+    for (d, (&f, &extra)) in freqs.dist.iter().zip(&DIST_EXTRA).enumerate() {
+        if f != 0 {
+            dused[nd] = (f << 9) | d as u32;
+            nd += 1;
+            data_bits += i64::from(f) * i64::from(extra);
         }
     }
-    // Literal/length lengths: zero runs exactly, other lengths when sure.
-    let mut expected = 0; // the symbol after the previous used one
-    for (k, &u) in used.iter().enumerate() {
-        let i = (u & 0x1FF) as usize;
-        let mut run = i - expected;
-        while run > 0 {
-            let c = run.min(138);
-            match c {
-                1 | 2 => tally(0, 0, c as u32),
-                3..=10 => tally(REPZ_3_10, 3, 1),
-                _ => tally(REPZ_11_138, 7, 1),
-            }
-            run -= c;
-        }
-        let (lo, hi) = (bs.sym_lo[i], bs.sym_hi[i]);
-        if !maybe_folded[k] {
-            if lo == hi {
-                tally(usize::from(lo), 0, 1);
-            } else if let Some(r) = uncertain[..ranges]
-                .iter_mut()
-                .find(|r| (r.0, r.1) == (lo, hi))
-            {
-                r.2 += 1;
-            } else if ranges < MAX_RANGES {
-                uncertain[ranges] = (lo, hi, 1);
-                ranges += 1;
-            } else {
-                fits = false; // dropped: still a lower bound
-            }
-        }
-        expected = i + 1;
+    if nd >= 2 {
+        data_bits += bs.groups.build(&dused[..nd])?;
+        tally_tree(&dused[..nd], &bs.groups, &mut bs.fold, &mut tally);
+    } else {
+        // zlib gives a lone code (or none) partners: all one bit long, and
+        // the data costs a bit per distance.
+        let mut lens = [0u8; D_CODES];
+        let max_code = if nd == 0 {
+            lens[..2].fill(1);
+            1
+        } else {
+            let (f, s) = (dused[0] >> 9, (dused[0] & 0x1FF) as usize);
+            data_bits += i64::from(f);
+            let partner = if s < 2 { s + 1 } else { 0 };
+            lens[s] = 1;
+            lens[partner] = 1;
+            s.max(partner)
+        };
+        rle_lengths(&lens[..=max_code], |s| {
+            tally.add(usize::from(s.sym), s.extra_bits, 1);
+        });
     }
-    // Distance lengths are known exactly.
-    rle_lengths(&dtree.lens[..=dtree.max_code], |s| {
-        tally(usize::from(s.sym), s.extra_bits, 1);
-    });
+    let Tally {
+        exact,
+        present,
+        extra_bits,
+        uncertain,
+        ranges,
+        fits,
+    } = tally;
     let uncertain = &uncertain[..ranges];
 
     let max_blindex = (3..BL_CODES)
@@ -1949,9 +2166,7 @@ mod tests {
                 exact.opt_len + 1,
                 i64::MAX,
             ] {
-                let Some(lower) =
-                    dynamic_lower_bound(&mut block.bound, &mut block.trees, &freqs, target)
-                else {
+                let Some(lower) = dynamic_lower_bound(&mut block.bound, &freqs, target) else {
                     continue;
                 };
                 assert!(
