@@ -285,6 +285,8 @@ struct Scratch {
 struct BlockScratch {
     trees: TreeBuilder,
     bound: BoundScratch,
+    /// Room for the fixed block's bytes (grown, never cleared).
+    fixed: Vec<u8>,
 }
 
 impl Scratch {
@@ -297,6 +299,7 @@ impl Scratch {
             block: BlockScratch {
                 trees: TreeBuilder::new(),
                 bound: BoundScratch::new(),
+                fixed: Vec::new(),
             },
         }
     }
@@ -348,8 +351,9 @@ fn encode(scratch: &mut Scratch, input: &[u8], out: &mut Vec<u8>) {
     out.reserve(input.len() + 16);
     out.extend_from_slice(&[0x78, 0x9c]);
     let mut freqs = Freqs::new();
-    tokenize(scratch, input, &mut freqs);
-    write_block(&mut scratch.block, &scratch.syms, &freqs, input, out);
+    let count = tokenize(scratch, input, &mut freqs);
+    let syms = scratch.syms.get(..count).unwrap_or_default();
+    write_block(&mut scratch.block, syms, &freqs, input, out);
     out.extend_from_slice(&adler32(input).to_be_bytes());
 }
 
@@ -378,6 +382,9 @@ struct Freqs {
     /// Bitmap of the literal/length symbols with a nonzero frequency, so
     /// that the sparse table need not be scanned.
     used: [u64; L_CODES.div_ceil(64)],
+    /// zlib's `static_len`: the bits of the symbols in the fixed code
+    /// (see [`static_bits`]), counted as they are added.
+    fixed_bits: u32,
 }
 
 impl Freqs {
@@ -386,8 +393,10 @@ impl Freqs {
             lit: [0; L_CODES],
             dist: [0; D_CODES],
             used: [0; L_CODES.div_ceil(64)],
+            fixed_bits: 0,
         };
         f.add_lit(END_BLOCK);
+        f.fixed_bits = u32::from(STATIC_LLEN[END_BLOCK]);
         f
     }
 
@@ -395,6 +404,26 @@ impl Freqs {
     fn add_lit(&mut self, sym: usize) {
         self.lit[sym] += 1;
         self.used[sym / 64] |= 1 << (sym % 64);
+    }
+
+    /// A literal byte.
+    #[inline]
+    fn add_byte(&mut self, byte: u8) {
+        self.add_lit(usize::from(byte));
+        self.fixed_bits += 8 + u32::from(byte >= 144);
+    }
+
+    /// A match of length `lc + 3` at distance `dist` (1..=32768).
+    #[inline]
+    fn add_match(&mut self, lc: usize, dist: usize) {
+        let (code, extra, _) = LEN_TABLE[lc & 0xFF];
+        let code = usize::from(code);
+        self.add_lit(LITERALS + 1 + code);
+        let dcode = dist_code((dist - 1) & 0x7FFF);
+        self.dist[dcode % D_CODES] += 1;
+        self.fixed_bits += u32::from(STATIC_LLEN[LITERALS + 1 + code] + extra)
+            + 5
+            + u32::from(DIST_EXTRA[dcode % D_CODES]);
     }
 
     /// The used literal/length symbols, ascending.
@@ -426,47 +455,65 @@ fn nonzero_bitmap(freqs: &[u32]) -> [u64; 1] {
     [w]
 }
 
-#[inline]
-fn hash3(a: u8, b: u8, c: u8) -> usize {
-    (((u32::from(a) << (2 * HASH_SHIFT)) ^ (u32::from(b) << HASH_SHIFT) ^ u32::from(c)) & HASH_MASK)
-        as usize
-}
-
 /// Fills `scratch.syms` with zlib's literal / match decisions and `freqs`
-/// with their frequencies.
-fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) {
+/// with their frequencies; returns the number of symbols.
+fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
     let n = input.len();
     let stamp = scratch.next_stamp();
     let Scratch {
         head, prev, syms, ..
     } = scratch;
-    syms.clear();
-    prev.clear();
-    prev.resize(n, 0);
-
-    // Every position with three bytes of lookahead is inserted, in order.
-    for (i, w) in input.windows(MIN_MATCH).enumerate() {
-        let h = hash3(w[0], w[1], w[2]);
-        let entry = head[h];
-        prev[i] = if entry >> 16 == stamp {
-            entry as u16
-        } else {
-            0
-        };
-        // Positions are below MAX_SMALL_INPUT < 65536.
-        head[h] = (stamp << 16) | i as u32;
+    // Grown, never cleared: every entry read is written first (`prev` at
+    // every position with three bytes of lookahead, which are the only
+    // ones read; `syms` up to the symbol count, at most one per byte).
+    if prev.len() < n {
+        prev.resize(n, 0);
+    }
+    if syms.len() < n {
+        syms.resize(n, 0);
     }
 
-    let lit = |syms: &mut Vec<u32>, freqs: &mut Freqs, byte: u8| {
-        syms.push(u32::from(byte));
-        freqs.add_lit(usize::from(byte));
-    };
+    // Every position with three bytes of lookahead is inserted, in order,
+    // with zlib's rolling hash (three updates shift a byte out).
+    if let [b0, b1, rest @ ..] = input {
+        let mut h = (u32::from(*b0) << HASH_SHIFT) ^ u32::from(*b1);
+        let stamp = stamp << 16;
+        // Positions are below MAX_SMALL_INPUT < 65536.
+        for (i, (p, &c)) in (0u32..).zip(prev.iter_mut().zip(rest)) {
+            h = ((h << HASH_SHIFT) ^ u32::from(c)) & HASH_MASK;
+            let slot = &mut head[h as usize];
+            let entry = *slot;
+            *p = if entry & 0xFFFF_0000 == stamp {
+                entry as u16
+            } else {
+                0
+            };
+            *slot = stamp | i;
+        }
+    }
 
+    let prev = &prev[..n];
+    let syms = &mut syms[..n];
+    // Positions from here on have no three bytes of lookahead: no chain.
+    let chained = n.saturating_sub(MIN_MATCH - 1);
+    let mut count = 0usize;
     let mut strstart = 0usize;
     let mut match_length = MIN_MATCH - 1;
     let mut match_start = 0usize;
     let mut match_available = false;
     while strstart < n {
+        if match_available && match_length < MIN_MATCH {
+            // No match pending and none to search for: zlib emits the
+            // previous byte and moves on, so runs of positions without a
+            // chain are literals.
+            while strstart < chained && prev[strstart] == 0 {
+                let byte = input[strstart - 1];
+                syms[count] = u32::from(byte);
+                count += 1;
+                freqs.add_byte(byte);
+                strstart += 1;
+            }
+        }
         let lookahead = n - strstart;
         let hash_head = if lookahead >= MIN_MATCH {
             usize::from(prev[strstart])
@@ -496,14 +543,17 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) {
         if prev_length >= MIN_MATCH && match_length <= prev_length {
             let dist = strstart - 1 - prev_match;
             let lc = prev_length - MIN_MATCH;
-            syms.push(((dist as u32) << 16) | lc as u32);
-            freqs.add_lit(LITERALS + 1 + usize::from(LEN_TABLE[lc].0));
-            freqs.dist[dist_code(dist - 1)] += 1;
+            syms[count] = ((dist as u32) << 16) | lc as u32;
+            count += 1;
+            freqs.add_match(lc, dist);
             strstart += prev_length - 1;
             match_available = false;
             match_length = MIN_MATCH - 1;
         } else if match_available {
-            lit(syms, freqs, input[strstart - 1]);
+            let byte = input[strstart - 1];
+            syms[count] = u32::from(byte);
+            count += 1;
+            freqs.add_byte(byte);
             strstart += 1;
         } else {
             match_available = true;
@@ -511,8 +561,12 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) {
         }
     }
     if match_available {
-        lit(syms, freqs, input[strstart - 1]);
+        let byte = input[strstart - 1];
+        syms[count] = u32::from(byte);
+        count += 1;
+        freqs.add_byte(byte);
     }
+    count
 }
 
 /// zlib's `longest_match` for the string at `strstart`, starting the chain
@@ -1192,7 +1246,8 @@ fn write_block(
     out: &mut Vec<u8>,
 ) {
     let stored_len = input.len() as i64;
-    let static_lenb = block_bytes(static_bits(freqs));
+    debug_assert_eq!(i64::from(freqs.fixed_bits), static_bits(freqs));
+    let static_lenb = block_bytes(i64::from(freqs.fixed_bits));
     // When even a lower bound of the dynamic block's size is no smaller
     // than the fixed block, zlib would not choose the dynamic block: the
     // trees need not be built. (Above BOUND_MAX_INPUT the bound rarely
@@ -1212,11 +1267,10 @@ fn write_block(
             debug_assert_eq!(exact.static_len, static_bits(freqs));
         }
         if static_lenb <= block_bytes(lower) {
-            let mut bits = Bits::new(out);
             if stored_len + 4 <= static_lenb {
-                write_stored(&mut bits, input);
+                write_stored(&mut Bits::new(out), input);
             } else {
-                write_fixed(&mut bits, syms);
+                write_fixed(&mut scratch.fixed, syms, out);
             }
             return;
         }
@@ -1232,7 +1286,7 @@ fn write_block(
     if stored_len + 4 <= opt_lenb {
         write_stored(&mut bits, input);
     } else if static_lenb == opt_lenb {
-        write_fixed(&mut bits, syms);
+        write_fixed(&mut scratch.fixed, syms, bits.out);
     } else {
         write_dynamic(&mut bits, syms, &dynamic, &scratch.trees.header);
     }
@@ -1249,11 +1303,79 @@ fn write_stored(bits: &mut Bits<'_>, input: &[u8]) {
 }
 
 /// A final block with the fixed codes.
-fn write_fixed(bits: &mut Bits<'_>, syms: &[u32]) {
-    bits.put(0b011, 3); // fixed codes, final
-    write_symbols(bits, syms, &STATIC_LCODES, &STATIC_DCODES);
-    bits.align();
+///
+/// The codes of the fixed block are tabulated with their extra bits, and
+/// the bits go out through a 64-bit accumulator that is stored whole after
+/// every symbol (into room made beforehand), keeping its pending bits.
+fn write_fixed(buf: &mut Vec<u8>, syms: &[u32], out: &mut Vec<u8>) {
+    // A symbol takes at most 31 bits (a match of 3 or more bytes at most
+    // 8 + 5 + 5 + 13) and a literal 9, so 31 bits per symbol plus the
+    // block header, end-of-block code, padding and a whole last store is
+    // room. The buffer only grows; its stale bytes are never copied out.
+    let room = (syms.len() * 31).div_ceil(8) + 16;
+    if buf.len() < room {
+        buf.resize(room, 0);
+    }
+    let mut pos = 0usize;
+    let mut acc: u64 = 0b011; // fixed codes, final
+    let mut n: u32 = 3;
+    for &sym in syms {
+        let dist = (sym >> 16) as usize;
+        let (bits, len) = if dist == 0 {
+            let code = FIXED_LIT[(sym & 0xFF) as usize];
+            (u64::from(code & 0xFFFF), code >> 16)
+        } else {
+            let code = FIXED_LEN[(sym & 0xFF) as usize];
+            let (lbits, llen) = (u64::from(code & 0xFFFF), code >> 16);
+            let d = (dist - 1) & 0x7FFF;
+            let dcode = dist_code(d) % D_CODES;
+            let dextra = u32::from(DIST_EXTRA[dcode]);
+            let dbits = u64::from(STATIC_DCODES[dcode].0) | ((d - dist_base(dcode)) as u64) << 5;
+            (lbits | dbits << llen, llen + 5 + dextra)
+        };
+        acc |= bits << n;
+        n += len;
+        // Invariant: pos + 8 <= room, as pos counts written bytes.
+        buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+        // n <= 7 + 31 here: at most four whole bytes are done.
+        let bytes = n / 8;
+        pos += bytes as usize;
+        acc >>= 8 * bytes;
+        n -= 8 * bytes;
+    }
+    let (eob, eob_len) = STATIC_LCODES[END_BLOCK];
+    acc |= u64::from(eob) << n;
+    n += u32::from(eob_len);
+    buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+    pos += n.div_ceil(8) as usize;
+    out.extend_from_slice(&buf[..pos]);
 }
+
+/// The fixed code of each literal byte: bit-reversed code | length << 16.
+const FIXED_LIT: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut b = 0;
+    while b < 256 {
+        let (code, len) = STATIC_LCODES[b];
+        t[b] = code as u32 | (len as u32) << 16;
+        b += 1;
+    }
+    t
+};
+
+/// The fixed code of each match length minus 3, followed by its extra
+/// bits: bits | total length << 16.
+const FIXED_LEN: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut lc = 0;
+    while lc < 256 {
+        let (code, extra, value) = LEN_TABLE[lc];
+        let (bits, len) = STATIC_LCODES[LITERALS + 1 + code as usize];
+        t[lc] = (bits as u32 | (value as u32) << len) | ((len + extra) as u32) << 16;
+        lc += 1;
+    }
+    t
+};
 
 /// A final block with dynamic codes.
 fn write_dynamic(bits: &mut Bits<'_>, syms: &[u32], d: &Dynamic, header: &[LenSym]) {
@@ -2133,6 +2255,7 @@ mod tests {
         let mut block = BlockScratch {
             trees: TreeBuilder::new(),
             bound: BoundScratch::new(),
+            fixed: Vec::new(),
         };
         let mut decided = 0;
         for case in 0..4000u64 {
