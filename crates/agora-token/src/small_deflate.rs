@@ -1416,31 +1416,22 @@ const NODE_GROUP: u16 = u16::MAX;
 /// Arrays of [`dynamic_lower_bound`]; every entry it reads was written by
 /// the same call, so they are never cleared.
 struct BoundScratch {
-    /// Used literal/length symbols as `freq << 9 | symbol`, in symbol order.
+    /// Used symbols of the tree at hand as `freq << 9 | symbol`, in symbol
+    /// order (see [`scan_used`]).
     used: [u32; L_CODES],
-    fold: FoldScratch,
+    /// Entries of `used` that end four consecutive symbols.
+    windows: [u16; L_CODES],
+    /// Lengths certainly sent, per run of [`TieGroups`].
+    sent: [u32; L_CODES],
     groups: TieGroups,
-}
-
-/// Arrays of [`tally_tree`].
-struct FoldScratch {
-    /// Depth range of each used symbol of the tree being tallied.
-    lo: [u8; L_CODES],
-    hi: [u8; L_CODES],
-    /// Whether the four used symbols ending at each one are consecutive
-    /// and may all get the same length (two entries of slack at the end).
-    window: [bool; L_CODES + 2],
 }
 
 impl BoundScratch {
     fn new() -> Self {
         BoundScratch {
             used: [0; L_CODES],
-            fold: FoldScratch {
-                lo: [0; L_CODES],
-                hi: [0; L_CODES],
-                window: [false; L_CODES + 2],
-            },
+            windows: [0; L_CODES],
+            sent: [0; L_CODES],
             groups: TieGroups::new(),
         }
     }
@@ -1461,8 +1452,12 @@ struct TieGroups {
     run_of_small: [u16; SMALL_FREQS],
     /// Number of runs.
     runs: usize,
+    /// Leaves per frequency below [`SMALL_FREQS`], and which are nonzero.
+    small: [u32; SMALL_FREQS],
+    small_mask: u64,
     /// Frequencies of at least [`SMALL_FREQS`], sorted before use.
     big: [u32; L_CODES],
+    nbig: usize,
     /// Per group, in removal order: first removal, number of members, leaf
     /// run (or [`NODE_GROUP`]), and the range of depths its members get.
     g_slot: [u32; MAX_GROUPS],
@@ -1490,7 +1485,10 @@ impl TieGroups {
             run_hi: [0; L_CODES],
             run_of_small: [0; SMALL_FREQS],
             runs: 0,
+            small: [0; SMALL_FREQS],
+            small_mask: 0,
             big: [0; L_CODES],
+            nbig: 0,
             g_slot: [0; MAX_GROUPS],
             g_count: [0; MAX_GROUPS],
             g_run: [0; MAX_GROUPS],
@@ -1504,12 +1502,39 @@ impl TieGroups {
         }
     }
 
-    /// For the leaves `used` (`freq << 9 | symbol`, nonzero frequencies, at
-    /// least two of them), returns the cost of an optimal code (the sum of
-    /// the internal nodes' frequencies) and records the range of depths
-    /// that zlib's heap can give the leaves of each frequency (see
-    /// [`TieGroups::range_of`]); `None` when a leaf may get more than
-    /// [`MAX_BITS`] bits.
+    /// Starts a tree: no leaves.
+    fn start(&mut self) {
+        let mut mask = self.small_mask;
+        while mask != 0 {
+            self.small[mask.trailing_zeros() as usize] = 0;
+            mask &= mask - 1;
+        }
+        self.small_mask = 0;
+        self.nbig = 0;
+    }
+
+    /// Adds a leaf of frequency `f` (nonzero; at most [`L_CODES`] leaves).
+    #[inline]
+    fn add_leaf(&mut self, f: u32) {
+        match self.small.get_mut(f as usize) {
+            Some(count) => {
+                *count += 1;
+                self.small_mask |= 1 << f;
+            }
+            None => {
+                if let Some(slot) = self.big.get_mut(self.nbig) {
+                    *slot = f;
+                    self.nbig += 1;
+                }
+            }
+        }
+    }
+
+    /// For the `leaves` added since [`TieGroups::start`] (at least two),
+    /// returns the cost of an optimal code (the sum of the internal nodes'
+    /// frequencies) and records the range of depths that zlib's heap can
+    /// give the leaves of each frequency (see [`TieGroups::range_of`]);
+    /// `None` when a leaf may get more than [`MAX_BITS`] bits.
     ///
     /// zlib removes nodes by (frequency, height); the same keys leave a
     /// two-queue construction (leaves sorted, internal nodes in creation
@@ -1525,35 +1550,20 @@ impl TieGroups {
     /// group. Depths then go from the root down: a group's members get one
     /// more than the depths that the nodes they form can get, which may be
     /// any depth of their own groups.
-    fn build(&mut self, used: &[u32]) -> Option<i64> {
+    fn build(&mut self, leaves: usize) -> Option<i64> {
         // Runs of equal frequencies, ascending.
-        let mut small = [0u32; SMALL_FREQS];
-        let mut mask = 0u64;
-        let mut nbig = 0;
-        for &u in used {
-            let f = u >> 9;
-            match small.get_mut(f as usize) {
-                Some(count) => {
-                    *count += 1;
-                    mask |= 1 << f;
-                }
-                None => {
-                    *self.big.get_mut(nbig)? = f;
-                    nbig += 1;
-                }
-            }
-        }
         let mut runs = 0;
+        let mut mask = self.small_mask;
         while mask != 0 {
             let f = mask.trailing_zeros() as usize;
             mask &= mask - 1;
             self.run_freq[runs] = f as u32;
-            self.run_count[runs] = small[f];
+            self.run_count[runs] = self.small[f];
             self.run_of_small[f] = runs as u16;
             runs += 1;
         }
-        if nbig != 0 {
-            let big = &mut self.big[..nbig];
+        if self.nbig != 0 {
+            let big = &mut self.big[..self.nbig];
             big.sort_unstable();
             for &f in big.iter() {
                 if runs != 0 && self.run_freq[runs - 1] == f {
@@ -1565,11 +1575,10 @@ impl TieGroups {
                 }
             }
         }
-
         self.runs = runs;
 
         // Forward: the groups in removal order, a group at a time.
-        let removals = 2 * (used.len() as u32 - 1);
+        let removals = 2 * (leaves as u32).saturating_sub(1);
         let (mut run, mut q_head, mut q_tail) = (0usize, 0usize, 0usize);
         let (mut slot, mut consumed) = (0u32, 0u32);
         let (mut groups, mut node_groups) = (0usize, 0usize);
@@ -1675,17 +1684,23 @@ impl TieGroups {
         Some(cost)
     }
 
-    /// Depth range of the leaves of frequency `f` (one of the frequencies
-    /// of the last [`TieGroups::build`]).
+    /// The run of the leaves of frequency `f` (one of the frequencies of
+    /// the last [`TieGroups::build`]).
     #[inline]
-    fn range_of(&self, f: u32) -> (u8, u8) {
-        let r = match self.run_of_small.get(f as usize) {
+    fn run_of(&self, f: u32) -> usize {
+        match self.run_of_small.get(f as usize) {
             Some(&r) => usize::from(r),
             None => {
-                let runs = self.run_freq[..self.runs].iter().position(|&x| x == f);
-                runs.unwrap_or(0) // every frequency of the tree has a run
+                let run = self.run_freq[..self.runs].iter().position(|&x| x == f);
+                run.unwrap_or(0) // every frequency of the tree has a run
             }
-        };
+        }
+    }
+
+    /// Depth range of the leaves of frequency `f` (as for `run_of`).
+    #[inline]
+    fn range_of(&self, f: u32) -> (u8, u8) {
+        let r = self.run_of(f);
         (self.run_lo[r], self.run_hi[r])
     }
 }
@@ -1724,17 +1739,17 @@ impl Tally {
         self.extra_bits += i64::from(extra) * i64::from(n);
     }
 
-    /// A length in `lo..=hi`.
-    fn add_range(&mut self, lo: u8, hi: u8) {
+    /// `n` lengths in `lo..=hi`.
+    fn add_range(&mut self, lo: u8, hi: u8, n: u32) {
         if lo == hi {
-            self.add(usize::from(lo), 0, 1);
+            self.add(usize::from(lo), 0, n);
         } else if let Some(r) = self.uncertain[..self.ranges]
             .iter_mut()
             .find(|r| (r.0, r.1) == (lo, hi))
         {
-            r.2 += 1;
+            r.2 += n;
         } else if let Some(slot) = self.uncertain.get_mut(self.ranges) {
-            *slot = (lo, hi, 1);
+            *slot = (lo, hi, n);
             self.ranges += 1;
         } else {
             self.fits = false;
@@ -1757,35 +1772,92 @@ impl Tally {
     }
 }
 
-/// Tallies the lengths of one tree whose used symbols are `used`
-/// (`freq << 9 | symbol`, in symbol order) and whose depth ranges are in
-/// `groups`: zero runs exactly, and the lengths that are certainly sent
-/// (a length is folded into a repeat code only inside a run of at least
-/// four equal lengths of consecutive symbols, and never the run's first).
-fn tally_tree(used: &[u32], groups: &TieGroups, fs: &mut FoldScratch, tally: &mut Tally) {
-    let n = used.len().min(L_CODES);
-    let used = &used[..n];
-    let (lo, hi, window) = (&mut fs.lo[..n], &mut fs.hi[..n], &mut fs.window[..n + 2]);
-    for ((l, h), &u) in lo.iter_mut().zip(hi.iter_mut()).zip(used) {
-        (*l, *h) = groups.range_of(u >> 9);
-    }
-    window[..3.min(n)].fill(false);
-    for k in 3..n {
-        window[k] = (used[k - 3] & 0x1FF) + 3 == (used[k] & 0x1FF)
-            && lo[k - 3].max(lo[k - 2]).max(lo[k - 1]).max(lo[k])
-                <= hi[k - 3].min(hi[k - 2]).min(hi[k - 1]).min(hi[k]);
-    }
-    window[n] = false;
-    window[n + 1] = false;
-    let mut expected = 0; // the symbol after the previous used one
-    for (k, &u) in used.iter().enumerate() {
-        let i = (u & 0x1FF) as usize;
-        tally.add_zeros(i - expected);
-        // Folded only if a window of four covers it, not as its first.
-        if !(window[k] || window[k + 1] || window[k + 2]) {
-            tally.add_range(lo[k], hi[k]);
+/// One pass over a tree's used symbols (the set bits of `bitmap`, whose
+/// frequencies in `freqs` are nonzero): lists them in `bs.used` (`freq <<
+/// 9 | symbol`, in symbol order), counts their frequencies into
+/// `bs.groups`, tallies the zero lengths between them (zlib sends those
+/// alike whatever the other lengths), and lists in `bs.windows` the
+/// entries that end four consecutive symbols. Returns the numbers of
+/// entries and of windows.
+fn scan_used(
+    bitmap: &[u64],
+    freqs: &[u32],
+    bs: &mut BoundScratch,
+    tally: &mut Tally,
+) -> (usize, usize) {
+    bs.groups.start();
+    let BoundScratch {
+        used,
+        windows,
+        groups,
+        ..
+    } = bs;
+    let (mut n, mut w) = (0, 0);
+    let (mut expected, mut streak) = (0, 0);
+    for (base, &word) in (0..).step_by(64).zip(bitmap) {
+        let mut bits = word;
+        while bits != 0 {
+            let sym = base + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let (Some(&f), Some(slot)) = (freqs.get(sym), used.get_mut(n)) else {
+                return (n, w); // unreachable: the bitmap matches `freqs`
+            };
+            *slot = (f << 9) | sym as u32;
+            groups.add_leaf(f);
+            if sym == expected {
+                streak += 1;
+                if streak >= 4 {
+                    windows[w] = n as u16;
+                    w += 1;
+                }
+            } else {
+                tally.add_zeros(sym - expected);
+                streak = 1;
+            }
+            expected = sym + 1;
+            n += 1;
         }
-        expected = i + 1;
+    }
+    (n, w)
+}
+
+/// Tallies the lengths of the tree just scanned and built that are
+/// certainly sent: a length is folded into a repeat code only inside a
+/// run of at least four equal lengths of consecutive symbols, and never
+/// the run's first, so every length is counted (per frequency run) but
+/// those of windows of four consecutive symbols whose ranges meet.
+fn tally_lengths(bs: &mut BoundScratch, n: usize, windows: usize, tally: &mut Tally) {
+    let BoundScratch {
+        used,
+        windows: ends,
+        sent,
+        groups,
+    } = bs;
+    let used = &used[..n];
+    let runs = groups.runs;
+    sent[..runs].copy_from_slice(&groups.run_count[..runs]);
+    let mut folded_to = 0; // entries below this are already taken off
+    for &k in &ends[..windows] {
+        let k = usize::from(k); // at least 3
+        let (mut lo, mut hi) = (0u8, u8::MAX);
+        for &u in used.get(k - 3..=k).unwrap_or_default() {
+            let (l, h) = groups.range_of(u >> 9);
+            lo = lo.max(l);
+            hi = hi.min(h);
+        }
+        if lo <= hi {
+            for &u in used.get((k - 2).max(folded_to)..=k).unwrap_or_default() {
+                if let Some(count) = sent.get_mut(groups.run_of(u >> 9)) {
+                    *count = count.saturating_sub(1);
+                }
+            }
+            folded_to = k + 1;
+        }
+    }
+    for ((&count, &lo), &hi) in sent[..runs].iter().zip(&groups.run_lo).zip(&groups.run_hi) {
+        if count != 0 {
+            tally.add_range(lo, hi, count);
+        }
     }
 }
 
@@ -1827,49 +1899,43 @@ fn tally_tree(used: &[u32], groups: &TieGroups, fs: &mut FoldScratch, tally: &mu
 ///   fewer than two distances is known exactly (zlib's forced codes).
 fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Option<i64> {
     // Literal/length tree.
-    let mut nl = 0;
-    for sym in freqs.used_lits() {
-        bs.used[nl] = (freqs.lit[sym] << 9) | sym as u32;
-        nl += 1;
-    }
+    let mut tally = Tally::new();
+    let (nl, windows) = scan_used(&freqs.used, &freqs.lit, bs, &mut tally);
     if nl < 2 {
         return None; // zlib forces a second code: not worth modelling
     }
-    let used = &bs.used[..nl];
-    let mut data_bits = bs.groups.build(used)?;
+    let mut data_bits = bs.groups.build(nl)?;
     for (&f, &extra) in freqs.lit[LITERALS + 1..].iter().zip(&LEN_EXTRA) {
         data_bits += i64::from(f) * i64::from(extra);
     }
-    let mut tally = Tally::new();
-    tally_tree(used, &bs.groups, &mut bs.fold, &mut tally);
+    tally_lengths(bs, nl, windows, &mut tally);
 
     // Distance tree.
-    let mut dused = [0u32; D_CODES];
-    let mut nd = 0;
-    for (d, (&f, &extra)) in freqs.dist.iter().zip(&DIST_EXTRA).enumerate() {
-        if f != 0 {
-            dused[nd] = (f << 9) | d as u32;
-            nd += 1;
-            data_bits += i64::from(f) * i64::from(extra);
-        }
+    for (&f, &extra) in freqs.dist.iter().zip(&DIST_EXTRA) {
+        data_bits += i64::from(f) * i64::from(extra);
     }
+    let nd = freqs.dist.iter().filter(|&&f| f != 0).count();
     if nd >= 2 {
-        data_bits += bs.groups.build(&dused[..nd])?;
-        tally_tree(&dused[..nd], &bs.groups, &mut bs.fold, &mut tally);
+        let dused = nonzero_bitmap(&freqs.dist);
+        let (nd, windows) = scan_used(&dused, &freqs.dist, bs, &mut tally);
+        data_bits += bs.groups.build(nd)?;
+        tally_lengths(bs, nd, windows, &mut tally);
     } else {
         // zlib gives a lone code (or none) partners: all one bit long, and
         // the data costs a bit per distance.
         let mut lens = [0u8; D_CODES];
-        let max_code = if nd == 0 {
-            lens[..2].fill(1);
-            1
-        } else {
-            let (f, s) = (dused[0] >> 9, (dused[0] & 0x1FF) as usize);
-            data_bits += i64::from(f);
-            let partner = if s < 2 { s + 1 } else { 0 };
-            lens[s] = 1;
-            lens[partner] = 1;
-            s.max(partner)
+        let max_code = match freqs.dist.iter().position(|&f| f != 0) {
+            None => {
+                lens[..2].fill(1);
+                1
+            }
+            Some(s) => {
+                data_bits += i64::from(freqs.dist[s]);
+                let partner = if s < 2 { s + 1 } else { 0 };
+                lens[s] = 1;
+                lens[partner] = 1;
+                s.max(partner)
+            }
         };
         rle_lengths(&lens[..=max_code], |s| {
             tally.add(usize::from(s.sym), s.extra_bits, 1);
