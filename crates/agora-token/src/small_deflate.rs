@@ -19,18 +19,22 @@
 //!   lookahead into a 15-bit hash of those bytes (`memLevel` + 7 bits), in
 //!   increasing order, whatever the matcher decides; position 0 doubles as
 //!   the empty-chain marker, so it is never a match candidate. The chains
-//!   depend on the input only and are built in one pass: `prev[i]` is the
-//!   latest earlier position with the same hash. The 32768-entry head table
-//!   lives in a thread-local scratch and is never cleared: each entry carries
-//!   the stamp of the call that wrote it (the table is cleared once every
-//!   65535 calls).
+//!   depend on the input only and are built in one pass with zlib's rolling
+//!   hash: `prev[i]` is the latest earlier position with the same hash. The
+//!   32768-entry head table lives in a thread-local scratch and is never
+//!   cleared: each entry carries the stamp of the call that wrote it (the
+//!   table is cleared once every 65535 calls). The other scratch buffers
+//!   only grow: every entry read is written first by the same call.
 //! * **Lazy matching** replays `deflate_slow`: a match is searched at each
 //!   position unless the previous match is at least `max_lazy` long; the
 //!   search walks at most `max_chain` candidates (a quarter when the previous
 //!   match is at least `good_length`), stops at `nice_length` (capped at the
 //!   lookahead), only takes strictly longer matches, and drops 3-byte matches
 //!   farther than 4096 bytes (`TOO_FAR`). The previous match is emitted when
-//!   the current one is not longer.
+//!   the current one is not longer. With no match pending, positions
+//!   without a chain can only emit the previous byte, so such runs go
+//!   through a tight literal loop. The fixed block's size (zlib's
+//!   `static_len`) is summed as symbols are emitted.
 //! * **Block choice.** Below 16383 input bytes zlib emits one final block.
 //!   It computes the bit cost of a fixed-code block and of a dynamic block
 //!   (trees included) and chooses stored when `len + 4` bytes is no more
@@ -43,17 +47,28 @@
 //!   trees, the overflow repair that limits code lengths to 15 (7 for the
 //!   code-length code), canonical codes, zlib's run-length coding of code
 //!   lengths, and at least four code-length code lengths in RFC order.
-//! * **Skipping the trees.** The fixed block's size is a simple sum. For
-//!   the dynamic block, a lower bound is computed without zlib's heap (see
-//!   `dynamic_lower_bound`): the exact data cost, which does not depend on
-//!   how the heap breaks ties, plus a lower bound of the tree header from the
-//!   code lengths that are certain whatever the ties. When that bound already
-//!   loses to the fixed block, zlib would not choose dynamic codes and the
-//!   trees are not built; otherwise they are, exactly as above. (Debug
-//!   builds check every bound against the exact trees.) For token contents
-//!   of up to about 200 bytes it decides more than nine times out of ten;
-//!   longer contents more and more often need dynamic codes, and above 288
-//!   bytes the bound is not tried.
+//! * **Skipping the trees.** For the dynamic block, a lower bound is
+//!   computed without zlib's heap (see `dynamic_lower_bound`): the exact
+//!   data cost, which does not depend on how the heap breaks ties, plus a
+//!   lower bound of the tree header from the code lengths that are certain
+//!   whatever the ties. Nodes of equal (frequency, height) are the only
+//!   ties, so the two-queue Huffman construction is run a whole tie group
+//!   at a time (leaves of one frequency, or internal nodes of one key),
+//!   which gives the data cost and, walking the groups back from the root,
+//!   the range of code lengths of each frequency; a tree's used symbols
+//!   are scanned once for the zero runs of the header (exact) and the
+//!   windows of four consecutive symbols (the only places where lengths can
+//!   be folded into repeat codes). When that bound already loses to the
+//!   fixed block, zlib would not choose dynamic codes and the trees are not
+//!   built; otherwise they are, exactly as above. (Debug builds check every
+//!   bound against the exact trees.) For token contents of up to about 200
+//!   bytes it decides more than nine times out of ten; longer contents
+//!   more and more often need dynamic codes, and above 288 bytes the bound
+//!   is not tried.
+//! * **Fixed block output.** The fixed codes are tabulated per literal and
+//!   per match length (with its extra bits); the bits go through a 64-bit
+//!   accumulator that is stored whole after every symbol into a scratch
+//!   buffer with room for the worst case, then copied out once.
 //!
 //! Inputs longer than [`MAX_SMALL_INPUT`] are refused (the caller falls back
 //! to C zlib): every length up to it is covered by the differential tests
