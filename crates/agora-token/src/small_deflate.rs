@@ -284,7 +284,7 @@ const STATIC_DCODES: [(u16, u8); D_CODES] = {
 /// Per-thread buffers reused across calls, so no call clears large tables.
 struct Scratch {
     /// Hash heads: `stamp << 16 | position`; stale stamps read as empty.
-    head: Vec<u32>,
+    head: Box<[u32; HASH_SIZE]>,
     /// The stamp of the current call, in `1..=0xFFFF`.
     stamp: u32,
     /// `prev[i]`: latest earlier position with the hash of position `i`, or
@@ -307,7 +307,7 @@ struct BlockScratch {
 impl Scratch {
     fn new() -> Self {
         Scratch {
-            head: vec![0; HASH_SIZE],
+            head: Box::new([0; HASH_SIZE]),
             stamp: 0,
             prev: Vec::new(),
             syms: Vec::new(),
