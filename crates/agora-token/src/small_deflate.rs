@@ -19,18 +19,22 @@
 //!   lookahead into a 15-bit hash of those bytes (`memLevel` + 7 bits), in
 //!   increasing order, whatever the matcher decides; position 0 doubles as
 //!   the empty-chain marker, so it is never a match candidate. The chains
-//!   depend on the input only and are built in one pass: `prev[i]` is the
-//!   latest earlier position with the same hash. The 32768-entry head table
-//!   lives in a thread-local scratch and is never cleared: each entry carries
-//!   the stamp of the call that wrote it (the table is cleared once every
-//!   65535 calls).
+//!   depend on the input only and are built in one pass with zlib's rolling
+//!   hash: `prev[i]` is the latest earlier position with the same hash. The
+//!   32768-entry head table lives in a thread-local scratch and is never
+//!   cleared: each entry carries the stamp of the call that wrote it (the
+//!   table is cleared once every 65535 calls). The other scratch buffers
+//!   only grow: every entry read is written first by the same call.
 //! * **Lazy matching** replays `deflate_slow`: a match is searched at each
 //!   position unless the previous match is at least `max_lazy` long; the
 //!   search walks at most `max_chain` candidates (a quarter when the previous
 //!   match is at least `good_length`), stops at `nice_length` (capped at the
 //!   lookahead), only takes strictly longer matches, and drops 3-byte matches
 //!   farther than 4096 bytes (`TOO_FAR`). The previous match is emitted when
-//!   the current one is not longer.
+//!   the current one is not longer. With no match pending, positions
+//!   without a chain can only emit the previous byte, so such runs go
+//!   through a tight literal loop. The fixed block's size (zlib's
+//!   `static_len`) is summed as symbols are emitted.
 //! * **Block choice.** Below 16383 input bytes zlib emits one final block.
 //!   It computes the bit cost of a fixed-code block and of a dynamic block
 //!   (trees included) and chooses stored when `len + 4` bytes is no more
@@ -43,17 +47,28 @@
 //!   trees, the overflow repair that limits code lengths to 15 (7 for the
 //!   code-length code), canonical codes, zlib's run-length coding of code
 //!   lengths, and at least four code-length code lengths in RFC order.
-//! * **Skipping the trees.** The fixed block's size is a simple sum. For
-//!   the dynamic block, a lower bound is computed without zlib's heap (see
-//!   `dynamic_lower_bound`): the exact data cost, which does not depend on
-//!   how the heap breaks ties, plus a lower bound of the tree header from the
-//!   code lengths that are certain whatever the ties. When that bound already
-//!   loses to the fixed block, zlib would not choose dynamic codes and the
-//!   trees are not built; otherwise they are, exactly as above. (Debug
-//!   builds check every bound against the exact trees.) For token contents
-//!   of up to about 200 bytes it decides more than nine times out of ten;
-//!   longer contents more and more often need dynamic codes, and above 288
-//!   bytes the bound is not tried.
+//! * **Skipping the trees.** For the dynamic block, a lower bound is
+//!   computed without zlib's heap (see `dynamic_lower_bound`): the exact
+//!   data cost, which does not depend on how the heap breaks ties, plus a
+//!   lower bound of the tree header from the code lengths that are certain
+//!   whatever the ties. Nodes of equal (frequency, height) are the only
+//!   ties, so the two-queue Huffman construction is run a whole tie group
+//!   at a time (leaves of one frequency, or internal nodes of one key),
+//!   which gives the data cost and, walking the groups back from the root,
+//!   the range of code lengths of each frequency; a tree's used symbols
+//!   are scanned once for the zero runs of the header (exact) and the
+//!   windows of four consecutive symbols (the only places where lengths can
+//!   be folded into repeat codes). When that bound already loses to the
+//!   fixed block, zlib would not choose dynamic codes and the trees are not
+//!   built; otherwise they are, exactly as above. (Debug builds check every
+//!   bound against the exact trees.) For token contents of up to about 200
+//!   bytes it decides more than nine times out of ten; longer contents
+//!   more and more often need dynamic codes, and above 288 bytes the bound
+//!   is not tried.
+//! * **Fixed block output.** The fixed codes are tabulated per literal and
+//!   per match length (with its extra bits); the bits go through a 64-bit
+//!   accumulator that is stored whole after every symbol into a scratch
+//!   buffer with room for the worst case, then copied out once.
 //!
 //! Inputs longer than [`MAX_SMALL_INPUT`] are refused (the caller falls back
 //! to C zlib): every length up to it is covered by the differential tests
@@ -269,7 +284,7 @@ const STATIC_DCODES: [(u16, u8); D_CODES] = {
 /// Per-thread buffers reused across calls, so no call clears large tables.
 struct Scratch {
     /// Hash heads: `stamp << 16 | position`; stale stamps read as empty.
-    head: Vec<u32>,
+    head: Box<[u32; HASH_SIZE]>,
     /// The stamp of the current call, in `1..=0xFFFF`.
     stamp: u32,
     /// `prev[i]`: latest earlier position with the hash of position `i`, or
@@ -285,18 +300,21 @@ struct Scratch {
 struct BlockScratch {
     trees: TreeBuilder,
     bound: BoundScratch,
+    /// Room for the fixed block's bytes (grown, never cleared).
+    fixed: Vec<u8>,
 }
 
 impl Scratch {
     fn new() -> Self {
         Scratch {
-            head: vec![0; HASH_SIZE],
+            head: Box::new([0; HASH_SIZE]),
             stamp: 0,
             prev: Vec::new(),
             syms: Vec::new(),
             block: BlockScratch {
                 trees: TreeBuilder::new(),
                 bound: BoundScratch::new(),
+                fixed: Vec::new(),
             },
         }
     }
@@ -348,8 +366,9 @@ fn encode(scratch: &mut Scratch, input: &[u8], out: &mut Vec<u8>) {
     out.reserve(input.len() + 16);
     out.extend_from_slice(&[0x78, 0x9c]);
     let mut freqs = Freqs::new();
-    tokenize(scratch, input, &mut freqs);
-    write_block(&mut scratch.block, &scratch.syms, &freqs, input, out);
+    let count = tokenize(scratch, input, &mut freqs);
+    let syms = scratch.syms.get(..count).unwrap_or_default();
+    write_block(&mut scratch.block, syms, &freqs, input, out);
     out.extend_from_slice(&adler32(input).to_be_bytes());
 }
 
@@ -378,6 +397,9 @@ struct Freqs {
     /// Bitmap of the literal/length symbols with a nonzero frequency, so
     /// that the sparse table need not be scanned.
     used: [u64; L_CODES.div_ceil(64)],
+    /// zlib's `static_len`: the bits of the symbols in the fixed code
+    /// (see [`static_bits`]), counted as they are added.
+    fixed_bits: u32,
 }
 
 impl Freqs {
@@ -386,8 +408,10 @@ impl Freqs {
             lit: [0; L_CODES],
             dist: [0; D_CODES],
             used: [0; L_CODES.div_ceil(64)],
+            fixed_bits: 0,
         };
         f.add_lit(END_BLOCK);
+        f.fixed_bits = u32::from(STATIC_LLEN[END_BLOCK]);
         f
     }
 
@@ -395,6 +419,26 @@ impl Freqs {
     fn add_lit(&mut self, sym: usize) {
         self.lit[sym] += 1;
         self.used[sym / 64] |= 1 << (sym % 64);
+    }
+
+    /// A literal byte.
+    #[inline]
+    fn add_byte(&mut self, byte: u8) {
+        self.add_lit(usize::from(byte));
+        self.fixed_bits += 8 + u32::from(byte >= 144);
+    }
+
+    /// A match of length `lc + 3` at distance `dist` (1..=32768).
+    #[inline]
+    fn add_match(&mut self, lc: usize, dist: usize) {
+        let (code, extra, _) = LEN_TABLE[lc & 0xFF];
+        let code = usize::from(code);
+        self.add_lit(LITERALS + 1 + code);
+        let dcode = dist_code((dist - 1) & 0x7FFF);
+        self.dist[dcode % D_CODES] += 1;
+        self.fixed_bits += u32::from(STATIC_LLEN[LITERALS + 1 + code] + extra)
+            + 5
+            + u32::from(DIST_EXTRA[dcode % D_CODES]);
     }
 
     /// The used literal/length symbols, ascending.
@@ -426,47 +470,65 @@ fn nonzero_bitmap(freqs: &[u32]) -> [u64; 1] {
     [w]
 }
 
-#[inline]
-fn hash3(a: u8, b: u8, c: u8) -> usize {
-    (((u32::from(a) << (2 * HASH_SHIFT)) ^ (u32::from(b) << HASH_SHIFT) ^ u32::from(c)) & HASH_MASK)
-        as usize
-}
-
 /// Fills `scratch.syms` with zlib's literal / match decisions and `freqs`
-/// with their frequencies.
-fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) {
+/// with their frequencies; returns the number of symbols.
+fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
     let n = input.len();
     let stamp = scratch.next_stamp();
     let Scratch {
         head, prev, syms, ..
     } = scratch;
-    syms.clear();
-    prev.clear();
-    prev.resize(n, 0);
-
-    // Every position with three bytes of lookahead is inserted, in order.
-    for (i, w) in input.windows(MIN_MATCH).enumerate() {
-        let h = hash3(w[0], w[1], w[2]);
-        let entry = head[h];
-        prev[i] = if entry >> 16 == stamp {
-            entry as u16
-        } else {
-            0
-        };
-        // Positions are below MAX_SMALL_INPUT < 65536.
-        head[h] = (stamp << 16) | i as u32;
+    // Grown, never cleared: every entry read is written first (`prev` at
+    // every position with three bytes of lookahead, which are the only
+    // ones read; `syms` up to the symbol count, at most one per byte).
+    if prev.len() < n {
+        prev.resize(n, 0);
+    }
+    if syms.len() < n {
+        syms.resize(n, 0);
     }
 
-    let lit = |syms: &mut Vec<u32>, freqs: &mut Freqs, byte: u8| {
-        syms.push(u32::from(byte));
-        freqs.add_lit(usize::from(byte));
-    };
+    // Every position with three bytes of lookahead is inserted, in order,
+    // with zlib's rolling hash (three updates shift a byte out).
+    if let [b0, b1, rest @ ..] = input {
+        let mut h = (u32::from(*b0) << HASH_SHIFT) ^ u32::from(*b1);
+        let stamp = stamp << 16;
+        // Positions are below MAX_SMALL_INPUT < 65536.
+        for (i, (p, &c)) in (0u32..).zip(prev.iter_mut().zip(rest)) {
+            h = ((h << HASH_SHIFT) ^ u32::from(c)) & HASH_MASK;
+            let slot = &mut head[h as usize];
+            let entry = *slot;
+            *p = if entry & 0xFFFF_0000 == stamp {
+                entry as u16
+            } else {
+                0
+            };
+            *slot = stamp | i;
+        }
+    }
 
+    let prev = &prev[..n];
+    let syms = &mut syms[..n];
+    // Positions from here on have no three bytes of lookahead: no chain.
+    let chained = n.saturating_sub(MIN_MATCH - 1);
+    let mut count = 0usize;
     let mut strstart = 0usize;
     let mut match_length = MIN_MATCH - 1;
     let mut match_start = 0usize;
     let mut match_available = false;
     while strstart < n {
+        if match_available && match_length < MIN_MATCH {
+            // No match pending and none to search for: zlib emits the
+            // previous byte and moves on, so runs of positions without a
+            // chain are literals.
+            while strstart < chained && prev[strstart] == 0 {
+                let byte = input[strstart - 1];
+                syms[count] = u32::from(byte);
+                count += 1;
+                freqs.add_byte(byte);
+                strstart += 1;
+            }
+        }
         let lookahead = n - strstart;
         let hash_head = if lookahead >= MIN_MATCH {
             usize::from(prev[strstart])
@@ -496,14 +558,17 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) {
         if prev_length >= MIN_MATCH && match_length <= prev_length {
             let dist = strstart - 1 - prev_match;
             let lc = prev_length - MIN_MATCH;
-            syms.push(((dist as u32) << 16) | lc as u32);
-            freqs.add_lit(LITERALS + 1 + usize::from(LEN_TABLE[lc].0));
-            freqs.dist[dist_code(dist - 1)] += 1;
+            syms[count] = ((dist as u32) << 16) | lc as u32;
+            count += 1;
+            freqs.add_match(lc, dist);
             strstart += prev_length - 1;
             match_available = false;
             match_length = MIN_MATCH - 1;
         } else if match_available {
-            lit(syms, freqs, input[strstart - 1]);
+            let byte = input[strstart - 1];
+            syms[count] = u32::from(byte);
+            count += 1;
+            freqs.add_byte(byte);
             strstart += 1;
         } else {
             match_available = true;
@@ -511,8 +576,12 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) {
         }
     }
     if match_available {
-        lit(syms, freqs, input[strstart - 1]);
+        let byte = input[strstart - 1];
+        syms[count] = u32::from(byte);
+        count += 1;
+        freqs.add_byte(byte);
     }
+    count
 }
 
 /// zlib's `longest_match` for the string at `strstart`, starting the chain
@@ -1192,7 +1261,8 @@ fn write_block(
     out: &mut Vec<u8>,
 ) {
     let stored_len = input.len() as i64;
-    let static_lenb = block_bytes(static_bits(freqs));
+    debug_assert_eq!(i64::from(freqs.fixed_bits), static_bits(freqs));
+    let static_lenb = block_bytes(i64::from(freqs.fixed_bits));
     // When even a lower bound of the dynamic block's size is no smaller
     // than the fixed block, zlib would not choose the dynamic block: the
     // trees need not be built. (Above BOUND_MAX_INPUT the bound rarely
@@ -1200,7 +1270,7 @@ fn write_block(
     let lower = if input.len() <= BOUND_MAX_INPUT || cfg!(debug_assertions) {
         // The fewest bits for which zlib would prefer the fixed block.
         let target = 8 * static_lenb - 3 - 7;
-        dynamic_lower_bound(&mut scratch.bound, &mut scratch.trees, freqs, target)
+        dynamic_lower_bound(&mut scratch.bound, freqs, target)
     } else {
         None
     };
@@ -1212,11 +1282,10 @@ fn write_block(
             debug_assert_eq!(exact.static_len, static_bits(freqs));
         }
         if static_lenb <= block_bytes(lower) {
-            let mut bits = Bits::new(out);
             if stored_len + 4 <= static_lenb {
-                write_stored(&mut bits, input);
+                write_stored(&mut Bits::new(out), input);
             } else {
-                write_fixed(&mut bits, syms);
+                write_fixed(&mut scratch.fixed, syms, out);
             }
             return;
         }
@@ -1232,7 +1301,7 @@ fn write_block(
     if stored_len + 4 <= opt_lenb {
         write_stored(&mut bits, input);
     } else if static_lenb == opt_lenb {
-        write_fixed(&mut bits, syms);
+        write_fixed(&mut scratch.fixed, syms, bits.out);
     } else {
         write_dynamic(&mut bits, syms, &dynamic, &scratch.trees.header);
     }
@@ -1249,11 +1318,79 @@ fn write_stored(bits: &mut Bits<'_>, input: &[u8]) {
 }
 
 /// A final block with the fixed codes.
-fn write_fixed(bits: &mut Bits<'_>, syms: &[u32]) {
-    bits.put(0b011, 3); // fixed codes, final
-    write_symbols(bits, syms, &STATIC_LCODES, &STATIC_DCODES);
-    bits.align();
+///
+/// The codes of the fixed block are tabulated with their extra bits, and
+/// the bits go out through a 64-bit accumulator that is stored whole after
+/// every symbol (into room made beforehand), keeping its pending bits.
+fn write_fixed(buf: &mut Vec<u8>, syms: &[u32], out: &mut Vec<u8>) {
+    // A symbol takes at most 31 bits (a match of 3 or more bytes at most
+    // 8 + 5 + 5 + 13) and a literal 9, so 31 bits per symbol plus the
+    // block header, end-of-block code, padding and a whole last store is
+    // room. The buffer only grows; its stale bytes are never copied out.
+    let room = (syms.len() * 31).div_ceil(8) + 16;
+    if buf.len() < room {
+        buf.resize(room, 0);
+    }
+    let mut pos = 0usize;
+    let mut acc: u64 = 0b011; // fixed codes, final
+    let mut n: u32 = 3;
+    for &sym in syms {
+        let dist = (sym >> 16) as usize;
+        let (bits, len) = if dist == 0 {
+            let code = FIXED_LIT[(sym & 0xFF) as usize];
+            (u64::from(code & 0xFFFF), code >> 16)
+        } else {
+            let code = FIXED_LEN[(sym & 0xFF) as usize];
+            let (lbits, llen) = (u64::from(code & 0xFFFF), code >> 16);
+            let d = (dist - 1) & 0x7FFF;
+            let dcode = dist_code(d) % D_CODES;
+            let dextra = u32::from(DIST_EXTRA[dcode]);
+            let dbits = u64::from(STATIC_DCODES[dcode].0) | ((d - dist_base(dcode)) as u64) << 5;
+            (lbits | dbits << llen, llen + 5 + dextra)
+        };
+        acc |= bits << n;
+        n += len;
+        // Invariant: pos + 8 <= room, as pos counts written bytes.
+        buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+        // n <= 7 + 31 here: at most four whole bytes are done.
+        let bytes = n / 8;
+        pos += bytes as usize;
+        acc >>= 8 * bytes;
+        n -= 8 * bytes;
+    }
+    let (eob, eob_len) = STATIC_LCODES[END_BLOCK];
+    acc |= u64::from(eob) << n;
+    n += u32::from(eob_len);
+    buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+    pos += n.div_ceil(8) as usize;
+    out.extend_from_slice(&buf[..pos]);
 }
+
+/// The fixed code of each literal byte: bit-reversed code | length << 16.
+const FIXED_LIT: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut b = 0;
+    while b < 256 {
+        let (code, len) = STATIC_LCODES[b];
+        t[b] = code as u32 | (len as u32) << 16;
+        b += 1;
+    }
+    t
+};
+
+/// The fixed code of each match length minus 3, followed by its extra
+/// bits: bits | total length << 16.
+const FIXED_LEN: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut lc = 0;
+    while lc < 256 {
+        let (code, extra, value) = LEN_TABLE[lc];
+        let (bits, len) = STATIC_LCODES[LITERALS + 1 + code as usize];
+        t[lc] = (bits as u32 | (value as u32) << len) | ((len + extra) as u32) << 16;
+        lc += 1;
+    }
+    t
+};
 
 /// A final block with dynamic codes.
 fn write_dynamic(bits: &mut Bits<'_>, syms: &[u32], d: &Dynamic, header: &[LenSym]) {
@@ -1283,46 +1420,458 @@ fn write_dynamic(bits: &mut Bits<'_>, syms: &[u32], d: &Dynamic, header: &[LenSy
 
 // --- the lower bound of a dynamic block -------------------------------------
 
-/// Frequencies below this are sorted by counting.
+/// Frequencies below this are counted in a table; larger ones are sorted.
 const SMALL_FREQS: usize = 64;
+/// Most tie groups of a tree: every group fills at least one of the at
+/// most `2 * (L_CODES - 1)` removals.
+const MAX_GROUPS: usize = 2 * L_CODES;
+/// `TieGroups::g_run` of a group of internal nodes.
+const NODE_GROUP: u16 = u16::MAX;
 
 /// Arrays of [`dynamic_lower_bound`]; every entry it reads was written by
 /// the same call, so they are never cleared.
 struct BoundScratch {
-    /// Used literal/length symbols as `freq << 9 | symbol`, sorted.
-    leaves: [u32; L_CODES],
-    /// The same, in symbol order.
-    unsorted: [u32; L_CODES],
-    /// Frequency and depth of the internal nodes, in creation order.
-    node_freq: [u32; L_CODES],
-    node_depth: [u16; L_CODES],
-    /// Tie group in which each internal node / sorted leaf is removed.
-    node_group: [u16; L_CODES],
-    leaf_group: [u16; L_CODES],
-    /// Tie group of each removal, in removal order.
-    slot_group: [u16; 2 * L_CODES],
-    /// Smallest and largest depth that a member of each group can get.
-    group_lo: [u16; 2 * L_CODES],
-    group_hi: [u16; 2 * L_CODES],
-    /// Depth range of each used literal/length symbol.
-    sym_lo: [u8; L_CODES],
-    sym_hi: [u8; L_CODES],
+    /// Used symbols of the tree at hand as `freq << 9 | symbol`, in symbol
+    /// order (see [`scan_used`]).
+    used: [u32; L_CODES],
+    /// Entries of `used` that end four consecutive symbols.
+    windows: [u16; L_CODES],
+    /// Lengths certainly sent, per run of [`TieGroups`].
+    sent: [u32; L_CODES],
+    groups: TieGroups,
 }
 
 impl BoundScratch {
     fn new() -> Self {
         BoundScratch {
-            leaves: [0; L_CODES],
-            unsorted: [0; L_CODES],
-            node_freq: [0; L_CODES],
-            node_depth: [0; L_CODES],
-            node_group: [0; L_CODES],
-            leaf_group: [0; L_CODES],
-            slot_group: [0; 2 * L_CODES],
-            group_lo: [0; 2 * L_CODES],
-            group_hi: [0; 2 * L_CODES],
-            sym_lo: [0; L_CODES],
-            sym_hi: [0; L_CODES],
+            used: [0; L_CODES],
+            windows: [0; L_CODES],
+            sent: [0; L_CODES],
+            groups: TieGroups::new(),
+        }
+    }
+}
+
+/// The tie groups of the two-queue Huffman construction of one tree,
+/// handled a whole group at a time (see [`TieGroups::build`]).
+struct TieGroups {
+    /// The distinct leaf frequencies, ascending, and how many leaves have
+    /// each ("runs").
+    run_freq: [u32; L_CODES],
+    run_count: [u32; L_CODES],
+    /// Depth range of the leaves of each run.
+    run_lo: [u8; L_CODES],
+    run_hi: [u8; L_CODES],
+    /// Run of each frequency below [`SMALL_FREQS`] (valid for the
+    /// frequencies of the current tree only).
+    run_of_small: [u16; SMALL_FREQS],
+    /// Number of runs.
+    runs: usize,
+    /// Leaves per frequency below [`SMALL_FREQS`], and which are nonzero.
+    small: [u32; SMALL_FREQS],
+    small_mask: u64,
+    /// Frequencies of at least [`SMALL_FREQS`], sorted before use.
+    big: [u32; L_CODES],
+    nbig: usize,
+    /// Per group, in removal order: first removal, number of members, leaf
+    /// run (or [`NODE_GROUP`]), and the range of depths its members get.
+    g_slot: [u32; MAX_GROUPS],
+    g_count: [u32; MAX_GROUPS],
+    g_run: [u16; MAX_GROUPS],
+    g_lo: [u16; MAX_GROUPS + 1],
+    g_hi: [u16; MAX_GROUPS + 1],
+    /// The groups of internal nodes, in removal order, then the root: the
+    /// creation index of their first node, and their group.
+    ng_start: [u32; MAX_GROUPS + 1],
+    ng_group: [u16; MAX_GROUPS + 1],
+    /// Queue of the internal nodes not yet removed, in creation order, as
+    /// runs of equal (frequency, height).
+    nq_freq: [u32; L_CODES],
+    nq_height: [u16; L_CODES],
+    nq_count: [u32; L_CODES],
+}
+
+impl TieGroups {
+    fn new() -> Self {
+        TieGroups {
+            run_freq: [0; L_CODES],
+            run_count: [0; L_CODES],
+            run_lo: [0; L_CODES],
+            run_hi: [0; L_CODES],
+            run_of_small: [0; SMALL_FREQS],
+            runs: 0,
+            small: [0; SMALL_FREQS],
+            small_mask: 0,
+            big: [0; L_CODES],
+            nbig: 0,
+            g_slot: [0; MAX_GROUPS],
+            g_count: [0; MAX_GROUPS],
+            g_run: [0; MAX_GROUPS],
+            g_lo: [0; MAX_GROUPS + 1],
+            g_hi: [0; MAX_GROUPS + 1],
+            ng_start: [0; MAX_GROUPS + 1],
+            ng_group: [0; MAX_GROUPS + 1],
+            nq_freq: [0; L_CODES],
+            nq_height: [0; L_CODES],
+            nq_count: [0; L_CODES],
+        }
+    }
+
+    /// Starts a tree: no leaves.
+    fn start(&mut self) {
+        let mut mask = self.small_mask;
+        while mask != 0 {
+            self.small[mask.trailing_zeros() as usize] = 0;
+            mask &= mask - 1;
+        }
+        self.small_mask = 0;
+        self.nbig = 0;
+    }
+
+    /// Adds a leaf of frequency `f` (nonzero; at most [`L_CODES`] leaves).
+    #[inline]
+    fn add_leaf(&mut self, f: u32) {
+        match self.small.get_mut(f as usize) {
+            Some(count) => {
+                *count += 1;
+                self.small_mask |= 1 << f;
+            }
+            None => {
+                if let Some(slot) = self.big.get_mut(self.nbig) {
+                    *slot = f;
+                    self.nbig += 1;
+                }
+            }
+        }
+    }
+
+    /// For the `leaves` added since [`TieGroups::start`] (at least two),
+    /// returns the cost of an optimal code (the sum of the internal nodes'
+    /// frequencies) and records the range of depths that zlib's heap can
+    /// give the leaves of each frequency (see [`TieGroups::range_of`]);
+    /// `None` when a leaf may get more than [`MAX_BITS`] bits.
+    ///
+    /// zlib removes nodes by (frequency, height); the same keys leave a
+    /// two-queue construction (leaves sorted, internal nodes in creation
+    /// order) in the same order. The members of a key's group are
+    /// interchangeable: the order among them is the heap's. A group is
+    /// either leaves of one frequency (height 0) or internal nodes (every
+    /// node is more frequent than its children, so a group never grows
+    /// while it is being removed), and consecutive removals pair up: the
+    /// first member may complete a pair begun by the previous group, the
+    /// next ones pair among themselves into nodes of one key (twice the
+    /// frequency, one more height), and an odd last member begins a pair
+    /// with the next group. So the whole construction is a few steps per
+    /// group. Depths then go from the root down: a group's members get one
+    /// more than the depths that the nodes they form can get, which may be
+    /// any depth of their own groups.
+    fn build(&mut self, leaves: usize) -> Option<i64> {
+        // Runs of equal frequencies, ascending.
+        let mut runs = 0;
+        let mut mask = self.small_mask;
+        while mask != 0 {
+            let f = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            self.run_freq[runs] = f as u32;
+            self.run_count[runs] = self.small[f];
+            self.run_of_small[f] = runs as u16;
+            runs += 1;
+        }
+        if self.nbig != 0 {
+            let big = &mut self.big[..self.nbig];
+            big.sort_unstable();
+            for &f in big.iter() {
+                if runs != 0 && self.run_freq[runs - 1] == f {
+                    self.run_count[runs - 1] += 1;
+                } else {
+                    self.run_freq[runs] = f;
+                    self.run_count[runs] = 1;
+                    runs += 1;
+                }
+            }
+        }
+        self.runs = runs;
+
+        // Forward: the groups in removal order, a group at a time.
+        let removals = 2 * (leaves as u32).saturating_sub(1);
+        let (mut run, mut q_head, mut q_tail) = (0usize, 0usize, 0usize);
+        let (mut slot, mut consumed) = (0u32, 0u32);
+        let (mut groups, mut node_groups) = (0usize, 0usize);
+        // The first member of a pair begun by the previous group.
+        let mut pending: Option<(u32, u16)> = None;
+        let mut cost: i64 = 0;
+        while slot < removals {
+            let leaf_next =
+                run < runs && (q_head == q_tail || self.run_freq[run] <= self.nq_freq[q_head]);
+            let (f, h, c) = if leaf_next {
+                let group = (self.run_freq[run], 0, self.run_count[run]);
+                self.g_run[groups] = run as u16;
+                run += 1;
+                group
+            } else {
+                if q_head == q_tail {
+                    return None; // unreachable: some node is left
+                }
+                let group = (
+                    self.nq_freq[q_head],
+                    self.nq_height[q_head],
+                    self.nq_count[q_head],
+                );
+                q_head += 1;
+                self.g_run[groups] = NODE_GROUP;
+                self.ng_start[node_groups] = consumed;
+                self.ng_group[node_groups] = groups as u16;
+                node_groups += 1;
+                consumed += group.2;
+                group
+            };
+            self.g_slot[groups] = slot;
+            self.g_count[groups] = c;
+            groups += 1;
+            slot += c;
+
+            let mut left = c;
+            let mut push = |freq: u32, height: u16, count: u32| {
+                if q_tail > q_head
+                    && self.nq_freq[q_tail - 1] == freq
+                    && self.nq_height[q_tail - 1] == height
+                {
+                    self.nq_count[q_tail - 1] += count;
+                } else {
+                    self.nq_freq[q_tail] = freq;
+                    self.nq_height[q_tail] = height;
+                    self.nq_count[q_tail] = count;
+                    q_tail += 1;
+                }
+            };
+            if let Some((pf, ph)) = pending.take() {
+                push(pf + f, ph.max(h) + 1, 1);
+                cost += i64::from(pf + f);
+                left -= 1;
+            }
+            let pairs = left / 2;
+            if pairs != 0 {
+                push(2 * f, h + 1, pairs);
+                cost += 2 * i64::from(f) * i64::from(pairs);
+            }
+            if left % 2 == 1 {
+                pending = Some((f, h));
+            }
+        }
+        // The root (the last node made) is never removed: depth 0.
+        self.ng_start[node_groups] = consumed;
+        self.ng_group[node_groups] = groups as u16;
+        self.g_lo[groups] = 0;
+        self.g_hi[groups] = 0;
+
+        // Backward: members of a group get one more than the depths of the
+        // nodes their removals form (node `slot / 2` in creation order).
+        let mut p = node_groups;
+        for g in (0..groups).rev() {
+            let first = self.g_slot[g] / 2;
+            let last = (self.g_slot[g] + self.g_count[g] - 1) / 2;
+            while p > 0 && self.ng_start[p] > last {
+                p -= 1;
+            }
+            let (mut lo, mut hi) = (u16::MAX, 0u16);
+            let mut q = p;
+            loop {
+                let parent = usize::from(self.ng_group[q]);
+                lo = lo.min(self.g_lo[parent]);
+                hi = hi.max(self.g_hi[parent]);
+                if q == 0 || self.ng_start[q] <= first {
+                    break;
+                }
+                q -= 1;
+            }
+            self.g_lo[g] = lo.saturating_add(1);
+            self.g_hi[g] = hi.saturating_add(1);
+            let leaf_run = self.g_run[g];
+            if leaf_run != NODE_GROUP {
+                if hi >= MAX_BITS as u16 {
+                    return None; // zlib may have to shorten codes
+                }
+                let r = usize::from(leaf_run);
+                self.run_lo[r] = (lo + 1) as u8;
+                self.run_hi[r] = (hi + 1) as u8;
+            }
+        }
+        Some(cost)
+    }
+
+    /// The run of the leaves of frequency `f` (one of the frequencies of
+    /// the last [`TieGroups::build`]).
+    #[inline]
+    fn run_of(&self, f: u32) -> usize {
+        match self.run_of_small.get(f as usize) {
+            Some(&r) => usize::from(r),
+            None => {
+                let run = self.run_freq[..self.runs].iter().position(|&x| x == f);
+                run.unwrap_or(0) // every frequency of the tree has a run
+            }
+        }
+    }
+
+    /// Depth range of the leaves of frequency `f` (as for `run_of`).
+    #[inline]
+    fn range_of(&self, f: u32) -> (u8, u8) {
+        let r = self.run_of(f);
+        (self.run_lo[r], self.run_hi[r])
+    }
+}
+
+/// Code-length symbols certainly sent, as [`dynamic_lower_bound`] counts
+/// them.
+struct Tally {
+    /// Symbols whose value is known.
+    exact: [u32; BL_CODES],
+    present: [bool; BL_CODES],
+    /// Extra bits of the repeat codes known to be sent.
+    extra_bits: i64,
+    /// Lengths known only to lie in a range: (lo, hi, count).
+    uncertain: [(u8, u8, u32); MAX_RANGES],
+    ranges: usize,
+    /// False when some range had to be dropped (still a lower bound).
+    fits: bool,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            exact: [0; BL_CODES],
+            present: [false; BL_CODES],
+            extra_bits: 0,
+            uncertain: [(0, 0, 0); MAX_RANGES],
+            ranges: 0,
+            fits: true,
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, sym: usize, extra: u8, n: u32) {
+        self.exact[sym] += n;
+        self.present[sym] = true;
+        self.extra_bits += i64::from(extra) * i64::from(n);
+    }
+
+    /// `n` lengths in `lo..=hi`.
+    fn add_range(&mut self, lo: u8, hi: u8, n: u32) {
+        if lo == hi {
+            self.add(usize::from(lo), 0, n);
+        } else if let Some(r) = self.uncertain[..self.ranges]
+            .iter_mut()
+            .find(|r| (r.0, r.1) == (lo, hi))
+        {
+            r.2 += n;
+        } else if let Some(slot) = self.uncertain.get_mut(self.ranges) {
+            *slot = (lo, hi, n);
+            self.ranges += 1;
+        } else {
+            self.fits = false;
+        }
+    }
+
+    /// The zero lengths of `run` consecutive unused symbols, as zlib sends
+    /// them (whatever the other lengths).
+    #[inline]
+    fn add_zeros(&mut self, mut run: usize) {
+        while run > 0 {
+            let c = run.min(138);
+            match c {
+                1 | 2 => self.add(0, 0, c as u32),
+                3..=10 => self.add(REPZ_3_10, 3, 1),
+                _ => self.add(REPZ_11_138, 7, 1),
+            }
+            run -= c;
+        }
+    }
+}
+
+/// One pass over a tree's used symbols (the set bits of `bitmap`, whose
+/// frequencies in `freqs` are nonzero): lists them in `bs.used` (`freq <<
+/// 9 | symbol`, in symbol order), counts their frequencies into
+/// `bs.groups`, tallies the zero lengths between them (zlib sends those
+/// alike whatever the other lengths), and lists in `bs.windows` the
+/// entries that end four consecutive symbols. Returns the numbers of
+/// entries and of windows.
+fn scan_used(
+    bitmap: &[u64],
+    freqs: &[u32],
+    bs: &mut BoundScratch,
+    tally: &mut Tally,
+) -> (usize, usize) {
+    bs.groups.start();
+    let BoundScratch {
+        used,
+        windows,
+        groups,
+        ..
+    } = bs;
+    let (mut n, mut w) = (0, 0);
+    let (mut expected, mut streak) = (0, 0);
+    for (base, &word) in (0..).step_by(64).zip(bitmap) {
+        let mut bits = word;
+        while bits != 0 {
+            let sym = base + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let (Some(&f), Some(slot)) = (freqs.get(sym), used.get_mut(n)) else {
+                return (n, w); // unreachable: the bitmap matches `freqs`
+            };
+            *slot = (f << 9) | sym as u32;
+            groups.add_leaf(f);
+            if sym == expected {
+                streak += 1;
+                if streak >= 4 {
+                    windows[w] = n as u16;
+                    w += 1;
+                }
+            } else {
+                tally.add_zeros(sym - expected);
+                streak = 1;
+            }
+            expected = sym + 1;
+            n += 1;
+        }
+    }
+    (n, w)
+}
+
+/// Tallies the lengths of the tree just scanned and built that are
+/// certainly sent: a length is folded into a repeat code only inside a
+/// run of at least four equal lengths of consecutive symbols, and never
+/// the run's first, so every length is counted (per frequency run) but
+/// those of windows of four consecutive symbols whose ranges meet.
+fn tally_lengths(bs: &mut BoundScratch, n: usize, windows: usize, tally: &mut Tally) {
+    let BoundScratch {
+        used,
+        windows: ends,
+        sent,
+        groups,
+    } = bs;
+    let used = &used[..n];
+    let runs = groups.runs;
+    sent[..runs].copy_from_slice(&groups.run_count[..runs]);
+    let mut folded_to = 0; // entries below this are already taken off
+    for &k in &ends[..windows] {
+        let k = usize::from(k); // at least 3
+        let (mut lo, mut hi) = (0u8, u8::MAX);
+        for &u in used.get(k - 3..=k).unwrap_or_default() {
+            let (l, h) = groups.range_of(u >> 9);
+            lo = lo.max(l);
+            hi = hi.min(h);
+        }
+        if lo <= hi {
+            for &u in used.get((k - 2).max(folded_to)..=k).unwrap_or_default() {
+                if let Some(count) = sent.get_mut(groups.run_of(u >> 9)) {
+                    *count = count.saturating_sub(1);
+                }
+            }
+            folded_to = k + 1;
+        }
+    }
+    for ((&count, &lo), &hi) in sent[..runs].iter().zip(&groups.run_lo).zip(&groups.run_hi) {
+        if count != 0 {
+            tally.add_range(lo, hi, count);
         }
     }
 }
@@ -1332,19 +1881,21 @@ impl BoundScratch {
 /// reach `target` (the bits from which zlib prefers the fixed block) and
 /// stops refining once it knows it cannot.
 ///
-/// * **Data.** zlib's literal/length tree is a Huffman tree whose nodes
-///   leave the heap by (frequency, depth); only the order among nodes with
-///   equal keys depends on the heap. The same keys leave a two-queue
-///   construction (sorted leaves, internal nodes in creation order) in the
-///   same order and merge into nodes with the same keys, so its cost (the
-///   sum of the internal nodes' frequencies) is zlib's exact data cost,
-///   unless a code is longer than 15 bits (then no bound is given).
+/// * **Data.** zlib's trees are Huffman trees whose nodes leave the heap
+///   by (frequency, depth); only the order among nodes with equal keys
+///   depends on the heap. The same keys leave a two-queue construction
+///   (sorted leaves, internal nodes in creation order) in the same order
+///   and merge into nodes with the same keys, so its cost (the sum of the
+///   internal nodes' frequencies) is zlib's exact data cost, unless a code
+///   is longer than 15 bits (then no bound is given).
 /// * **Which lengths are certain.** Nodes of one key fill that key's
-///   removals in an order that depends on the ties. Walking removals from
-///   the root down, a removal's depth is one more than the depth of the
-///   node it creates, which may fill any removal of its key: this gives,
+///   removals in an order that depends on the ties. Walking the removals
+///   from the root down, a removal's depth is one more than the depth of
+///   the node it forms, which may fill any removal of its key: this gives,
 ///   per key, the range of depths its nodes can get. A symbol's code length
-///   lies in its key's range; a one-length range is certain.
+///   lies in its key's range (leaves of one frequency share a key); a
+///   one-length range is certain. [`TieGroups::build`] does this a whole
+///   group of equal keys at a time.
 /// * **Header.** zlib's code-length code costs at least an optimal
 ///   (unlimited) prefix code for the code-length symbols certainly sent:
 ///   zero runs are known exactly; a length is folded into a repeat code
@@ -1359,191 +1910,60 @@ impl BoundScratch {
 ///   (the optimal code for a mix of two count vectors serves each of them
 ///   at least as well as their own), so its least value over all ways of
 ///   giving lengths within the ranges is at such a combination.
-/// * The distance tree is small and is built exactly.
-fn dynamic_lower_bound(
-    bs: &mut BoundScratch,
-    builder: &mut TreeBuilder,
-    freqs: &Freqs,
-    target: i64,
-) -> Option<i64> {
-    // Literal/length tree: two-queue Huffman over the sorted leaves.
-    let mut nl = 0;
-    let mut max_freq = 0;
-    for sym in freqs.used_lits() {
-        let f = freqs.lit[sym];
-        bs.unsorted[nl] = (f << 9) | sym as u32;
-        max_freq = max_freq.max(f);
-        nl += 1;
-    }
+/// * The distance tree is handled the same way, except that a tree of
+///   fewer than two distances is known exactly (zlib's forced codes).
+fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Option<i64> {
+    // Literal/length tree.
+    let mut tally = Tally::new();
+    let (nl, windows) = scan_used(&freqs.used, &freqs.lit, bs, &mut tally);
     if nl < 2 {
         return None; // zlib forces a second code: not worth modelling
     }
-    // Sort by frequency (the order among equal ones does not matter).
-    if max_freq < SMALL_FREQS as u32 {
-        // Counting sort: token contents have small frequencies.
-        let mut start = [0u16; SMALL_FREQS];
-        for &leaf in &bs.unsorted[..nl] {
-            start[(leaf >> 9) as usize] += 1;
-        }
-        let mut sum = 0;
-        for s in start.iter_mut() {
-            let count = *s;
-            *s = sum;
-            sum += count;
-        }
-        for &leaf in &bs.unsorted[..nl] {
-            let slot = &mut start[(leaf >> 9) as usize];
-            bs.leaves[usize::from(*slot)] = leaf;
-            *slot += 1;
-        }
-    } else {
-        bs.leaves[..nl].copy_from_slice(&bs.unsorted[..nl]);
-        bs.leaves[..nl].sort_unstable();
-    }
-    let removals = 2 * (nl - 1);
-    let (mut q1, mut q2, mut made) = (0usize, 0usize, 0usize);
-    let mut groups = 0usize;
-    let mut prev_key = u64::MAX;
-    let (mut first_freq, mut first_depth) = (0u32, 0u16);
-    let mut data_bits: i64 = 0;
-    for slot in 0..removals {
-        let leaf_freq = bs.leaves.get(q1).filter(|_| q1 < nl).map(|&l| l >> 9);
-        let node_freq = bs.node_freq.get(q2).filter(|_| q2 < made).copied();
-        let (freq, depth) = match (leaf_freq, node_freq) {
-            // A leaf (depth 0) goes first on equal frequency.
-            (Some(lf), Some(nf)) if lf <= nf => (lf, 0),
-            (Some(lf), None) => (lf, 0),
-            (_, Some(nf)) => (nf, bs.node_depth[q2]),
-            (None, None) => return None, // unreachable: a node is left
-        };
-        let key = (u64::from(freq) << 16) | u64::from(depth);
-        if key != prev_key {
-            bs.group_lo[groups] = u16::MAX;
-            bs.group_hi[groups] = 0;
-            groups += 1;
-            prev_key = key;
-        }
-        let group = (groups - 1) as u16;
-        bs.slot_group[slot] = group;
-        if depth == 0 {
-            bs.leaf_group[q1] = group;
-            q1 += 1;
-        } else {
-            bs.node_group[q2] = group;
-            q2 += 1;
-        }
-        if slot % 2 == 0 {
-            (first_freq, first_depth) = (freq, depth);
-        } else {
-            let f = first_freq + freq;
-            bs.node_freq[made] = f;
-            bs.node_depth[made] = first_depth.max(depth) + 1;
-            data_bits += i64::from(f);
-            made += 1;
-        }
-    }
-    // The root is never removed: a group of its own, at depth 0.
-    bs.node_group[made - 1] = groups as u16;
-    bs.group_lo[groups] = 0;
-    bs.group_hi[groups] = 0;
-    for slot in (0..removals).rev() {
-        let joined = usize::from(bs.node_group[slot / 2]);
-        let lo = bs.group_lo[joined].saturating_add(1);
-        let hi = bs.group_hi[joined].saturating_add(1);
-        let g = usize::from(bs.slot_group[slot]);
-        bs.group_lo[g] = bs.group_lo[g].min(lo);
-        bs.group_hi[g] = bs.group_hi[g].max(hi);
-    }
-    for q in 0..nl {
-        let sym = (bs.leaves[q] & 0x1FF) as usize;
-        let g = usize::from(bs.leaf_group[q]);
-        if bs.group_hi[g] > MAX_BITS as u16 {
-            return None; // zlib may have to shorten codes: no shortcut
-        }
-        bs.sym_lo[sym] = bs.group_lo[g] as u8;
-        bs.sym_hi[sym] = bs.group_hi[g] as u8;
-    }
+    let mut data_bits = bs.groups.build(nl)?;
     for (&f, &extra) in freqs.lit[LITERALS + 1..].iter().zip(&LEN_EXTRA) {
         data_bits += i64::from(f) * i64::from(extra);
     }
+    tally_lengths(bs, nl, windows, &mut tally);
 
-    // Distance tree: small, built exactly.
-    let mut dist = freqs.dist;
-    let mut unused = 0;
-    let dused = nonzero_bitmap(&dist);
-    let dtree = builder.build(&mut dist, &dused, &DKIND, &mut data_bits, &mut unused);
-
-    // Code-length symbols that are certainly sent: `exact` counts those
-    // whose value is known; `uncertain` groups the literal/length lengths
-    // known only to lie in a range, by range.
-    let mut exact = [0u32; BL_CODES];
-    let mut present = [false; BL_CODES];
-    let mut extra_bits: i64 = 0;
-    let mut uncertain = [(0u8, 0u8, 0u32); MAX_RANGES];
-    let mut ranges = 0;
-    let mut fits = true;
-    let mut tally = |sym: usize, extra: u8, n: u32| {
-        exact[sym] += n;
-        present[sym] = true;
-        extra_bits += i64::from(extra) * i64::from(n);
-    };
-    // A length is folded into a repeat code only inside a run of at least
-    // four equal lengths of consecutive symbols, and never the run's first:
-    // a length is certainly sent unless some four consecutive used symbols
-    // including it and its predecessor may all have the same length.
-    let used = &bs.unsorted[..nl]; // `freq << 9 | symbol`, by symbol
-    let mut maybe_folded = [false; L_CODES + 3];
-    for k in 3..nl {
-        let sym = (used[k] & 0x1FF) as usize;
-        if (used[k - 3] & 0x1FF) as usize + 3 != sym {
-            continue;
-        }
-        let (mut lo, mut hi) = (0, u8::MAX);
-        for &u in &used[k - 3..=k] {
-            let t = (u & 0x1FF) as usize;
-            lo = lo.max(bs.sym_lo[t]);
-            hi = hi.min(bs.sym_hi[t]);
-        }
-        if lo <= hi {
-            maybe_folded[k - 2..=k].fill(true);
-        }
+    // Distance tree.
+    for (&f, &extra) in freqs.dist.iter().zip(&DIST_EXTRA) {
+        data_bits += i64::from(f) * i64::from(extra);
     }
-    // Literal/length lengths: zero runs exactly, other lengths when sure.
-    let mut expected = 0; // the symbol after the previous used one
-    for (k, &u) in used.iter().enumerate() {
-        let i = (u & 0x1FF) as usize;
-        let mut run = i - expected;
-        while run > 0 {
-            let c = run.min(138);
-            match c {
-                1 | 2 => tally(0, 0, c as u32),
-                3..=10 => tally(REPZ_3_10, 3, 1),
-                _ => tally(REPZ_11_138, 7, 1),
+    let nd = freqs.dist.iter().filter(|&&f| f != 0).count();
+    if nd >= 2 {
+        let dused = nonzero_bitmap(&freqs.dist);
+        let (nd, windows) = scan_used(&dused, &freqs.dist, bs, &mut tally);
+        data_bits += bs.groups.build(nd)?;
+        tally_lengths(bs, nd, windows, &mut tally);
+    } else {
+        // zlib gives a lone code (or none) partners: all one bit long, and
+        // the data costs a bit per distance.
+        let mut lens = [0u8; D_CODES];
+        let max_code = match freqs.dist.iter().position(|&f| f != 0) {
+            None => {
+                lens[..2].fill(1);
+                1
             }
-            run -= c;
-        }
-        let (lo, hi) = (bs.sym_lo[i], bs.sym_hi[i]);
-        if !maybe_folded[k] {
-            if lo == hi {
-                tally(usize::from(lo), 0, 1);
-            } else if let Some(r) = uncertain[..ranges]
-                .iter_mut()
-                .find(|r| (r.0, r.1) == (lo, hi))
-            {
-                r.2 += 1;
-            } else if ranges < MAX_RANGES {
-                uncertain[ranges] = (lo, hi, 1);
-                ranges += 1;
-            } else {
-                fits = false; // dropped: still a lower bound
+            Some(s) => {
+                data_bits += i64::from(freqs.dist[s]);
+                let partner = if s < 2 { s + 1 } else { 0 };
+                lens[s] = 1;
+                lens[partner] = 1;
+                s.max(partner)
             }
-        }
-        expected = i + 1;
+        };
+        rle_lengths(&lens[..=max_code], |s| {
+            tally.add(usize::from(s.sym), s.extra_bits, 1);
+        });
     }
-    // Distance lengths are known exactly.
-    rle_lengths(&dtree.lens[..=dtree.max_code], |s| {
-        tally(usize::from(s.sym), s.extra_bits, 1);
-    });
+    let Tally {
+        exact,
+        present,
+        extra_bits,
+        uncertain,
+        ranges,
+        fits,
+    } = tally;
     let uncertain = &uncertain[..ranges];
 
     let max_blindex = (3..BL_CODES)
@@ -1916,6 +2336,7 @@ mod tests {
         let mut block = BlockScratch {
             trees: TreeBuilder::new(),
             bound: BoundScratch::new(),
+            fixed: Vec::new(),
         };
         let mut decided = 0;
         for case in 0..4000u64 {
@@ -1949,9 +2370,7 @@ mod tests {
                 exact.opt_len + 1,
                 i64::MAX,
             ] {
-                let Some(lower) =
-                    dynamic_lower_bound(&mut block.bound, &mut block.trees, &freqs, target)
-                else {
+                let Some(lower) = dynamic_lower_bound(&mut block.bound, &freqs, target) else {
                     continue;
                 };
                 assert!(
