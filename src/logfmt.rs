@@ -38,9 +38,37 @@ use tracing_subscriber::registry::LookupSpan;
 #[derive(Debug, Clone)]
 pub struct RequestLog {
     /// The request id (also in the `x-request-id` response header).
-    pub id: axum::http::HeaderValue,
+    id: [u8; MAX_ID],
+    id_len: u8,
     /// The client's address.
-    pub peer: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+}
+
+/// Longest request id kept (the server accepts callers' ids up to 64
+/// characters).
+const MAX_ID: usize = 64;
+
+impl RequestLog {
+    /// The context of a request with this id (printable ASCII; longer ids
+    /// are cut at [`MAX_ID`] bytes) and peer. Copied inline: no allocation.
+    pub fn new(id: &[u8], peer: Option<SocketAddr>) -> Self {
+        let mut buf = [0u8; MAX_ID];
+        let n = id.len().min(MAX_ID);
+        buf[..n].copy_from_slice(&id[..n]);
+        Self {
+            id: buf,
+            // n <= 64 fits a u8.
+            id_len: n as u8,
+            peer,
+        }
+    }
+
+    /// The request id.
+    pub fn id(&self) -> &str {
+        let id = &self.id[..usize::from(self.id_len)];
+        // Ids are header values the server checked to be plain ASCII.
+        std::str::from_utf8(id).unwrap_or("-")
+    }
 }
 
 tokio::task_local! {
@@ -99,7 +127,7 @@ where
             event.record(&mut v);
             let _ = REQUEST.try_with(|r| {
                 line.push_str(",\"request_id\":");
-                json_str(&mut line, r.id.to_str().unwrap_or_default());
+                json_str(&mut line, r.id());
                 if let Some(p) = r.peer {
                     line.push_str(",\"peer\":\"");
                     let _ = write!(line, "{p}");
@@ -154,7 +182,7 @@ where
             event.record(&mut v);
             let _ = REQUEST.try_with(|r| {
                 line.push_str(" request_id=");
-                line.push_str(r.id.to_str().unwrap_or_default());
+                line.push_str(r.id());
                 if let Some(p) = r.peer {
                     let _ = write!(line, " peer={p}");
                 }

@@ -693,10 +693,7 @@ async fn request_context(req: Request, next: Next) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let context = crate::logfmt::RequestLog {
-        id: id.clone(),
-        peer,
-    };
+    let context = crate::logfmt::RequestLog::new(id.as_bytes(), peer);
     // Cheap copies (the URI's bytes are reference counted).
     let uri = req.uri().clone();
     let method = req.method().clone();
