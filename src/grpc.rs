@@ -431,10 +431,11 @@ impl TokenApi {
             .map_or("unauthenticated", Identity::name);
         match &result {
             Ok(tokens) => {
-                for i in tokens.tokens() {
+                let tokens = tokens.tokens();
+                for i in &tokens {
                     self.shared.metrics.token_issued(i.kind, &i.app_id);
                 }
-                audit::issued(caller, method.as_str(), &access, &tokens.tokens());
+                audit::issued(caller, method.as_str(), &access, &tokens);
             }
             Err(e) => audit::refused(caller, method.as_str(), &access, &e.to_string()),
         }
