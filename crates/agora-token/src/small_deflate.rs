@@ -98,7 +98,6 @@ const TOO_FAR: usize = 4096;
 const MAX_DIST: usize = 32768 - (MAX_MATCH + MIN_MATCH + 1);
 
 const HASH_BITS: u32 = 15; // memLevel 8 + 7
-const HASH_SIZE: usize = 1 << HASH_BITS;
 const HASH_MASK: u32 = (1 << HASH_BITS) - 1;
 const HASH_SHIFT: u32 = HASH_BITS.div_ceil(MIN_MATCH as u32); // 5
 
@@ -283,10 +282,9 @@ const STATIC_DCODES: [(u16, u8); D_CODES] = {
 
 /// Per-thread buffers reused across calls, so no call clears large tables.
 struct Scratch {
-    /// Hash heads: `stamp << 16 | position`; stale stamps read as empty.
-    head: Box<[u32; HASH_SIZE]>,
-    /// The stamp of the current call, in `1..=0xFFFF`.
-    stamp: u32,
+    /// The hash heads of the current call, in an open-addressing table
+    /// of the hash values seen (see [`HeadTable`]).
+    head: HeadTable,
     /// `prev[i]`: latest earlier position with the hash of position `i`, or
     /// 0 (zlib's NIL) when there is none.
     prev: Vec<u16>,
@@ -307,8 +305,7 @@ struct BlockScratch {
 impl Scratch {
     fn new() -> Self {
         Scratch {
-            head: Box::new([0; HASH_SIZE]),
-            stamp: 0,
+            head: HeadTable::new(),
             prev: Vec::new(),
             syms: Vec::new(),
             block: BlockScratch {
@@ -318,16 +315,45 @@ impl Scratch {
             },
         }
     }
+}
 
-    /// Starts a call: a fresh stamp makes every head entry empty.
-    fn next_stamp(&mut self) -> u32 {
-        self.stamp += 1;
-        if self.stamp > 0xFFFF {
-            self.head.fill(0);
-            self.stamp = 1;
+/// Slots of the [`HeadTable`]: twice the most positions an input has.
+const HEAD_SLOTS: usize = 2 * MAX_SMALL_INPUT;
+
+/// zlib's head table (the latest position of each 15-bit hash value),
+/// keyed by the hash values an input actually has: a linear-probing table
+/// of at least twice as many slots as positions, cleared per call. It gives
+/// exactly the chains of zlib's 32768-entry table, while a token-sized
+/// input touches one or two kilobytes instead of a few hundred random
+/// cache lines of a 128 KiB table.
+struct HeadTable {
+    /// `(0x8000 | hash) << 16 | position`, or 0 for an empty slot.
+    slots: Box<[u32; HEAD_SLOTS]>,
+}
+
+impl HeadTable {
+    fn new() -> Self {
+        HeadTable {
+            slots: Box::new([0; HEAD_SLOTS]),
         }
-        self.stamp
     }
+
+    /// Empties the slots used for an input of `n` bytes and returns their
+    /// index mask.
+    fn start(&mut self, n: usize) -> usize {
+        let size = (2 * n).next_power_of_two().clamp(64, HEAD_SLOTS);
+        if let Some(used) = self.slots.get_mut(..size) {
+            used.fill(0);
+        }
+        size - 1
+    }
+}
+
+/// The slot where the probe for hash value `h` starts (Fibonacci hashing:
+/// the low bits of zlib's hash ignore the first byte).
+#[inline]
+fn head_slot(h: u32) -> usize {
+    (h.wrapping_mul(0x9E37_79B1) >> 19) as usize
 }
 
 thread_local! {
@@ -474,7 +500,7 @@ fn nonzero_bitmap(freqs: &[u32]) -> [u64; 1] {
 /// with their frequencies; returns the number of symbols.
 fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
     let n = input.len();
-    let stamp = scratch.next_stamp();
+    let mask = scratch.head.start(n);
     let Scratch {
         head, prev, syms, ..
     } = scratch;
@@ -491,19 +517,26 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
     // Every position with three bytes of lookahead is inserted, in order,
     // with zlib's rolling hash (three updates shift a byte out).
     if let [b0, b1, rest @ ..] = input {
+        let slots = &mut head.slots;
+        let prev = &mut prev[..rest.len()];
         let mut h = (u32::from(*b0) << HASH_SHIFT) ^ u32::from(*b1);
-        let stamp = stamp << 16;
-        // Positions are below MAX_SMALL_INPUT < 65536.
-        for (i, (p, &c)) in (0u32..).zip(prev.iter_mut().zip(rest)) {
-            h = ((h << HASH_SHIFT) ^ u32::from(c)) & HASH_MASK;
-            let slot = &mut head[h as usize];
-            let entry = *slot;
-            *p = if entry & 0xFFFF_0000 == stamp {
-                entry as u16
-            } else {
-                0
-            };
-            *slot = stamp | i;
+        for i in 0..rest.len() {
+            h = ((h << HASH_SHIFT) ^ u32::from(rest[i])) & HASH_MASK;
+            let key = (0x8000 | h) << 16;
+            // At most n - 2 hash values in at least 2n slots: an empty
+            // slot always ends the probe.
+            let mut k = head_slot(h);
+            loop {
+                let slot = &mut slots[k & mask & (HEAD_SLOTS - 1)];
+                let entry = *slot;
+                if entry == 0 || entry & 0xFFFF_0000 == key {
+                    prev[i] = entry as u16;
+                    // Positions are below MAX_SMALL_INPUT < 65536.
+                    *slot = key | i as u32;
+                    break;
+                }
+                k += 1;
+            }
         }
     }
 
