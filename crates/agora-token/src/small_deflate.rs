@@ -290,6 +290,9 @@ struct Scratch {
     prev: Vec<u16>,
     /// Symbols: a literal byte (`dist == 0`) or `dist << 16 | (len - 3)`.
     syms: Vec<u32>,
+    /// The fixed-code block, written while tokenizing (never cleared:
+    /// only the bytes written by the current call are read).
+    fixed: Box<[u8; FIXED_BUF]>,
     /// Arrays of the block choice (never need clearing).
     block: BlockScratch,
 }
@@ -298,8 +301,6 @@ struct Scratch {
 struct BlockScratch {
     trees: TreeBuilder,
     bound: BoundScratch,
-    /// Room for the fixed block's bytes (grown, never cleared).
-    fixed: Vec<u8>,
 }
 
 impl Scratch {
@@ -308,10 +309,10 @@ impl Scratch {
             head: HeadTable::new(),
             prev: Vec::new(),
             syms: Vec::new(),
+            fixed: Box::new([0; FIXED_BUF]),
             block: BlockScratch {
                 trees: TreeBuilder::new(),
                 bound: BoundScratch::new(),
-                fixed: Vec::new(),
             },
         }
     }
@@ -392,9 +393,10 @@ fn encode(scratch: &mut Scratch, input: &[u8], out: &mut Vec<u8>) {
     out.reserve(input.len() + 16);
     out.extend_from_slice(&[0x78, 0x9c]);
     let mut freqs = Freqs::new();
-    let count = tokenize(scratch, input, &mut freqs);
+    let (count, fixed_len) = tokenize(scratch, input, &mut freqs);
     let syms = scratch.syms.get(..count).unwrap_or_default();
-    write_block(&mut scratch.block, syms, &freqs, input, out);
+    let fixed = scratch.fixed.get(..fixed_len).unwrap_or_default();
+    write_block(&mut scratch.block, syms, fixed, &freqs, input, out);
     out.extend_from_slice(&adler32(input).to_be_bytes());
 }
 
@@ -424,7 +426,8 @@ struct Freqs {
     /// that the sparse table need not be scanned.
     used: [u64; L_CODES.div_ceil(64)],
     /// zlib's `static_len`: the bits of the symbols in the fixed code
-    /// (see [`static_bits`]), counted as they are added.
+    /// (see [`static_bits`]), set by [`tokenize`] from the fixed block it
+    /// writes.
     fixed_bits: u32,
 }
 
@@ -437,7 +440,6 @@ impl Freqs {
             fixed_bits: 0,
         };
         f.add_lit(END_BLOCK);
-        f.fixed_bits = u32::from(STATIC_LLEN[END_BLOCK]);
         f
     }
 
@@ -451,20 +453,15 @@ impl Freqs {
     #[inline]
     fn add_byte(&mut self, byte: u8) {
         self.add_lit(usize::from(byte));
-        self.fixed_bits += 8 + u32::from(byte >= 144);
     }
 
-    /// A match of length `lc + 3` at distance `dist` (1..=32768).
+    /// A match of length `lc + 3` whose distance minus one has code
+    /// `dcode`.
     #[inline]
-    fn add_match(&mut self, lc: usize, dist: usize) {
-        let (code, extra, _) = LEN_TABLE[lc & 0xFF];
-        let code = usize::from(code);
-        self.add_lit(LITERALS + 1 + code);
-        let dcode = dist_code((dist - 1) & 0x7FFF);
+    fn add_match(&mut self, lc: usize, dcode: usize) {
+        let (code, _, _) = LEN_TABLE[lc & 0xFF];
+        self.add_lit(LITERALS + 1 + usize::from(code));
         self.dist[dcode % D_CODES] += 1;
-        self.fixed_bits += u32::from(STATIC_LLEN[LITERALS + 1 + code] + extra)
-            + 5
-            + u32::from(DIST_EXTRA[dcode % D_CODES]);
     }
 
     /// The used literal/length symbols, ascending.
@@ -496,14 +493,92 @@ fn nonzero_bitmap(freqs: &[u32]) -> [u64; 1] {
     [w]
 }
 
-/// Fills `scratch.syms` with zlib's literal / match decisions and `freqs`
-/// with their frequencies; returns the number of symbols.
-fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
+/// Room for a fixed-code block of at most [`MAX_SMALL_INPUT`] bytes: a
+/// symbol takes at most 31 bits (a match of 3 or more bytes at most
+/// 8 + 5 + 5 + 13, a literal 9), so under 11 bits a byte, plus the block
+/// header, end-of-block code and a whole last 8-byte store.
+const FIXED_BUF: usize = 8192;
+const _: () = assert!(MAX_SMALL_INPUT * 11 / 8 + 16 <= FIXED_BUF);
+
+/// The fixed-code block, written as symbols are decided: the bits go
+/// through a 64-bit accumulator that is stored whole after every symbol,
+/// keeping its pending bits.
+struct FixedWriter<'a> {
+    buf: &'a mut [u8; FIXED_BUF],
+    /// Whole bytes written.
+    pos: usize,
+    acc: u64,
+    /// Pending bits in `acc` (below 8 between symbols).
+    n: u32,
+}
+
+impl<'a> FixedWriter<'a> {
+    fn new(buf: &'a mut [u8; FIXED_BUF]) -> Self {
+        FixedWriter {
+            buf,
+            pos: 0,
+            acc: 0b011, // fixed codes, final
+            n: 3,
+        }
+    }
+
+    /// Appends `len` (at most 31) bits.
+    #[inline(always)]
+    fn put(&mut self, bits: u64, len: u32) {
+        self.acc |= bits << self.n;
+        self.n += len;
+        // `pos` stays far below the cap (see FIXED_BUF), which only spares
+        // a bounds check.
+        let at = self.pos.min(FIXED_BUF - 8);
+        self.buf[at..at + 8].copy_from_slice(&self.acc.to_le_bytes());
+        // n <= 7 + 31: at most four whole bytes are done.
+        let bytes = self.n / 8;
+        self.pos += bytes as usize;
+        self.acc >>= 8 * bytes;
+        self.n &= 7;
+    }
+
+    #[inline(always)]
+    fn literal(&mut self, byte: u8) {
+        let code = FIXED_LIT[usize::from(byte)];
+        self.put(u64::from(code & 0xFFFF), code >> 16);
+    }
+
+    /// A match of length `lc + 3`; `d` is the distance minus one and
+    /// `dcode` its code.
+    #[inline(always)]
+    fn matched(&mut self, lc: usize, d: usize, dcode: usize) {
+        let code = FIXED_LEN[lc & 0xFF];
+        let (lbits, llen) = (u64::from(code & 0xFFFF), code >> 16);
+        let dextra = u32::from(DIST_EXTRA[dcode]);
+        let dbits = u64::from(STATIC_DCODES[dcode].0) | ((d - dist_base(dcode)) as u64) << 5;
+        self.put(lbits | dbits << llen, llen + 5 + dextra);
+    }
+
+    /// Ends the block: returns zlib's `static_len` (the bits after the
+    /// block header) and the block's length in bytes.
+    fn finish(mut self) -> (u32, usize) {
+        let (eob, eob_len) = STATIC_LCODES[END_BLOCK];
+        self.put(u64::from(eob), u32::from(eob_len));
+        let bits = 8 * self.pos as u32 + self.n - 3;
+        (bits, self.pos + usize::from(self.n != 0))
+    }
+}
+
+/// Fills `scratch.syms` with zlib's literal / match decisions, `freqs`
+/// with their frequencies and `scratch.fixed` with the fixed-code block;
+/// returns the number of symbols and the fixed block's length in bytes.
+fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> (usize, usize) {
     let n = input.len();
     let mask = scratch.head.start(n);
     let Scratch {
-        head, prev, syms, ..
+        head,
+        prev,
+        syms,
+        fixed,
+        ..
     } = scratch;
+    let mut fixed = FixedWriter::new(fixed);
     // Grown, never cleared: every entry read is written first (`prev` at
     // every position with three bytes of lookahead, which are the only
     // ones read; `syms` up to the symbol count, at most one per byte).
@@ -559,6 +634,7 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
                 syms[count] = u32::from(byte);
                 count += 1;
                 freqs.add_byte(byte);
+                fixed.literal(byte);
                 strstart += 1;
             }
         }
@@ -593,7 +669,10 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
             let lc = prev_length - MIN_MATCH;
             syms[count] = ((dist as u32) << 16) | lc as u32;
             count += 1;
-            freqs.add_match(lc, dist);
+            let d = (dist - 1) & 0x7FFF;
+            let dcode = dist_code(d) % D_CODES;
+            freqs.add_match(lc, dcode);
+            fixed.matched(lc, d, dcode);
             strstart += prev_length - 1;
             match_available = false;
             match_length = MIN_MATCH - 1;
@@ -602,6 +681,7 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
             syms[count] = u32::from(byte);
             count += 1;
             freqs.add_byte(byte);
+            fixed.literal(byte);
             strstart += 1;
         } else {
             match_available = true;
@@ -613,8 +693,11 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
         syms[count] = u32::from(byte);
         count += 1;
         freqs.add_byte(byte);
+        fixed.literal(byte);
     }
-    count
+    let (fixed_bits, fixed_len) = fixed.finish();
+    freqs.fixed_bits = fixed_bits;
+    (count, fixed_len)
 }
 
 /// zlib's `longest_match` for the string at `strstart`, starting the chain
@@ -1289,6 +1372,7 @@ fn block_bytes(bits: i64) -> i64 {
 fn write_block(
     scratch: &mut BlockScratch,
     syms: &[u32],
+    fixed: &[u8],
     freqs: &Freqs,
     input: &[u8],
     out: &mut Vec<u8>,
@@ -1318,7 +1402,7 @@ fn write_block(
             if stored_len + 4 <= static_lenb {
                 write_stored(&mut Bits::new(out), input);
             } else {
-                write_fixed(&mut scratch.fixed, syms, out);
+                out.extend_from_slice(fixed);
             }
             return;
         }
@@ -1334,7 +1418,7 @@ fn write_block(
     if stored_len + 4 <= opt_lenb {
         write_stored(&mut bits, input);
     } else if static_lenb == opt_lenb {
-        write_fixed(&mut scratch.fixed, syms, bits.out);
+        bits.out.extend_from_slice(fixed);
     } else {
         write_dynamic(&mut bits, syms, &dynamic, &scratch.trees.header);
     }
@@ -1348,55 +1432,6 @@ fn write_stored(bits: &mut Bits<'_>, input: &[u8]) {
     bits.out.extend_from_slice(&len.to_le_bytes());
     bits.out.extend_from_slice(&(!len).to_le_bytes());
     bits.out.extend_from_slice(input);
-}
-
-/// A final block with the fixed codes.
-///
-/// The codes of the fixed block are tabulated with their extra bits, and
-/// the bits go out through a 64-bit accumulator that is stored whole after
-/// every symbol (into room made beforehand), keeping its pending bits.
-fn write_fixed(buf: &mut Vec<u8>, syms: &[u32], out: &mut Vec<u8>) {
-    // A symbol takes at most 31 bits (a match of 3 or more bytes at most
-    // 8 + 5 + 5 + 13) and a literal 9, so 31 bits per symbol plus the
-    // block header, end-of-block code, padding and a whole last store is
-    // room. The buffer only grows; its stale bytes are never copied out.
-    let room = (syms.len() * 31).div_ceil(8) + 16;
-    if buf.len() < room {
-        buf.resize(room, 0);
-    }
-    let mut pos = 0usize;
-    let mut acc: u64 = 0b011; // fixed codes, final
-    let mut n: u32 = 3;
-    for &sym in syms {
-        let dist = (sym >> 16) as usize;
-        let (bits, len) = if dist == 0 {
-            let code = FIXED_LIT[(sym & 0xFF) as usize];
-            (u64::from(code & 0xFFFF), code >> 16)
-        } else {
-            let code = FIXED_LEN[(sym & 0xFF) as usize];
-            let (lbits, llen) = (u64::from(code & 0xFFFF), code >> 16);
-            let d = (dist - 1) & 0x7FFF;
-            let dcode = dist_code(d) % D_CODES;
-            let dextra = u32::from(DIST_EXTRA[dcode]);
-            let dbits = u64::from(STATIC_DCODES[dcode].0) | ((d - dist_base(dcode)) as u64) << 5;
-            (lbits | dbits << llen, llen + 5 + dextra)
-        };
-        acc |= bits << n;
-        n += len;
-        // Invariant: pos + 8 <= room, as pos counts written bytes.
-        buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
-        // n <= 7 + 31 here: at most four whole bytes are done.
-        let bytes = n / 8;
-        pos += bytes as usize;
-        acc >>= 8 * bytes;
-        n -= 8 * bytes;
-    }
-    let (eob, eob_len) = STATIC_LCODES[END_BLOCK];
-    acc |= u64::from(eob) << n;
-    n += u32::from(eob_len);
-    buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
-    pos += n.div_ceil(8) as usize;
-    out.extend_from_slice(&buf[..pos]);
 }
 
 /// The fixed code of each literal byte: bit-reversed code | length << 16.
@@ -2369,7 +2404,6 @@ mod tests {
         let mut block = BlockScratch {
             trees: TreeBuilder::new(),
             bound: BoundScratch::new(),
-            fixed: Vec::new(),
         };
         let mut decided = 0;
         for case in 0..4000u64 {
