@@ -20,11 +20,14 @@
 //!   increasing order, whatever the matcher decides; position 0 doubles as
 //!   the empty-chain marker, so it is never a match candidate. The chains
 //!   depend on the input only and are built in one pass with zlib's rolling
-//!   hash: `prev[i]` is the latest earlier position with the same hash. The
-//!   32768-entry head table lives in a thread-local scratch and is never
-//!   cleared: each entry carries the stamp of the call that wrote it (the
-//!   table is cleared once every 65535 calls). The other scratch buffers
-//!   only grow: every entry read is written first by the same call.
+//!   hash: `prev[i]` is the latest earlier position with the same hash.
+//!   zlib's 32768-entry head table is replaced by a linear-probing table
+//!   keyed by the hash values the input has (at least twice as many slots
+//!   as positions, cleared per call): the same chains, but a token touches
+//!   a kilobyte or two of it instead of a few hundred random cache lines of
+//!   a 128 KiB table, which matters when the requests in between evict the
+//!   caches. The scratch lives in a thread-local; its other buffers only
+//!   grow: every entry read is written first by the same call.
 //! * **Lazy matching** replays `deflate_slow`: a match is searched at each
 //!   position unless the previous match is at least `max_lazy` long; the
 //!   search walks at most `max_chain` candidates (a quarter when the previous
@@ -33,8 +36,8 @@
 //!   farther than 4096 bytes (`TOO_FAR`). The previous match is emitted when
 //!   the current one is not longer. With no match pending, positions
 //!   without a chain can only emit the previous byte, so such runs go
-//!   through a tight literal loop. The fixed block's size (zlib's
-//!   `static_len`) is summed as symbols are emitted.
+//!   through a tight literal loop. The fixed-code block is written as the
+//!   symbols are decided (see below); its size is zlib's `static_len`.
 //! * **Block choice.** Below 16383 input bytes zlib emits one final block.
 //!   It computes the bit cost of a fixed-code block and of a dynamic block
 //!   (trees included) and chooses stored when `len + 4` bytes is no more
@@ -61,14 +64,22 @@
 //!   be folded into repeat codes). When that bound already loses to the
 //!   fixed block, zlib would not choose dynamic codes and the trees are not
 //!   built; otherwise they are, exactly as above. (Debug builds check every
-//!   bound against the exact trees.) For token contents of up to about 200
-//!   bytes it decides more than nine times out of ten; longer contents
-//!   more and more often need dynamic codes, and above 288 bytes the bound
-//!   is not tried.
+//!   bound against the exact trees.) Inputs of up to 184 bytes first try a
+//!   quick pass that takes every length a window of four consecutive
+//!   symbols covers (but a run's first) as possibly folded, whatever the
+//!   ranges, and so needs neither the windows' list nor their ranges: on
+//!   token contents of about 140 bytes it decides every time, and when it
+//!   falls short the full pass follows. For token contents of up to about
+//!   200 bytes the bound decides more than nine times out of ten; longer
+//!   contents more and more often need dynamic codes, and above 288 bytes
+//!   the bound is not tried.
 //! * **Fixed block output.** The fixed codes are tabulated per literal and
-//!   per match length (with its extra bits); the bits go through a 64-bit
-//!   accumulator that is stored whole after every symbol into a scratch
-//!   buffer with room for the worst case, then copied out once.
+//!   per match length (with its extra bits). Since the fixed block is
+//!   almost always the one chosen, the tokenizer writes it as it decides
+//!   the symbols (keeping them too, for a dynamic block): the bits go
+//!   through a 64-bit accumulator that is stored whole after every symbol
+//!   into a fixed-size scratch buffer with room for the worst case, and
+//!   are copied out once when the fixed block is chosen.
 //!
 //! Inputs longer than [`MAX_SMALL_INPUT`] are refused (the caller falls back
 //! to C zlib): every length up to it is covered by the differential tests
@@ -1361,6 +1372,12 @@ fn static_bits(freqs: &Freqs) -> i64 {
 /// compressed best with dynamic codes.
 const BOUND_MAX_INPUT: usize = 288;
 
+/// Inputs up to this length try the quick pass of the lower bound first:
+/// on token contents of up to about 180 bytes it decides more than nine
+/// times out of ten; on longer ones the full pass is more and more often
+/// needed after it.
+const QUICK_MAX_INPUT: usize = 184;
+
 /// Block size in whole bytes as zlib counts it: 3 header bits, rounded up.
 fn block_bytes(bits: i64) -> i64 {
     (bits + 3 + 7) >> 3
@@ -1387,7 +1404,8 @@ fn write_block(
     let lower = if input.len() <= BOUND_MAX_INPUT || cfg!(debug_assertions) {
         // The fewest bits for which zlib would prefer the fixed block.
         let target = 8 * static_lenb - 3 - 7;
-        dynamic_lower_bound(&mut scratch.bound, freqs, target)
+        let quick_first = input.len() <= QUICK_MAX_INPUT;
+        dynamic_lower_bound(&mut scratch.bound, freqs, target, quick_first)
     } else {
         None
     };
@@ -1538,6 +1556,9 @@ struct TieGroups {
     /// Leaves per frequency below [`SMALL_FREQS`], and which are nonzero.
     small: [u32; SMALL_FREQS],
     small_mask: u64,
+    /// Of those, the leaves whose lengths are certainly sent, as
+    /// [`scan_quick`] counts them.
+    certain: [u32; SMALL_FREQS],
     /// Frequencies of at least [`SMALL_FREQS`], sorted before use.
     big: [u32; L_CODES],
     nbig: usize,
@@ -1570,6 +1591,7 @@ impl TieGroups {
             runs: 0,
             small: [0; SMALL_FREQS],
             small_mask: 0,
+            certain: [0; SMALL_FREQS],
             big: [0; L_CODES],
             nbig: 0,
             g_slot: [0; MAX_GROUPS],
@@ -1589,7 +1611,9 @@ impl TieGroups {
     fn start(&mut self) {
         let mut mask = self.small_mask;
         while mask != 0 {
-            self.small[mask.trailing_zeros() as usize] = 0;
+            let f = mask.trailing_zeros() as usize;
+            self.small[f] = 0;
+            self.certain[f] = 0;
             mask &= mask - 1;
         }
         self.small_mask = 0;
@@ -1904,6 +1928,70 @@ fn scan_used(
     (n, w)
 }
 
+/// Words of the largest bitmap [`scan_quick`] takes (the literal/length
+/// tree's).
+const BITMAP_WORDS: usize = L_CODES.div_ceil(64);
+
+/// The quick form of [`scan_used`]: counts the used symbols' frequencies
+/// into `groups` and tallies the zero lengths between them as it does,
+/// but instead of listing the windows of four consecutive symbols, takes
+/// every symbol that such a window covers, but the first of its run of
+/// consecutive symbols, as possibly folded into a repeat code (whatever
+/// the lengths): the others are counted per frequency in
+/// `groups.certain` (for frequencies below [`SMALL_FREQS`]; the larger
+/// ones are left out). Returns the number of used symbols.
+fn scan_quick(bitmap: &[u64], freqs: &[u32], groups: &mut TieGroups, tally: &mut Tally) -> usize {
+    groups.start();
+    let mut b = [0u64; BITMAP_WORDS + 2]; // b[j + 1] = bitmap[j]
+    for (slot, &w) in b[1..].iter_mut().zip(bitmap) {
+        *slot = w;
+    }
+    // Bit i of `c4` (shifted as `b`): symbols i..i + 4 are all used.
+    let mut c4 = [0u64; BITMAP_WORDS + 2];
+    for j in 1..=BITMAP_WORDS {
+        let (w, next) = (b[j], b[j + 1]);
+        c4[j] = w & (w >> 1 | next << 63) & (w >> 2 | next << 62) & (w >> 3 | next << 61);
+    }
+    let (mut n, mut expected) = (0, 0);
+    for j in 1..=BITMAP_WORDS {
+        let (w, c, pc) = (b[j], c4[j], c4[j - 1]);
+        let covered = c | (c << 1 | pc >> 63) | (c << 2 | pc >> 62) | (c << 3 | pc >> 61);
+        let not_first = w << 1 | b[j - 1] >> 63;
+        let certain = w & !(covered & not_first);
+        let base = 64 * (j - 1);
+        let mut bits = w;
+        while bits != 0 {
+            let bit = bits.trailing_zeros();
+            bits &= bits - 1;
+            let sym = base + bit as usize;
+            let Some(&f) = freqs.get(sym) else {
+                return n; // unreachable: the bitmap matches `freqs`
+            };
+            groups.add_leaf(f);
+            if let Some(count) = groups.certain.get_mut(f as usize) {
+                *count += (certain >> bit) as u32 & 1;
+            }
+            if sym != expected {
+                tally.add_zeros(sym - expected);
+            }
+            expected = sym + 1;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The quick form of [`tally_lengths`], after [`scan_quick`]: the lengths
+/// counted as certain, per frequency run.
+fn tally_quick(groups: &TieGroups, tally: &mut Tally) {
+    for r in 0..groups.runs {
+        let count = groups.certain.get(groups.run_freq[r] as usize).copied();
+        if let Some(count @ 1..) = count {
+            tally.add_range(groups.run_lo[r], groups.run_hi[r], count);
+        }
+    }
+}
+
 /// Tallies the lengths of the tree just scanned and built that are
 /// certainly sent: a length is folded into a repeat code only inside a
 /// run of at least four equal lengths of consecutive symbols, and never
@@ -1980,10 +2068,42 @@ fn tally_lengths(bs: &mut BoundScratch, n: usize, windows: usize, tally: &mut Ta
 ///   giving lengths within the ranges is at such a combination.
 /// * The distance tree is handled the same way, except that a tree of
 ///   fewer than two distances is known exactly (zlib's forced codes).
-fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Option<i64> {
+///
+/// With `quick_first`, a quicker and weaker pass is tried first (see
+/// [`lower_bound_pass`]), and the full one only when that falls short.
+fn dynamic_lower_bound(
+    bs: &mut BoundScratch,
+    freqs: &Freqs,
+    target: i64,
+    quick_first: bool,
+) -> Option<i64> {
+    let mut quick = None;
+    if quick_first {
+        let bound = lower_bound_pass(bs, freqs, target, true)?;
+        if bound >= target {
+            return Some(bound);
+        }
+        quick = Some(bound);
+    }
+    let full = lower_bound_pass(bs, freqs, target, false)?;
+    Some(quick.map_or(full, |q| full.max(q)))
+}
+
+/// One pass of [`dynamic_lower_bound`]: `quick` takes every length that a
+/// window of four consecutive symbols covers as possibly folded (see
+/// [`scan_quick`]) and stops at the first bound; otherwise the windows
+/// whose depth ranges cannot meet are told apart and the bound refined.
+fn lower_bound_pass(bs: &mut BoundScratch, freqs: &Freqs, target: i64, quick: bool) -> Option<i64> {
     // Literal/length tree.
     let mut tally = Tally::new();
-    let (nl, windows) = scan_used(&freqs.used, &freqs.lit, bs, &mut tally);
+    let (nl, windows) = if quick {
+        (
+            scan_quick(&freqs.used, &freqs.lit, &mut bs.groups, &mut tally),
+            0,
+        )
+    } else {
+        scan_used(&freqs.used, &freqs.lit, bs, &mut tally)
+    };
     if nl < 2 {
         return None; // zlib forces a second code: not worth modelling
     }
@@ -1991,7 +2111,11 @@ fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Opt
     for (&f, &extra) in freqs.lit[LITERALS + 1..].iter().zip(&LEN_EXTRA) {
         data_bits += i64::from(f) * i64::from(extra);
     }
-    tally_lengths(bs, nl, windows, &mut tally);
+    if quick {
+        tally_quick(&bs.groups, &mut tally);
+    } else {
+        tally_lengths(bs, nl, windows, &mut tally);
+    }
 
     // Distance tree.
     for (&f, &extra) in freqs.dist.iter().zip(&DIST_EXTRA) {
@@ -2000,9 +2124,15 @@ fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Opt
     let nd = freqs.dist.iter().filter(|&&f| f != 0).count();
     if nd >= 2 {
         let dused = nonzero_bitmap(&freqs.dist);
-        let (nd, windows) = scan_used(&dused, &freqs.dist, bs, &mut tally);
-        data_bits += bs.groups.build(nd)?;
-        tally_lengths(bs, nd, windows, &mut tally);
+        if quick {
+            let nd = scan_quick(&dused, &freqs.dist, &mut bs.groups, &mut tally);
+            data_bits += bs.groups.build(nd)?;
+            tally_quick(&bs.groups, &mut tally);
+        } else {
+            let (nd, windows) = scan_used(&dused, &freqs.dist, bs, &mut tally);
+            data_bits += bs.groups.build(nd)?;
+            tally_lengths(bs, nd, windows, &mut tally);
+        }
     } else {
         // zlib gives a lone code (or none) partners: all one bit long, and
         // the data costs a bit per distance.
@@ -2060,7 +2190,7 @@ fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Opt
         }
     }
     let merged_bound = fixed_bits + huffman_cost(&merged);
-    if merged_bound >= target || uncertain.is_empty() || !fits {
+    if quick || merged_bound >= target || uncertain.is_empty() || !fits {
         return Some(merged_bound);
     }
 
@@ -2437,7 +2567,9 @@ mod tests {
                 exact.opt_len + 1,
                 i64::MAX,
             ] {
-                let Some(lower) = dynamic_lower_bound(&mut block.bound, &freqs, target) else {
+                let quick_first = case.wrapping_add(target as u64) % 2 == 0;
+                let bound = dynamic_lower_bound(&mut block.bound, &freqs, target, quick_first);
+                let Some(lower) = bound else {
                     continue;
                 };
                 assert!(
