@@ -20,11 +20,14 @@
 //!   increasing order, whatever the matcher decides; position 0 doubles as
 //!   the empty-chain marker, so it is never a match candidate. The chains
 //!   depend on the input only and are built in one pass with zlib's rolling
-//!   hash: `prev[i]` is the latest earlier position with the same hash. The
-//!   32768-entry head table lives in a thread-local scratch and is never
-//!   cleared: each entry carries the stamp of the call that wrote it (the
-//!   table is cleared once every 65535 calls). The other scratch buffers
-//!   only grow: every entry read is written first by the same call.
+//!   hash: `prev[i]` is the latest earlier position with the same hash.
+//!   zlib's 32768-entry head table is replaced by a linear-probing table
+//!   keyed by the hash values the input has (at least twice as many slots
+//!   as positions, cleared per call): the same chains, but a token touches
+//!   a kilobyte or two of it instead of a few hundred random cache lines of
+//!   a 128 KiB table, which matters when the requests in between evict the
+//!   caches. The scratch lives in a thread-local; its other buffers only
+//!   grow: every entry read is written first by the same call.
 //! * **Lazy matching** replays `deflate_slow`: a match is searched at each
 //!   position unless the previous match is at least `max_lazy` long; the
 //!   search walks at most `max_chain` candidates (a quarter when the previous
@@ -33,8 +36,8 @@
 //!   farther than 4096 bytes (`TOO_FAR`). The previous match is emitted when
 //!   the current one is not longer. With no match pending, positions
 //!   without a chain can only emit the previous byte, so such runs go
-//!   through a tight literal loop. The fixed block's size (zlib's
-//!   `static_len`) is summed as symbols are emitted.
+//!   through a tight literal loop. The fixed-code block is written as the
+//!   symbols are decided (see below); its size is zlib's `static_len`.
 //! * **Block choice.** Below 16383 input bytes zlib emits one final block.
 //!   It computes the bit cost of a fixed-code block and of a dynamic block
 //!   (trees included) and chooses stored when `len + 4` bytes is no more
@@ -61,14 +64,22 @@
 //!   be folded into repeat codes). When that bound already loses to the
 //!   fixed block, zlib would not choose dynamic codes and the trees are not
 //!   built; otherwise they are, exactly as above. (Debug builds check every
-//!   bound against the exact trees.) For token contents of up to about 200
-//!   bytes it decides more than nine times out of ten; longer contents
-//!   more and more often need dynamic codes, and above 288 bytes the bound
-//!   is not tried.
+//!   bound against the exact trees.) Inputs of up to 184 bytes first try a
+//!   quick pass that takes every length a window of four consecutive
+//!   symbols covers (but a run's first) as possibly folded, whatever the
+//!   ranges, and so needs neither the windows' list nor their ranges: on
+//!   token contents of about 140 bytes it decides every time, and when it
+//!   falls short the full pass follows. For token contents of up to about
+//!   200 bytes the bound decides more than nine times out of ten; longer
+//!   contents more and more often need dynamic codes, and above 288 bytes
+//!   the bound is not tried.
 //! * **Fixed block output.** The fixed codes are tabulated per literal and
-//!   per match length (with its extra bits); the bits go through a 64-bit
-//!   accumulator that is stored whole after every symbol into a scratch
-//!   buffer with room for the worst case, then copied out once.
+//!   per match length (with its extra bits). Since the fixed block is
+//!   almost always the one chosen, the tokenizer writes it as it decides
+//!   the symbols (keeping them too, for a dynamic block): the bits go
+//!   through a 64-bit accumulator that is stored whole after every symbol
+//!   into a fixed-size scratch buffer with room for the worst case, and
+//!   are copied out once when the fixed block is chosen.
 //!
 //! Inputs longer than [`MAX_SMALL_INPUT`] are refused (the caller falls back
 //! to C zlib): every length up to it is covered by the differential tests
@@ -98,7 +109,6 @@ const TOO_FAR: usize = 4096;
 const MAX_DIST: usize = 32768 - (MAX_MATCH + MIN_MATCH + 1);
 
 const HASH_BITS: u32 = 15; // memLevel 8 + 7
-const HASH_SIZE: usize = 1 << HASH_BITS;
 const HASH_MASK: u32 = (1 << HASH_BITS) - 1;
 const HASH_SHIFT: u32 = HASH_BITS.div_ceil(MIN_MATCH as u32); // 5
 
@@ -283,15 +293,17 @@ const STATIC_DCODES: [(u16, u8); D_CODES] = {
 
 /// Per-thread buffers reused across calls, so no call clears large tables.
 struct Scratch {
-    /// Hash heads: `stamp << 16 | position`; stale stamps read as empty.
-    head: Box<[u32; HASH_SIZE]>,
-    /// The stamp of the current call, in `1..=0xFFFF`.
-    stamp: u32,
+    /// The hash heads of the current call, in an open-addressing table
+    /// of the hash values seen (see [`HeadTable`]).
+    head: HeadTable,
     /// `prev[i]`: latest earlier position with the hash of position `i`, or
     /// 0 (zlib's NIL) when there is none.
     prev: Vec<u16>,
     /// Symbols: a literal byte (`dist == 0`) or `dist << 16 | (len - 3)`.
     syms: Vec<u32>,
+    /// The fixed-code block, written while tokenizing (never cleared:
+    /// only the bytes written by the current call are read).
+    fixed: Box<[u8; FIXED_BUF]>,
     /// Arrays of the block choice (never need clearing).
     block: BlockScratch,
 }
@@ -300,34 +312,67 @@ struct Scratch {
 struct BlockScratch {
     trees: TreeBuilder,
     bound: BoundScratch,
-    /// Room for the fixed block's bytes (grown, never cleared).
-    fixed: Vec<u8>,
 }
 
 impl Scratch {
     fn new() -> Self {
         Scratch {
-            head: Box::new([0; HASH_SIZE]),
-            stamp: 0,
+            head: HeadTable::new(),
             prev: Vec::new(),
             syms: Vec::new(),
+            fixed: Box::new([0; FIXED_BUF]),
             block: BlockScratch {
                 trees: TreeBuilder::new(),
                 bound: BoundScratch::new(),
-                fixed: Vec::new(),
             },
         }
     }
+}
 
-    /// Starts a call: a fresh stamp makes every head entry empty.
-    fn next_stamp(&mut self) -> u32 {
-        self.stamp += 1;
-        if self.stamp > 0xFFFF {
-            self.head.fill(0);
-            self.stamp = 1;
+/// Slots of the [`HeadTable`]: four times the most positions an input has.
+const HEAD_SLOTS: usize = 4 * MAX_SMALL_INPUT;
+
+/// zlib's head table (the latest position of each 15-bit hash value),
+/// keyed by the hash values an input actually has: a linear-probing table
+/// of at least four times as many slots as positions (so that probes are
+/// short), cleared per call. It gives exactly the chains of zlib's
+/// 32768-entry table, while a token-sized input touches a few kilobytes
+/// instead of a few hundred random cache lines of a 128 KiB table. (Stamps
+/// instead of clearing were tried: clearing the few kilobytes in order
+/// brings them into the cache far faster than the probes' random reads
+/// would when the cache is cold.)
+struct HeadTable {
+    /// `(0x8000 | hash) << 16 | position`, or 0 for an empty slot.
+    slots: Box<[u32; HEAD_SLOTS]>,
+}
+
+impl HeadTable {
+    fn new() -> Self {
+        HeadTable {
+            slots: Box::new([0; HEAD_SLOTS]),
         }
-        self.stamp
     }
+
+    /// Empties the slots used for an input of `n` bytes and returns their
+    /// index mask.
+    fn start(&mut self, n: usize) -> usize {
+        let size = (4 * n).next_power_of_two().clamp(64, HEAD_SLOTS);
+        if let Some(used) = self.slots.get_mut(..size) {
+            // In kilobytes: glibc clears larger blocks with `rep stosb`,
+            // which no faster here and which callgrind counts per byte.
+            for chunk in used.chunks_mut(256) {
+                chunk.fill(0);
+            }
+        }
+        size - 1
+    }
+}
+
+/// The slot where the probe for hash value `h` starts (Fibonacci hashing:
+/// the low bits of zlib's hash ignore the first byte).
+#[inline]
+fn head_slot(h: u32) -> usize {
+    (h.wrapping_mul(0x9E37_79B1) >> 19) as usize
 }
 
 thread_local! {
@@ -366,9 +411,10 @@ fn encode(scratch: &mut Scratch, input: &[u8], out: &mut Vec<u8>) {
     out.reserve(input.len() + 16);
     out.extend_from_slice(&[0x78, 0x9c]);
     let mut freqs = Freqs::new();
-    let count = tokenize(scratch, input, &mut freqs);
+    let (count, fixed_len) = tokenize(scratch, input, &mut freqs);
     let syms = scratch.syms.get(..count).unwrap_or_default();
-    write_block(&mut scratch.block, syms, &freqs, input, out);
+    let fixed = scratch.fixed.get(..fixed_len).unwrap_or_default();
+    write_block(&mut scratch.block, syms, fixed, &freqs, input, out);
     out.extend_from_slice(&adler32(input).to_be_bytes());
 }
 
@@ -398,7 +444,8 @@ struct Freqs {
     /// that the sparse table need not be scanned.
     used: [u64; L_CODES.div_ceil(64)],
     /// zlib's `static_len`: the bits of the symbols in the fixed code
-    /// (see [`static_bits`]), counted as they are added.
+    /// (see [`static_bits`]), set by [`tokenize`] from the fixed block it
+    /// writes.
     fixed_bits: u32,
 }
 
@@ -411,7 +458,6 @@ impl Freqs {
             fixed_bits: 0,
         };
         f.add_lit(END_BLOCK);
-        f.fixed_bits = u32::from(STATIC_LLEN[END_BLOCK]);
         f
     }
 
@@ -425,20 +471,15 @@ impl Freqs {
     #[inline]
     fn add_byte(&mut self, byte: u8) {
         self.add_lit(usize::from(byte));
-        self.fixed_bits += 8 + u32::from(byte >= 144);
     }
 
-    /// A match of length `lc + 3` at distance `dist` (1..=32768).
+    /// A match of length `lc + 3` whose distance minus one has code
+    /// `dcode`.
     #[inline]
-    fn add_match(&mut self, lc: usize, dist: usize) {
-        let (code, extra, _) = LEN_TABLE[lc & 0xFF];
-        let code = usize::from(code);
-        self.add_lit(LITERALS + 1 + code);
-        let dcode = dist_code((dist - 1) & 0x7FFF);
+    fn add_match(&mut self, lc: usize, dcode: usize) {
+        let (code, _, _) = LEN_TABLE[lc & 0xFF];
+        self.add_lit(LITERALS + 1 + usize::from(code));
         self.dist[dcode % D_CODES] += 1;
-        self.fixed_bits += u32::from(STATIC_LLEN[LITERALS + 1 + code] + extra)
-            + 5
-            + u32::from(DIST_EXTRA[dcode % D_CODES]);
     }
 
     /// The used literal/length symbols, ascending.
@@ -470,14 +511,92 @@ fn nonzero_bitmap(freqs: &[u32]) -> [u64; 1] {
     [w]
 }
 
-/// Fills `scratch.syms` with zlib's literal / match decisions and `freqs`
-/// with their frequencies; returns the number of symbols.
-fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
+/// Room for a fixed-code block of at most [`MAX_SMALL_INPUT`] bytes: a
+/// symbol takes at most 31 bits (a match of 3 or more bytes at most
+/// 8 + 5 + 5 + 13, a literal 9), so under 11 bits a byte, plus the block
+/// header, end-of-block code and a whole last 8-byte store.
+const FIXED_BUF: usize = 8192;
+const _: () = assert!(MAX_SMALL_INPUT * 11 / 8 + 16 <= FIXED_BUF);
+
+/// The fixed-code block, written as symbols are decided: the bits go
+/// through a 64-bit accumulator that is stored whole after every symbol,
+/// keeping its pending bits.
+struct FixedWriter<'a> {
+    buf: &'a mut [u8; FIXED_BUF],
+    /// Whole bytes written.
+    pos: usize,
+    acc: u64,
+    /// Pending bits in `acc` (below 8 between symbols).
+    n: u32,
+}
+
+impl<'a> FixedWriter<'a> {
+    fn new(buf: &'a mut [u8; FIXED_BUF]) -> Self {
+        FixedWriter {
+            buf,
+            pos: 0,
+            acc: 0b011, // fixed codes, final
+            n: 3,
+        }
+    }
+
+    /// Appends `len` (at most 31) bits.
+    #[inline(always)]
+    fn put(&mut self, bits: u64, len: u32) {
+        self.acc |= bits << self.n;
+        self.n += len;
+        // `pos` stays far below the cap (see FIXED_BUF), which only spares
+        // a bounds check.
+        let at = self.pos.min(FIXED_BUF - 8);
+        self.buf[at..at + 8].copy_from_slice(&self.acc.to_le_bytes());
+        // n <= 7 + 31: at most four whole bytes are done.
+        let bytes = self.n / 8;
+        self.pos += bytes as usize;
+        self.acc >>= 8 * bytes;
+        self.n &= 7;
+    }
+
+    #[inline(always)]
+    fn literal(&mut self, byte: u8) {
+        let code = FIXED_LIT[usize::from(byte)];
+        self.put(u64::from(code & 0xFFFF), code >> 16);
+    }
+
+    /// A match of length `lc + 3`; `d` is the distance minus one and
+    /// `dcode` its code.
+    #[inline(always)]
+    fn matched(&mut self, lc: usize, d: usize, dcode: usize) {
+        let code = FIXED_LEN[lc & 0xFF];
+        let (lbits, llen) = (u64::from(code & 0xFFFF), code >> 16);
+        let dextra = u32::from(DIST_EXTRA[dcode]);
+        let dbits = u64::from(STATIC_DCODES[dcode].0) | ((d - dist_base(dcode)) as u64) << 5;
+        self.put(lbits | dbits << llen, llen + 5 + dextra);
+    }
+
+    /// Ends the block: returns zlib's `static_len` (the bits after the
+    /// block header) and the block's length in bytes.
+    fn finish(mut self) -> (u32, usize) {
+        let (eob, eob_len) = STATIC_LCODES[END_BLOCK];
+        self.put(u64::from(eob), u32::from(eob_len));
+        let bits = 8 * self.pos as u32 + self.n - 3;
+        (bits, self.pos + usize::from(self.n != 0))
+    }
+}
+
+/// Fills `scratch.syms` with zlib's literal / match decisions, `freqs`
+/// with their frequencies and `scratch.fixed` with the fixed-code block;
+/// returns the number of symbols and the fixed block's length in bytes.
+fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> (usize, usize) {
     let n = input.len();
-    let stamp = scratch.next_stamp();
+    let mask = scratch.head.start(n);
     let Scratch {
-        head, prev, syms, ..
+        head,
+        prev,
+        syms,
+        fixed,
+        ..
     } = scratch;
+    let mut fixed = FixedWriter::new(fixed);
     // Grown, never cleared: every entry read is written first (`prev` at
     // every position with three bytes of lookahead, which are the only
     // ones read; `syms` up to the symbol count, at most one per byte).
@@ -491,19 +610,26 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
     // Every position with three bytes of lookahead is inserted, in order,
     // with zlib's rolling hash (three updates shift a byte out).
     if let [b0, b1, rest @ ..] = input {
+        let slots = &mut head.slots;
+        let prev = &mut prev[..rest.len()];
         let mut h = (u32::from(*b0) << HASH_SHIFT) ^ u32::from(*b1);
-        let stamp = stamp << 16;
-        // Positions are below MAX_SMALL_INPUT < 65536.
-        for (i, (p, &c)) in (0u32..).zip(prev.iter_mut().zip(rest)) {
-            h = ((h << HASH_SHIFT) ^ u32::from(c)) & HASH_MASK;
-            let slot = &mut head[h as usize];
-            let entry = *slot;
-            *p = if entry & 0xFFFF_0000 == stamp {
-                entry as u16
-            } else {
-                0
-            };
-            *slot = stamp | i;
+        for i in 0..rest.len() {
+            h = ((h << HASH_SHIFT) ^ u32::from(rest[i])) & HASH_MASK;
+            let key = (0x8000 | h) << 16;
+            // At most n - 2 hash values in at least 4n slots: an empty
+            // slot always ends the probe.
+            let mut k = head_slot(h);
+            loop {
+                let slot = &mut slots[k & mask & (HEAD_SLOTS - 1)];
+                let entry = *slot;
+                if entry == 0 || entry & 0xFFFF_0000 == key {
+                    prev[i] = entry as u16;
+                    // Positions are below MAX_SMALL_INPUT < 65536.
+                    *slot = key | i as u32;
+                    break;
+                }
+                k += 1;
+            }
         }
     }
 
@@ -526,6 +652,7 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
                 syms[count] = u32::from(byte);
                 count += 1;
                 freqs.add_byte(byte);
+                fixed.literal(byte);
                 strstart += 1;
             }
         }
@@ -560,7 +687,10 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
             let lc = prev_length - MIN_MATCH;
             syms[count] = ((dist as u32) << 16) | lc as u32;
             count += 1;
-            freqs.add_match(lc, dist);
+            let d = (dist - 1) & 0x7FFF;
+            let dcode = dist_code(d) % D_CODES;
+            freqs.add_match(lc, dcode);
+            fixed.matched(lc, d, dcode);
             strstart += prev_length - 1;
             match_available = false;
             match_length = MIN_MATCH - 1;
@@ -569,6 +699,7 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
             syms[count] = u32::from(byte);
             count += 1;
             freqs.add_byte(byte);
+            fixed.literal(byte);
             strstart += 1;
         } else {
             match_available = true;
@@ -580,8 +711,11 @@ fn tokenize(scratch: &mut Scratch, input: &[u8], freqs: &mut Freqs) -> usize {
         syms[count] = u32::from(byte);
         count += 1;
         freqs.add_byte(byte);
+        fixed.literal(byte);
     }
-    count
+    let (fixed_bits, fixed_len) = fixed.finish();
+    freqs.fixed_bits = fixed_bits;
+    (count, fixed_len)
 }
 
 /// zlib's `longest_match` for the string at `strstart`, starting the chain
@@ -1245,6 +1379,12 @@ fn static_bits(freqs: &Freqs) -> i64 {
 /// compressed best with dynamic codes.
 const BOUND_MAX_INPUT: usize = 288;
 
+/// Inputs up to this length try the quick pass of the lower bound first:
+/// on token contents of up to about 180 bytes it decides more than nine
+/// times out of ten; on longer ones the full pass is more and more often
+/// needed after it.
+const QUICK_MAX_INPUT: usize = 184;
+
 /// Block size in whole bytes as zlib counts it: 3 header bits, rounded up.
 fn block_bytes(bits: i64) -> i64 {
     (bits + 3 + 7) >> 3
@@ -1256,6 +1396,7 @@ fn block_bytes(bits: i64) -> i64 {
 fn write_block(
     scratch: &mut BlockScratch,
     syms: &[u32],
+    fixed: &[u8],
     freqs: &Freqs,
     input: &[u8],
     out: &mut Vec<u8>,
@@ -1270,7 +1411,8 @@ fn write_block(
     let lower = if input.len() <= BOUND_MAX_INPUT || cfg!(debug_assertions) {
         // The fewest bits for which zlib would prefer the fixed block.
         let target = 8 * static_lenb - 3 - 7;
-        dynamic_lower_bound(&mut scratch.bound, freqs, target)
+        let quick_first = input.len() <= QUICK_MAX_INPUT;
+        dynamic_lower_bound(&mut scratch.bound, freqs, target, quick_first)
     } else {
         None
     };
@@ -1285,7 +1427,7 @@ fn write_block(
             if stored_len + 4 <= static_lenb {
                 write_stored(&mut Bits::new(out), input);
             } else {
-                write_fixed(&mut scratch.fixed, syms, out);
+                out.extend_from_slice(fixed);
             }
             return;
         }
@@ -1301,7 +1443,7 @@ fn write_block(
     if stored_len + 4 <= opt_lenb {
         write_stored(&mut bits, input);
     } else if static_lenb == opt_lenb {
-        write_fixed(&mut scratch.fixed, syms, bits.out);
+        bits.out.extend_from_slice(fixed);
     } else {
         write_dynamic(&mut bits, syms, &dynamic, &scratch.trees.header);
     }
@@ -1315,55 +1457,6 @@ fn write_stored(bits: &mut Bits<'_>, input: &[u8]) {
     bits.out.extend_from_slice(&len.to_le_bytes());
     bits.out.extend_from_slice(&(!len).to_le_bytes());
     bits.out.extend_from_slice(input);
-}
-
-/// A final block with the fixed codes.
-///
-/// The codes of the fixed block are tabulated with their extra bits, and
-/// the bits go out through a 64-bit accumulator that is stored whole after
-/// every symbol (into room made beforehand), keeping its pending bits.
-fn write_fixed(buf: &mut Vec<u8>, syms: &[u32], out: &mut Vec<u8>) {
-    // A symbol takes at most 31 bits (a match of 3 or more bytes at most
-    // 8 + 5 + 5 + 13) and a literal 9, so 31 bits per symbol plus the
-    // block header, end-of-block code, padding and a whole last store is
-    // room. The buffer only grows; its stale bytes are never copied out.
-    let room = (syms.len() * 31).div_ceil(8) + 16;
-    if buf.len() < room {
-        buf.resize(room, 0);
-    }
-    let mut pos = 0usize;
-    let mut acc: u64 = 0b011; // fixed codes, final
-    let mut n: u32 = 3;
-    for &sym in syms {
-        let dist = (sym >> 16) as usize;
-        let (bits, len) = if dist == 0 {
-            let code = FIXED_LIT[(sym & 0xFF) as usize];
-            (u64::from(code & 0xFFFF), code >> 16)
-        } else {
-            let code = FIXED_LEN[(sym & 0xFF) as usize];
-            let (lbits, llen) = (u64::from(code & 0xFFFF), code >> 16);
-            let d = (dist - 1) & 0x7FFF;
-            let dcode = dist_code(d) % D_CODES;
-            let dextra = u32::from(DIST_EXTRA[dcode]);
-            let dbits = u64::from(STATIC_DCODES[dcode].0) | ((d - dist_base(dcode)) as u64) << 5;
-            (lbits | dbits << llen, llen + 5 + dextra)
-        };
-        acc |= bits << n;
-        n += len;
-        // Invariant: pos + 8 <= room, as pos counts written bytes.
-        buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
-        // n <= 7 + 31 here: at most four whole bytes are done.
-        let bytes = n / 8;
-        pos += bytes as usize;
-        acc >>= 8 * bytes;
-        n -= 8 * bytes;
-    }
-    let (eob, eob_len) = STATIC_LCODES[END_BLOCK];
-    acc |= u64::from(eob) << n;
-    n += u32::from(eob_len);
-    buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
-    pos += n.div_ceil(8) as usize;
-    out.extend_from_slice(&buf[..pos]);
 }
 
 /// The fixed code of each literal byte: bit-reversed code | length << 16.
@@ -1470,6 +1563,9 @@ struct TieGroups {
     /// Leaves per frequency below [`SMALL_FREQS`], and which are nonzero.
     small: [u32; SMALL_FREQS],
     small_mask: u64,
+    /// Of those, the leaves whose lengths are certainly sent, as
+    /// [`scan_quick`] counts them.
+    certain: [u32; SMALL_FREQS],
     /// Frequencies of at least [`SMALL_FREQS`], sorted before use.
     big: [u32; L_CODES],
     nbig: usize,
@@ -1502,6 +1598,7 @@ impl TieGroups {
             runs: 0,
             small: [0; SMALL_FREQS],
             small_mask: 0,
+            certain: [0; SMALL_FREQS],
             big: [0; L_CODES],
             nbig: 0,
             g_slot: [0; MAX_GROUPS],
@@ -1521,7 +1618,9 @@ impl TieGroups {
     fn start(&mut self) {
         let mut mask = self.small_mask;
         while mask != 0 {
-            self.small[mask.trailing_zeros() as usize] = 0;
+            let f = mask.trailing_zeros() as usize;
+            self.small[f] = 0;
+            self.certain[f] = 0;
             mask &= mask - 1;
         }
         self.small_mask = 0;
@@ -1836,6 +1935,70 @@ fn scan_used(
     (n, w)
 }
 
+/// Words of the largest bitmap [`scan_quick`] takes (the literal/length
+/// tree's).
+const BITMAP_WORDS: usize = L_CODES.div_ceil(64);
+
+/// The quick form of [`scan_used`]: counts the used symbols' frequencies
+/// into `groups` and tallies the zero lengths between them as it does,
+/// but instead of listing the windows of four consecutive symbols, takes
+/// every symbol that such a window covers, but the first of its run of
+/// consecutive symbols, as possibly folded into a repeat code (whatever
+/// the lengths): the others are counted per frequency in
+/// `groups.certain` (for frequencies below [`SMALL_FREQS`]; the larger
+/// ones are left out). Returns the number of used symbols.
+fn scan_quick(bitmap: &[u64], freqs: &[u32], groups: &mut TieGroups, tally: &mut Tally) -> usize {
+    groups.start();
+    let mut b = [0u64; BITMAP_WORDS + 2]; // b[j + 1] = bitmap[j]
+    for (slot, &w) in b[1..].iter_mut().zip(bitmap) {
+        *slot = w;
+    }
+    // Bit i of `c4` (shifted as `b`): symbols i..i + 4 are all used.
+    let mut c4 = [0u64; BITMAP_WORDS + 2];
+    for j in 1..=BITMAP_WORDS {
+        let (w, next) = (b[j], b[j + 1]);
+        c4[j] = w & (w >> 1 | next << 63) & (w >> 2 | next << 62) & (w >> 3 | next << 61);
+    }
+    let (mut n, mut expected) = (0, 0);
+    for j in 1..=BITMAP_WORDS {
+        let (w, c, pc) = (b[j], c4[j], c4[j - 1]);
+        let covered = c | (c << 1 | pc >> 63) | (c << 2 | pc >> 62) | (c << 3 | pc >> 61);
+        let not_first = w << 1 | b[j - 1] >> 63;
+        let certain = w & !(covered & not_first);
+        let base = 64 * (j - 1);
+        let mut bits = w;
+        while bits != 0 {
+            let bit = bits.trailing_zeros();
+            bits &= bits - 1;
+            let sym = base + bit as usize;
+            let Some(&f) = freqs.get(sym) else {
+                return n; // unreachable: the bitmap matches `freqs`
+            };
+            groups.add_leaf(f);
+            if let Some(count) = groups.certain.get_mut(f as usize) {
+                *count += (certain >> bit) as u32 & 1;
+            }
+            if sym != expected {
+                tally.add_zeros(sym - expected);
+            }
+            expected = sym + 1;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The quick form of [`tally_lengths`], after [`scan_quick`]: the lengths
+/// counted as certain, per frequency run.
+fn tally_quick(groups: &TieGroups, tally: &mut Tally) {
+    for r in 0..groups.runs {
+        let count = groups.certain.get(groups.run_freq[r] as usize).copied();
+        if let Some(count @ 1..) = count {
+            tally.add_range(groups.run_lo[r], groups.run_hi[r], count);
+        }
+    }
+}
+
 /// Tallies the lengths of the tree just scanned and built that are
 /// certainly sent: a length is folded into a repeat code only inside a
 /// run of at least four equal lengths of consecutive symbols, and never
@@ -1912,10 +2075,42 @@ fn tally_lengths(bs: &mut BoundScratch, n: usize, windows: usize, tally: &mut Ta
 ///   giving lengths within the ranges is at such a combination.
 /// * The distance tree is handled the same way, except that a tree of
 ///   fewer than two distances is known exactly (zlib's forced codes).
-fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Option<i64> {
+///
+/// With `quick_first`, a quicker and weaker pass is tried first (see
+/// [`lower_bound_pass`]), and the full one only when that falls short.
+fn dynamic_lower_bound(
+    bs: &mut BoundScratch,
+    freqs: &Freqs,
+    target: i64,
+    quick_first: bool,
+) -> Option<i64> {
+    let mut quick = None;
+    if quick_first {
+        let bound = lower_bound_pass(bs, freqs, target, true)?;
+        if bound >= target {
+            return Some(bound);
+        }
+        quick = Some(bound);
+    }
+    let full = lower_bound_pass(bs, freqs, target, false)?;
+    Some(quick.map_or(full, |q| full.max(q)))
+}
+
+/// One pass of [`dynamic_lower_bound`]: `quick` takes every length that a
+/// window of four consecutive symbols covers as possibly folded (see
+/// [`scan_quick`]) and stops at the first bound; otherwise the windows
+/// whose depth ranges cannot meet are told apart and the bound refined.
+fn lower_bound_pass(bs: &mut BoundScratch, freqs: &Freqs, target: i64, quick: bool) -> Option<i64> {
     // Literal/length tree.
     let mut tally = Tally::new();
-    let (nl, windows) = scan_used(&freqs.used, &freqs.lit, bs, &mut tally);
+    let (nl, windows) = if quick {
+        (
+            scan_quick(&freqs.used, &freqs.lit, &mut bs.groups, &mut tally),
+            0,
+        )
+    } else {
+        scan_used(&freqs.used, &freqs.lit, bs, &mut tally)
+    };
     if nl < 2 {
         return None; // zlib forces a second code: not worth modelling
     }
@@ -1923,7 +2118,11 @@ fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Opt
     for (&f, &extra) in freqs.lit[LITERALS + 1..].iter().zip(&LEN_EXTRA) {
         data_bits += i64::from(f) * i64::from(extra);
     }
-    tally_lengths(bs, nl, windows, &mut tally);
+    if quick {
+        tally_quick(&bs.groups, &mut tally);
+    } else {
+        tally_lengths(bs, nl, windows, &mut tally);
+    }
 
     // Distance tree.
     for (&f, &extra) in freqs.dist.iter().zip(&DIST_EXTRA) {
@@ -1932,9 +2131,15 @@ fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Opt
     let nd = freqs.dist.iter().filter(|&&f| f != 0).count();
     if nd >= 2 {
         let dused = nonzero_bitmap(&freqs.dist);
-        let (nd, windows) = scan_used(&dused, &freqs.dist, bs, &mut tally);
-        data_bits += bs.groups.build(nd)?;
-        tally_lengths(bs, nd, windows, &mut tally);
+        if quick {
+            let nd = scan_quick(&dused, &freqs.dist, &mut bs.groups, &mut tally);
+            data_bits += bs.groups.build(nd)?;
+            tally_quick(&bs.groups, &mut tally);
+        } else {
+            let (nd, windows) = scan_used(&dused, &freqs.dist, bs, &mut tally);
+            data_bits += bs.groups.build(nd)?;
+            tally_lengths(bs, nd, windows, &mut tally);
+        }
     } else {
         // zlib gives a lone code (or none) partners: all one bit long, and
         // the data costs a bit per distance.
@@ -1992,7 +2197,7 @@ fn dynamic_lower_bound(bs: &mut BoundScratch, freqs: &Freqs, target: i64) -> Opt
         }
     }
     let merged_bound = fixed_bits + huffman_cost(&merged);
-    if merged_bound >= target || uncertain.is_empty() || !fits {
+    if quick || merged_bound >= target || uncertain.is_empty() || !fits {
         return Some(merged_bound);
     }
 
@@ -2336,7 +2541,6 @@ mod tests {
         let mut block = BlockScratch {
             trees: TreeBuilder::new(),
             bound: BoundScratch::new(),
-            fixed: Vec::new(),
         };
         let mut decided = 0;
         for case in 0..4000u64 {
@@ -2370,7 +2574,9 @@ mod tests {
                 exact.opt_len + 1,
                 i64::MAX,
             ] {
-                let Some(lower) = dynamic_lower_bound(&mut block.bound, &freqs, target) else {
+                let quick_first = case.wrapping_add(target as u64) % 2 == 0;
+                let bound = dynamic_lower_bound(&mut block.bound, &freqs, target, quick_first);
+                let Some(lower) = bound else {
                     continue;
                 };
                 assert!(
