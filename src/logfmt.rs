@@ -276,6 +276,22 @@ fn text_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// A message, bare, with control characters escaped (a message that
+/// carries a newline must not start a new line).
+fn message(out: &mut String, s: &str) {
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if c.is_control() {
+            out.push_str(&s[start..i]);
+            for e in c.escape_debug() {
+                out.push(e);
+            }
+            start = i + c.len_utf8();
+        }
+    }
+    out.push_str(&s[start..]);
+}
+
 /// A `%`-displayed value is written bare when it is a plain word (digits,
 /// letters, `.:_-/,@+`), else quoted.
 fn is_plain(s: &str) -> bool {
@@ -300,7 +316,7 @@ impl Visit for TextVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.out.push(' ');
-            self.out.push_str(value);
+            message(self.out, value);
             return;
         }
         self.key(field);
@@ -329,7 +345,13 @@ impl Visit for TextVisitor<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            let _ = write!(self.out, " {value:?}");
+            self.out.push(' ');
+            let at = self.out.len();
+            let _ = write!(self.out, "{value:?}");
+            if self.out[at..].contains(char::is_control) {
+                let m = self.out.split_off(at);
+                message(self.out, &m);
+            }
             return;
         }
         self.key(field);
@@ -432,6 +454,9 @@ mod tests {
         s.clear();
         text_str(&mut s, "x\" y=1\nINFO forged");
         assert_eq!(s, r#""x\" y=1\nINFO forged""#);
+        s.clear();
+        message(&mut s, "line one\nline two\t\u{1b}[31m");
+        assert_eq!(s, r"line one\nline two\t\u{1b}[31m");
         assert!(is_plain("publisher,subscriber"));
         assert!(is_plain("10.0.0.1:443"));
         assert!(!is_plain("a b"));
