@@ -34,7 +34,13 @@ impl<T> fmt::Display for List<'_, T> {
 }
 
 fn channel(c: &&str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    f.write_str(c)
+    // A channel name with a comma is quoted, so that it is not read as
+    // two channels of the list.
+    if c.contains(',') {
+        write!(f, "{c:?}")
+    } else {
+        f.write_str(c)
+    }
 }
 
 fn user(u: &RtcUser, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -40,7 +40,7 @@
 //!
 //! [limits]
 //! max_concurrent_requests = 1024
-//! request_timeout_seconds = 10
+//! request_timeout_seconds = 10          # 1 ..= 86400
 //! ```
 
 use std::net::SocketAddr;
@@ -276,6 +276,9 @@ pub struct Config {
 
 /// Default `max_concurrent_requests`.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Largest `request_timeout_seconds` (one day); larger values are capped.
+pub const MAX_REQUEST_TIMEOUT: u64 = 86_400;
+
 /// Default `request_timeout_seconds`.
 pub const DEFAULT_REQUEST_TIMEOUT: u64 = 10;
 
@@ -457,7 +460,7 @@ impl Config {
                 limits
                     .request_timeout_seconds
                     .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
-                    .max(1),
+                    .clamp(1, MAX_REQUEST_TIMEOUT),
             ),
             args: args.clone(),
             audit_log: args

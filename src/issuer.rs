@@ -94,16 +94,17 @@ fn random_u32() -> Option<u32> {
         p.next += 4;
         Some(v)
     };
+    let direct = || {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).ok().map(|()| u32::from_le_bytes(b))
+    };
     POOL.try_with(|cell| match cell.try_borrow_mut() {
         Ok(mut p) => take(&mut p),
         // Not re-entered in practice; a fresh draw is as good.
-        Err(_) => {
-            let mut b = [0u8; 4];
-            getrandom::fill(&mut b).ok().map(|()| u32::from_le_bytes(b))
-        }
+        Err(_) => direct(),
     })
-    .ok()
-    .flatten()
+    // The thread is being torn down and its pool is gone.
+    .unwrap_or_else(|_| direct())
 }
 
 impl SaltSource for RandomSalt {

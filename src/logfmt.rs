@@ -30,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent as _;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -111,7 +112,10 @@ where
     ) -> fmt::Result {
         // Built in a local buffer and written with one call.
         let mut line = String::with_capacity(384);
-        let meta = event.metadata();
+        // Events from the `log` crate (rustls' alerts) carry their real
+        // target and level in `log.*` fields: use those.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -231,40 +235,55 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
-/// A string as a JSON string literal.
+/// Is `c` a character a log line must not carry as is: a control
+/// character, or one that Rust's `Debug` escapes (line and paragraph
+/// separators, bidirectional overrides, zero-width and other invisible
+/// format characters), which could hide or reorder what a viewer shows.
+fn invisible(c: char) -> bool {
+    if c.is_ascii() {
+        c.is_ascii_control()
+    } else {
+        c.is_control() || c.escape_debug().len() > 1
+    }
+}
+
+/// A string as a JSON string literal (RFC 8259), with the characters of
+/// [`invisible`] as `\uXXXX` escapes.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
+    for (i, c) in s.char_indices() {
         let esc: &str = match c {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..0x20 | 0x7f => "",
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if invisible(c) => "",
             _ => continue,
         };
         out.push_str(&s[start..i]);
         if esc.is_empty() {
-            let _ = write!(out, "\\u{c:04x}");
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
+            }
         } else {
             out.push_str(esc);
         }
-        start = i + 1;
+        start = i + c.len_utf8();
     }
     out.push_str(&s[start..]);
     out.push('"');
 }
 
-/// A string as a quoted text value, escaped like Rust's `Debug` for the
-/// characters that matter in a line (quotes, backslashes, controls).
+/// A string as a quoted text value, escaped like Rust's `Debug`: quotes,
+/// backslashes and the characters of [`invisible`].
 fn text_str(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, c) in s.char_indices() {
-        if c == '"' || c == '\\' || c.is_control() {
+        if c == '"' || c == '\\' || invisible(c) {
             out.push_str(&s[start..i]);
             for e in c.escape_debug() {
                 out.push(e);
@@ -276,12 +295,12 @@ fn text_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// A message, bare, with control characters escaped (a message that
-/// carries a newline must not start a new line).
+/// A message, bare, with the characters of [`invisible`] escaped (a
+/// message that carries a newline must not start a new line).
 fn message(out: &mut String, s: &str) {
     let mut start = 0;
     for (i, c) in s.char_indices() {
-        if c.is_control() {
+        if invisible(c) {
             out.push_str(&s[start..i]);
             for e in c.escape_debug() {
                 out.push(e);
@@ -290,6 +309,12 @@ fn message(out: &mut String, s: &str) {
         }
     }
     out.push_str(&s[start..]);
+}
+
+/// The `log.target`, `log.module_path`, `log.file` and `log.line` fields
+/// of events from the `log` crate (already in the normalized metadata).
+fn is_log_field(field: &Field) -> bool {
+    field.name().starts_with("log.")
 }
 
 /// A `%`-displayed value is written bare when it is a plain word (digits,
@@ -314,6 +339,9 @@ impl TextVisitor<'_> {
 
 impl Visit for TextVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if is_log_field(field) {
+            return;
+        }
         if field.name() == "message" {
             self.out.push(' ');
             message(self.out, value);
@@ -324,31 +352,46 @@ impl Visit for TextVisitor<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         let _ = write!(self.out, "{value}");
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         let _ = write!(self.out, "{value}");
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         self.out.push_str(if value { "true" } else { "false" });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         let _ = write!(self.out, "{value}");
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if is_log_field(field) {
+            return;
+        }
         if field.name() == "message" {
             self.out.push(' ');
             let at = self.out.len();
             let _ = write!(self.out, "{value:?}");
-            if self.out[at..].contains(char::is_control) {
+            if self.out[at..].contains(invisible) {
                 let m = self.out.split_off(at);
                 message(self.out, &m);
             }
@@ -379,26 +422,41 @@ impl JsonVisitor<'_> {
 
 impl Visit for JsonVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         json_str(self.out, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         let _ = write!(self.out, "{value}");
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         let _ = write!(self.out, "{value}");
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         self.out.push_str(if value { "true" } else { "false" });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         if value.is_finite() {
             let _ = write!(self.out, "{value}");
@@ -408,13 +466,16 @@ impl Visit for JsonVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if is_log_field(field) {
+            return;
+        }
         self.key(field);
         // Written in place; escaped only when it needs to be.
         let at = self.out.len();
         let _ = write!(self.out, "{value:?}");
         if self.out[at..]
-            .bytes()
-            .any(|c| c == b'"' || c == b'\\' || c < 0x20 || c == 0x7f)
+            .chars()
+            .any(|c| c == '"' || c == '\\' || invisible(c))
         {
             let s = self.out.split_off(at);
             json_str(self.out, &s);
@@ -457,6 +518,23 @@ mod tests {
         s.clear();
         message(&mut s, "line one\nline two\t\u{1b}[31m");
         assert_eq!(s, r"line one\nline two\t\u{1b}[31m");
+        // Invisible and reordering characters are escaped in every form.
+        let tricky = "x\u{202e}cba\u{2028}y\u{200b}z\u{7f}";
+        s.clear();
+        text_str(&mut s, tricky);
+        assert_eq!(s, r#""x\u{202e}cba\u{2028}y\u{200b}z\u{7f}""#);
+        s.clear();
+        message(&mut s, tricky);
+        assert_eq!(s, r"x\u{202e}cba\u{2028}y\u{200b}z\u{7f}");
+        s.clear();
+        json_str(&mut s, tricky);
+        assert_eq!(s, r#""x\u202ecba\u2028y\u200bz\u007f""#);
+        assert_eq!(serde_json::from_str::<String>(&s).unwrap(), tricky);
+        // Printable non-ASCII stays as is; astral invisibles become pairs.
+        s.clear();
+        json_str(&mut s, "é中\u{e0001}");
+        assert_eq!(s, r#""é中\udb40\udc01""#);
+        assert_eq!(serde_json::from_str::<String>(&s).unwrap(), "é中\u{e0001}");
         assert!(is_plain("publisher,subscriber"));
         assert!(is_plain("10.0.0.1:443"));
         assert!(!is_plain("a b"));

@@ -626,21 +626,22 @@ async fn guard(
 
 /// `f`, or `None` when it has not completed `limit` after the call.
 ///
-/// Like `tokio::time::timeout`, but the timer is registered only if `f`
-/// does not complete on its first poll, as token requests (CPU work, no
-/// I/O) do: they skip the timer wheel's insert and removal.
+/// Like `tokio::time::timeout` (which it hands over to), but the timer is
+/// registered only if `f` does not complete on its first poll, as token
+/// requests (CPU work, no I/O) do: they skip the timer wheel's insert and
+/// removal. The deadline counts from the call either way; a `limit` too
+/// large to add to the clock means no timer.
 async fn lazy_timeout<F: Future>(limit: Duration, f: F) -> Option<F::Output> {
-    let deadline = tokio::time::Instant::now() + limit;
+    let start = tokio::time::Instant::now();
     let mut f = std::pin::pin!(f);
-    let mut sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Some(v));
-        }
-        let timer = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => match start.checked_add(limit) {
+            Some(deadline) => tokio::time::timeout_at(deadline, f).await.ok(),
+            None => Some(f.await),
+        },
+    }
 }
 
 /// A request id: the caller's `x-request-id` when it is short and plain,
@@ -785,11 +786,13 @@ pub fn init_logging(
     guards._stdout = Some(guard);
     let main = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
             .event_format(LineFormat::text())
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
             .event_format(LineFormat::json())
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .with_writer(writer)
@@ -810,6 +813,7 @@ pub fn init_logging(
             guards._files.push(g);
             Some(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
                     .event_format(LineFormat::json())
                     .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                     .with_writer(w)
@@ -1021,4 +1025,35 @@ fn healthcheck(addr: &str, path: &str, timeout: Duration) -> Result<(), String> 
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn lazy_timeout_completes_times_out_and_never_overflows() {
+        // Ready on the first poll: no timer at all.
+        assert_eq!(
+            lazy_timeout(Duration::from_millis(1), async { 7 }).await,
+            Some(7)
+        );
+        // Pending first, done before the deadline.
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            8
+        };
+        assert_eq!(lazy_timeout(Duration::from_secs(1), slow).await, Some(8));
+        // Never done: cut off at the deadline, counted from the call.
+        let start = tokio::time::Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(lazy_timeout(Duration::from_millis(300), never).await, None);
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        // A limit too large for the clock: no timer, no panic.
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            9
+        };
+        assert_eq!(lazy_timeout(Duration::MAX, slow).await, Some(9));
+    }
 }

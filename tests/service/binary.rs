@@ -281,6 +281,11 @@ fn log_lines_carry_the_request_context_in_both_formats() {
             "/api/agora/token?channelName=a%0AINFO%20forged%22x&uid=7",
             "req-bad-2",
         ),
+        // A right-to-left override (reorders what a viewer shows).
+        get(
+            "/api/agora/token?channelName=x%E2%80%AEcba&uid=8",
+            "req-bad-3",
+        ),
     ];
     let json = logs_of("json", &requests);
     let lines: Vec<serde_json::Value> = json
@@ -315,6 +320,13 @@ fn log_lines_carry_the_request_context_in_both_formats() {
         "{json}"
     );
     assert_eq!(refused[0]["channel"], "a\nINFO forged\"x");
+    // JSON escapes the override (`\u202e`), and it decodes to what was sent.
+    assert!(json.contains(r#""channel":"x\u202ecba""#), "{json}");
+    let rlo = lines
+        .iter()
+        .find(|v| v["request_id"] == "req-bad-3")
+        .unwrap();
+    assert_eq!(rlo["channel"], "x\u{202e}cba");
     assert_eq!(refused[2]["status"], 400);
     // A successful token request has no separate request line at info.
     assert!(
@@ -350,4 +362,6 @@ fn log_lines_carry_the_request_context_in_both_formats() {
         refused.contains(r#"channel="a\nINFO forged\"x""#),
         "{refused}"
     );
+    assert!(text.contains(r#"channel="x\u{202e}cba""#), "{text}");
+    assert!(!text.contains('\u{202e}'), "a raw override in the text log");
 }
