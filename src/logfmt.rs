@@ -127,7 +127,10 @@ where
             line.push_str(meta.level().as_str());
             line.push_str("\",\"target\":");
             json_str(&mut line, meta.target());
-            let mut v = JsonVisitor { out: &mut line };
+            let mut v = Fields {
+                out: &mut line,
+                json: true,
+            };
             event.record(&mut v);
             let _ = REQUEST.try_with(|r| {
                 line.push_str(",\"request_id\":");
@@ -182,7 +185,10 @@ where
             }
             line.push_str(meta.target());
             line.push(':');
-            let mut v = TextVisitor { out: &mut line };
+            let mut v = Fields {
+                out: &mut line,
+                json: false,
+            };
             event.record(&mut v);
             let _ = REQUEST.try_with(|r| {
                 line.push_str(" request_id=");
@@ -325,160 +331,110 @@ fn is_plain(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b".:_-/,@+[]".contains(&c))
 }
 
-struct TextVisitor<'a> {
+/// Writes an event's fields in the line's format: ` key=value` (text) or
+/// `,"key":value` (JSON); the message, in text, bare after the target.
+struct Fields<'a> {
     out: &'a mut String,
+    json: bool,
 }
 
-impl TextVisitor<'_> {
-    fn key(&mut self, field: &Field) {
-        self.out.push(' ');
-        self.out.push_str(field.name());
-        self.out.push('=');
+impl Fields<'_> {
+    /// Writes the field's key; false for the fields that are not written
+    /// (the `log.*` fields of events from the `log` crate).
+    fn key(&mut self, field: &Field) -> bool {
+        if is_log_field(field) {
+            return false;
+        }
+        if self.json {
+            self.out.push(',');
+            json_str(self.out, field.name());
+            self.out.push(':');
+        } else {
+            self.out.push(' ');
+            self.out.push_str(field.name());
+            self.out.push('=');
+        }
+        true
+    }
+
+    /// Is this the text format's message (written bare, keyless)?
+    fn text_message(&mut self, field: &Field) -> bool {
+        let is = !self.json && field.name() == "message";
+        if is {
+            self.out.push(' ');
+        }
+        is
+    }
+
+    fn number(&mut self, field: &Field, value: impl fmt::Display) {
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
     }
 }
 
-impl Visit for TextVisitor<'_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if is_log_field(field) {
-            return;
-        }
-        if field.name() == "message" {
-            self.out.push(' ');
+        if self.text_message(field) {
             message(self.out, value);
-            return;
+        } else if self.key(field) {
+            if self.json {
+                json_str(self.out, value);
+            } else {
+                text_str(self.out, value);
+            }
         }
-        self.key(field);
-        text_str(self.out, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        let _ = write!(self.out, "{value}");
+        self.number(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        let _ = write!(self.out, "{value}");
+        self.number(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        self.out.push_str(if value { "true" } else { "false" });
+        self.number(field, value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if is_log_field(field) {
-            return;
+        if self.json && !value.is_finite() {
+            if self.key(field) {
+                self.out.push_str("null");
+            }
+        } else {
+            self.number(field, value);
         }
-        self.key(field);
-        let _ = write!(self.out, "{value}");
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if is_log_field(field) {
+        let text_message = self.text_message(field);
+        if !text_message && !self.key(field) {
             return;
         }
-        if field.name() == "message" {
-            self.out.push(' ');
-            let at = self.out.len();
-            let _ = write!(self.out, "{value:?}");
-            if self.out[at..].contains(invisible) {
+        // Written in place, then escaped only when it needs to be: a text
+        // message for invisible characters, a text value unless it is a
+        // plain word, a JSON value for anything JSON must escape.
+        let at = self.out.len();
+        let _ = write!(self.out, "{value:?}");
+        let written = &self.out[at..];
+        if text_message {
+            if written.contains(invisible) {
                 let m = self.out.split_off(at);
                 message(self.out, &m);
             }
-            return;
-        }
-        self.key(field);
-        // Written in place; quoted and escaped only when not a plain word.
-        let at = self.out.len();
-        let _ = write!(self.out, "{value:?}");
-        if !is_plain(&self.out[at..]) {
-            let s = self.out.split_off(at);
-            text_str(self.out, &s);
-        }
-    }
-}
-
-struct JsonVisitor<'a> {
-    out: &'a mut String,
-}
-
-impl JsonVisitor<'_> {
-    fn key(&mut self, field: &Field) {
-        self.out.push(',');
-        json_str(self.out, field.name());
-        self.out.push(':');
-    }
-}
-
-impl Visit for JsonVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        json_str(self.out, value);
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        let _ = write!(self.out, "{value}");
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        let _ = write!(self.out, "{value}");
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        self.out.push_str(if value { "true" } else { "false" });
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        if value.is_finite() {
-            let _ = write!(self.out, "{value}");
-        } else {
-            self.out.push_str("null");
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if is_log_field(field) {
-            return;
-        }
-        self.key(field);
-        // Written in place; escaped only when it needs to be.
-        let at = self.out.len();
-        let _ = write!(self.out, "{value:?}");
-        if self.out[at..]
+        } else if !self.json {
+            if !is_plain(written) {
+                let v = self.out.split_off(at);
+                text_str(self.out, &v);
+            }
+        } else if written
             .chars()
             .any(|c| c == '"' || c == '\\' || invisible(c))
         {
-            let s = self.out.split_off(at);
-            json_str(self.out, &s);
+            let v = self.out.split_off(at);
+            json_str(self.out, &v);
         } else {
             self.out.insert(at, '"');
             self.out.push('"');
@@ -503,6 +459,72 @@ mod tests {
         // A leap day.
         timestamp(&mut s, 951_782_400, 999_999);
         assert_eq!(s, "2000-02-29T00:00:00.999999Z");
+    }
+
+    /// Formats one event with `format` through a real subscriber.
+    fn line_of(format: LineFormat, emit: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt as _;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .event_format(format)
+                .with_writer(move || buf.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn json_lines_are_valid_json_for_any_field() {
+        let line = line_of(LineFormat::json(), || {
+            tracing::info!(
+                target: "t",
+                nan = f64::NAN,
+                ratio = 0.5,
+                n = 7u64,
+                neg = -3i64,
+                ok = true,
+                quoted = ?"a\"b\nc",
+                plain = %"word",
+                text = "x\u{2028}y",
+                "message with \"quotes\""
+            );
+        });
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["target"], "t");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "message with \"quotes\"");
+        assert!(v["nan"].is_null());
+        assert_eq!(v["ratio"], 0.5);
+        assert_eq!(v["n"], 7);
+        assert_eq!(v["neg"], -3);
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["quoted"], "\"a\\\"b\\nc\"");
+        assert_eq!(v["plain"], "word");
+        assert_eq!(v["text"], "x\u{2028}y");
+        assert!(v.get("request_id").is_none(), "outside a request");
+
+        let text = line_of(LineFormat::text(), || {
+            tracing::warn!(target: "t", n = 7u64, plain = %"word", s = "a b", "hello\nworld");
+        });
+        assert!(
+            text.ends_with("  WARN t: hello\\nworld n=7 plain=word s=\"a b\"\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1);
     }
 
     #[test]
