@@ -283,38 +283,32 @@ fn json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// A string as a quoted text value, escaped like Rust's `Debug`: quotes,
-/// backslashes and the characters of [`invisible`].
-fn text_str(out: &mut String, s: &str) {
-    out.push('"');
+/// Appends `s` with the characters `escape` selects written as Rust's
+/// `Debug` writes them (`\"`, `\\`, `\n`, `\u{202e}`...).
+fn escaped(out: &mut String, s: &str, escape: impl Fn(char) -> bool) {
     let mut start = 0;
     for (i, c) in s.char_indices() {
-        if c == '"' || c == '\\' || invisible(c) {
+        if escape(c) {
             out.push_str(&s[start..i]);
-            for e in c.escape_debug() {
-                out.push(e);
-            }
+            out.extend(c.escape_debug());
             start = i + c.len_utf8();
         }
     }
     out.push_str(&s[start..]);
+}
+
+/// A string as a quoted text value, escaped like Rust's `Debug`: quotes,
+/// backslashes and the characters of [`invisible`].
+fn text_str(out: &mut String, s: &str) {
+    out.push('"');
+    escaped(out, s, |c| c == '"' || c == '\\' || invisible(c));
     out.push('"');
 }
 
 /// A message, bare, with the characters of [`invisible`] escaped (a
 /// message that carries a newline must not start a new line).
 fn message(out: &mut String, s: &str) {
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if invisible(c) {
-            out.push_str(&s[start..i]);
-            for e in c.escape_debug() {
-                out.push(e);
-            }
-            start = i + c.len_utf8();
-        }
-    }
-    out.push_str(&s[start..]);
+    escaped(out, s, invisible);
 }
 
 /// The `log.target`, `log.module_path`, `log.file` and `log.line` fields
