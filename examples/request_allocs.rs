@@ -17,7 +17,7 @@ use std::net::TcpStream;
 use agora_token::{AppCertificate, AppId};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use token_authority::config::Config;
-use token_authority::issuer::AppCredentials;
+use token_authority::domain::AppCredentials;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;

@@ -4,30 +4,30 @@
 //! App Certificate lives only here; everything else asks for tokens over
 //! gRPC, JSON/HTTP or the compatible `GET /api/agora/token`.
 //!
-//! Layers (dependencies point one way): `main` (CLI) -> [`server`] ->
-//! transports ([`grpc`], [`http`], [`json`]) -> [`issuer`] -> the
-//! `agora-token` library. [`rules`] holds the input rules every transport
-//! shares; [`config`] turns flags, file and environment into one validated
-//! [`config::Config`].
+//! Dependencies point one way, down this list (the README's architecture
+//! section draws it):
+//!
+//! * [`cli`]: the commands; `main` maps their typed errors to exit codes.
+//! * [`server`]: bind, accept, middleware, shutdown, reload.
+//! * [`transport`]: thin gRPC and HTTP adapters.
+//! * [`api`]: the transport-neutral issuance pipeline and its one error type.
+//! * [`config`]: flags, file and environment into one validated config.
+//! * [`state`]: the reloadable snapshot (issuer + policies) and metrics.
+//! * [`telemetry`]: metrics, audit trail, logs.
+//! * [`policy`]: callers, compiled policies, rate limits.
+//! * [`domain`]: validated requests -> tokens (the issuer, its rules,
+//!   inspection), over the `agora-token` library crate.
 
 #![forbid(unsafe_code)]
 
-pub mod audit;
-pub mod auth;
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod env;
-pub mod grpc;
-pub mod http;
-pub mod issuer;
-pub mod json;
-pub mod logfmt;
-pub mod logwriter;
-pub mod metrics;
+pub mod domain;
 pub mod pb;
-pub mod reload;
-pub mod rules;
+pub mod policy;
 pub mod server;
 pub mod state;
-pub mod tls;
+pub mod telemetry;
+pub mod transport;

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::auth::Authenticator;
-use crate::issuer::Issuer;
-use crate::metrics::Metrics;
+use crate::domain::Issuer;
+use crate::policy::Authenticator;
+use crate::telemetry::metrics::Metrics;
 
 /// What a reload replaces as one unit.
 #[derive(Debug)]

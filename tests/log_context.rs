@@ -46,7 +46,7 @@ async fn grpc_log_lines_carry_the_request_context() {
     let lines = Lines::default();
     let subscriber = tracing_subscriber::registry().with(
         tracing_subscriber::fmt::layer()
-            .event_format(token_authority::logfmt::LineFormat::json())
+            .event_format(token_authority::telemetry::logfmt::LineFormat::json())
             .with_writer(lines.clone()),
     );
     let _default = tracing::subscriber::set_default(subscriber);

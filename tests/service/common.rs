@@ -8,7 +8,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use token_authority::config::Config;
-use token_authority::issuer::AppCredentials;
+use token_authority::domain::AppCredentials;
 use token_authority::pb::token_service_client::TokenServiceClient;
 use token_authority::server::{self, ServerHandle};
 use tonic::transport::Channel;

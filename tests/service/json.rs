@@ -174,7 +174,7 @@ async fn inspect_over_json_shows_defaults() {
         .issuer
         .inspect(&token, None)
         .unwrap();
-    let cli: Value = serde_json::from_str(&token_authority::json::inspection_json(&ins)).unwrap();
+    let cli: Value = serde_json::from_str(&token_authority::api::inspection_json(&ins)).unwrap();
     let mut served = v.clone();
     served["expired"] = cli["expired"].clone();
     assert_eq!(served, cli);

@@ -192,8 +192,8 @@ async fn metrics_can_be_turned_off() {
     assert_eq!(app.get("/metrics").await.status, 404);
     assert_eq!(
         app.handle.shared().metrics.requests_total(
-            token_authority::metrics::Transport::Http,
-            token_authority::metrics::Method::GetToken,
+            token_authority::telemetry::metrics::Transport::Http,
+            token_authority::telemetry::metrics::Method::GetToken,
             tonic::Code::Ok
         ),
         0

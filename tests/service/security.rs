@@ -12,8 +12,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use token_authority::auth::{AnonymousConfig, ApiKeyHash, CallerConfig, PolicyConfig};
 use token_authority::pb;
+use token_authority::policy::{AnonymousConfig, ApiKeyHash, CallerConfig, PolicyConfig};
 use tonic::Code;
 
 use crate::common::{APP_ID, APP_ID2, CERT, TestApp, spawn_app_with, verified};
@@ -681,11 +681,11 @@ async fn mtls_client_certificates_identify_callers() {
     let dir = pki.dir.clone();
     let app = spawn_app_with(|c| {
         c.callers = callers();
-        c.tls = Some(token_authority::tls::TlsConfig {
+        c.tls = Some(token_authority::config::tls::TlsConfig {
             cert_file: dir.join("server.pem").display().to_string(),
             key_file: dir.join("server.key").display().to_string(),
             client_ca_file: Some(dir.join("ca.pem").display().to_string()),
-            client_auth: Some(token_authority::tls::ClientAuth::Optional),
+            client_auth: Some(token_authority::config::tls::ClientAuth::Optional),
         });
     })
     .await;
@@ -778,14 +778,14 @@ async fn http_plain_fails(addr: SocketAddr) -> bool {
 mod props {
     use axum::body::Body;
     use proptest::prelude::*;
-    use token_authority::auth::{Authn, Identity};
-    use token_authority::grpc::TokenApi;
-    use token_authority::http::{HttpState, router};
+    use token_authority::api::TokenApi;
+    use token_authority::policy::{Authn, Identity};
+    use token_authority::transport::http::{HttpState, router};
     use tower::ServiceExt as _;
 
     fn app() -> axum::Router {
         let issuer =
-            token_authority::issuer::Issuer::new(vec![token_authority::issuer::AppCredentials {
+            token_authority::domain::Issuer::new(vec![token_authority::domain::AppCredentials {
                 app_id: agora_token::AppId::new(super::APP_ID).unwrap(),
                 certificate: agora_token::AppCertificate::new(super::CERT).unwrap(),
                 secondary: None,
@@ -1007,7 +1007,7 @@ fn logs_never_contain_secrets_or_whole_tokens() {
 #[tokio::test]
 async fn revocation_takes_effect_on_reload() {
     use token_authority::config::{Config, ServeArgs};
-    use token_authority::reload::{Reloader, Trigger};
+    use token_authority::server::reload::{Reloader, Trigger};
     let dir = std::env::temp_dir().join(format!(
         "ta-revoke-{}-{}",
         std::process::id(),

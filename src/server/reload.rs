@@ -31,14 +31,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::config::env::Env;
 use crate::config::{Config, ConfigError};
-use crate::env::Env;
 use crate::state::Shared;
 
 /// How often watched files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The dotenv file [`crate::env::ProcessEnv::load`] reads.
+/// The dotenv file [`crate::config::env::ProcessEnv::load`] reads.
 const DOTENV: &str = ".env";
 
 /// What asked for a reload (for the log).
@@ -264,7 +264,7 @@ mod tests {
 
     use super::*;
     use crate::config::ServeArgs;
-    use crate::issuer::{AppCredentials, RtcRequest, RtcUser};
+    use crate::domain::{AppCredentials, RtcRequest, RtcUser};
 
     const ID: &str = "970CA35de60c44645bbae8a215061b33";
     const ID2: &str = "0123456789abcdef0123456789abcdef";
@@ -312,7 +312,7 @@ mod tests {
 
     fn token(shared: &Shared, app: Option<&str>) -> String {
         let req = RtcRequest {
-            common: crate::issuer::Common {
+            common: crate::domain::Common {
                 app_id: app.map(str::to_owned),
                 expire: None,
             },
@@ -324,7 +324,7 @@ mod tests {
         shared
             .current()
             .issuer
-            .rtc(&req, &crate::issuer::Limits::default())
+            .rtc(&req, &crate::domain::Limits::default())
             .unwrap()
             .token
     }

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::issuer::TokenKind;
+use crate::domain::TokenKind;
 
 /// The caller label of tokens issued outside any [`with_caller`] scope.
 pub const OPEN_CALLER: &str = "open";

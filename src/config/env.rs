@@ -18,7 +18,7 @@ use std::path::Path;
 
 use agora_token::{AppCertificate, AppId};
 
-use crate::issuer::AppCredentials;
+use crate::domain::AppCredentials;
 
 /// Primary app id variable.
 pub const APP_ID: &str = "SHENGWANG_APP_ID";

@@ -7,8 +7,6 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::issuer::Inspection;
-
 /// Why a JSON body could not be decoded: the field (the JSON path as sent,
 /// or `body` for syntax errors) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +53,7 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Makes pbjson's number errors say what the field needs.
-fn explain(problem: &str) -> String {
+pub(crate) fn explain(problem: &str) -> String {
     if problem.contains("untagged enum") {
         // pbjson's number visitor: negative, fractional or too large.
         "must be a whole number in the field's range (uint32: 0..=4294967295; int32: -2147483648..=2147483647)".to_owned()
@@ -67,7 +65,7 @@ fn explain(problem: &str) -> String {
 }
 
 /// serde_json appends " at line L column C"; the field name says more.
-fn strip_position(s: &str) -> String {
+pub(crate) fn strip_position(s: &str) -> String {
     match s.rfind(" at line ") {
         Some(i) => s[..i].to_owned(),
         None => s.to_owned(),
@@ -77,16 +75,6 @@ fn strip_position(s: &str) -> String {
 /// Encodes a response message as proto3 JSON.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(msg)
-}
-
-/// The JSON body `InspectToken` answers for this inspection (the CLI's
-/// `inspect --json` prints the same).
-pub fn inspection_json(ins: &Inspection) -> String {
-    let msg = crate::grpc::inspection_to_pb(ins);
-    // Serializing generated messages into a String cannot fail: every field
-    // is a string, number, bool, enum or list of those (invariant of the
-    // proto); fall back to an empty object rather than panic.
-    serde_json::to_string(&msg).unwrap_or_else(|_| "{}".to_owned())
 }
 
 #[cfg(test)]
@@ -131,40 +119,5 @@ mod tests {
         let e = decode::<pb::BuildRtcTokenRequest>(br#"{"nope":1}"#).unwrap_err();
         assert!(e.problem.contains("nope"), "{e}");
         assert!(decode::<pb::BuildRtcTokenRequest>(b"").is_ok());
-    }
-
-    #[test]
-    fn inspection_json_matches_the_rpc() {
-        use crate::issuer::{AppCredentials, Fixed, Issuer, Limits, RtcRequest};
-        use agora_token::{AppCertificate, AppId};
-        let issuer = Issuer::new(vec![AppCredentials {
-            app_id: AppId::new("970CA35de60c44645bbae8a215061b33").unwrap(),
-            certificate: AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap(),
-            secondary: None,
-        }])
-        .with_clock(Fixed(1_700_000_000))
-        .with_salt(Fixed(1));
-        let req = RtcRequest {
-            channel_name: "lobby".into(),
-            ..Default::default()
-        };
-        let t = issuer.rtc(&req, &Limits::default()).unwrap();
-        let ins = issuer.inspect(&t.token, None).unwrap();
-        let json = inspection_json(&ins);
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["version"], "007");
-        assert_eq!(v["appId"], "970CA35de60c44645bbae8a215061b33");
-        assert_eq!(v["issuedAt"], 1_700_000_000);
-        assert_eq!(v["expiresAt"], 1_700_003_600);
-        assert_eq!(v["expired"], false);
-        assert_eq!(v["signature"], "SIGNATURE_STATUS_VALID");
-        assert_eq!(v["services"][0]["type"], "SERVICE_TYPE_RTC");
-        assert_eq!(v["services"][0]["channelName"], "lobby");
-        assert_eq!(
-            v["services"][0]["privileges"][0]["expiresAt"],
-            1_700_003_600
-        );
-        let back: pb::InspectTokenResponse = decode(json.as_bytes()).unwrap();
-        assert_eq!(back, crate::grpc::inspection_to_pb(&ins));
     }
 }

@@ -4,7 +4,7 @@
 //! Precedence: flags > config file > environment / built-in defaults.
 //! Apps come from the file's `[[apps]]` when it has any, otherwise from the
 //! environment (`SHENGWANG_APP_ID` / `SHENGWANG_APP_CERTIFICATE`, see
-//! [`crate::env`]). Errors say what is missing or malformed and where to get
+//! [`crate::config::env`]). Errors say what is missing or malformed and where to get
 //! it; they never contain a certificate.
 //!
 //! ```toml
@@ -25,7 +25,7 @@
 //! [[callers]]                       # absent: the service runs open (and says so)
 //! name = "convoai-orchestrator"
 //! api_key_sha256 = "<64 hex>"       # `token-authority keygen` makes one
-//! channels = ["agent-*"]            # see crate::auth for every policy key
+//! channels = ["agent-*"]            # see crate::policy for every policy key
 //!
 //! [anonymous]                       # optional: browsers on the GET endpoint
 //! channels = ["public-*"]
@@ -43,18 +43,24 @@
 //! request_timeout_seconds = 10          # 1 ..= 86400
 //! ```
 
+mod args;
+pub mod env;
+mod file;
+pub mod tls;
+
+pub use crate::telemetry::logging::LogFormat;
+pub use args::*;
+pub use file::*;
+
+use crate::config::env::{Env, EnvError};
+use crate::config::tls::TlsConfig;
+use crate::domain::{AppCredentials, Issuer};
+use crate::policy::{AnonymousConfig, Authenticator, CallerConfig};
+use crate::state::Snapshot;
+use agora_token::{AppCertificate, AppId};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use agora_token::{AppCertificate, AppId};
-use serde::Deserialize;
-
-use crate::auth::{AnonymousConfig, Authenticator, CallerConfig};
-use crate::env::{self, Env, EnvError};
-use crate::issuer::{AppCredentials, Issuer};
-use crate::state::Snapshot;
-use crate::tls::TlsConfig;
 
 /// Exit code for configuration errors (`EX_CONFIG` from `sysexits.h`).
 pub const EXIT_CONFIG: u8 = 78;
@@ -68,139 +74,6 @@ pub const DEFAULT_SHUTDOWN_DELAY: u64 = 0;
 
 const WHERE: &str =
     "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// `token-authority serve` options.
-#[derive(Debug, Clone, Default, clap::Args)]
-#[command(after_help = "\
-Credentials (when the config file has no [[apps]]):
-  SHENGWANG_APP_ID, SHENGWANG_APP_CERTIFICATE     the app id and its certificate (32 hex chars each)
-  AGORA_APP_ID, AGORA_APP_CERTIFICATE             fallbacks
-  SHENGWANG_APP_CERTIFICATE_FILE (any <NAME>_FILE) read the value from a file (Docker/Kubernetes secrets)
-  SHENGWANG_APP_CERTIFICATE_SECONDARY[_FILE]      a second certificate accepted by InspectToken
-                                                  (a _FILE that does not exist = no secondary)
-  .env in the working directory fills in variables that are not set.
-Config file (TOML; flags override it, it overrides the environment):
-  listen, admin_listen, log_format, shutdown_delay_seconds, shutdown_grace_seconds,
-  max_request_bytes, metrics, audit_log, [[callers]], [anonymous], [tls], [cors], [limits]
-  [[apps]] app_id, certificate_file, secondary_certificate_file (first app = default;
-           relative paths are relative to the config file; unknown keys are errors;
-           a secondary_certificate_file that does not exist = no secondary)
-Reload (no restart): SIGHUP, or a change of the config file or of a certificate file
-  (checked every 2 s) re-reads apps, certificates and callers. A failed reload keeps
-  the running configuration. Listen addresses, TLS, limits, CORS and logging need a restart.
-Shutdown: on SIGTERM / Ctrl-C readiness turns NOT_SERVING; requests are still served for
-  --shutdown-delay, then new connections are refused and in-flight requests get
-  --shutdown-grace to finish.
-Logging: RUST_LOG (default \"info\").
-Exit codes: 0 clean shutdown, 78 configuration error, 1 other start-up failure.")]
-pub struct ServeArgs {
-    /// Address for gRPC (h2c) and HTTP/1.1 [default: 0.0.0.0:8080; file: listen].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Also serve /healthz, /readyz and /metrics on this plaintext address
-    /// [file: admin_listen].
-    #[arg(long, value_name = "ADDR")]
-    pub admin_listen: Option<String>,
-    /// TOML config file (apps, listen addresses, limits).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Log format [default: text; file: log_format].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Seconds to keep serving after SIGTERM / Ctrl-C while reporting
-    /// NOT_SERVING, so load balancers stop sending first
-    /// [default: 0; file: shutdown_delay_seconds].
-    #[arg(long, value_name = "SECS")]
-    pub shutdown_delay: Option<u64>,
-    /// Seconds in-flight requests get to finish once the listeners stop
-    /// accepting (after --shutdown-delay) [default: 10; file: shutdown_grace_seconds].
-    #[arg(long, value_name = "SECS")]
-    pub shutdown_grace: Option<u64>,
-    /// Largest JSON request body and gRPC message, in bytes
-    /// [default: 65536; file: max_request_bytes].
-    #[arg(long, value_name = "BYTES")]
-    pub max_request_bytes: Option<usize>,
-    /// Serve TLS on the main port with this PEM certificate chain [file: tls.cert_file].
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The PEM private key for --tls-cert [file: tls.key_file].
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Also write audit events (one JSON line per issued or refused token) to
-    /// this file [file: audit_log].
-    #[arg(long, value_name = "FILE")]
-    pub audit_log: Option<PathBuf>,
-    /// Verify client certificates against this PEM CA (mTLS) [file: tls.client_ca_file].
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Record no metrics and answer 404 at /metrics (to measure their cost;
-    /// they are on by default) [file: metrics = false].
-    #[arg(long)]
-    pub no_metrics: bool,
-}
-
-/// The config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    admin_listen: Option<String>,
-    log_format: Option<LogFormat>,
-    shutdown_delay_seconds: Option<u64>,
-    shutdown_grace_seconds: Option<u64>,
-    max_request_bytes: Option<usize>,
-    metrics: Option<bool>,
-    #[serde(default)]
-    apps: Vec<FileApp>,
-    #[serde(default)]
-    callers: Vec<CallerConfig>,
-    anonymous: Option<AnonymousConfig>,
-    tls: Option<TlsConfig>,
-    cors: Option<CorsConfig>,
-    limits: Option<FileLimits>,
-    audit_log: Option<PathBuf>,
-}
-
-/// `[cors]`: browser origins allowed to call the GET endpoint.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct CorsConfig {
-    /// Exact origins (`https://app.example.com`); no wildcard by default.
-    #[serde(default)]
-    pub allowed_origins: Vec<String>,
-}
-
-/// `[limits]`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLimits {
-    max_concurrent_requests: Option<usize>,
-    request_timeout_seconds: Option<u64>,
-    header_read_timeout_seconds: Option<u64>,
-    max_header_bytes: Option<usize>,
-    max_concurrent_streams: Option<u32>,
-    keep_alive_interval_seconds: Option<u64>,
-}
-
-/// One `[[apps]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileApp {
-    app_id: String,
-    certificate_file: PathBuf,
-    secondary_certificate_file: Option<PathBuf>,
-}
 
 /// Per-connection limits of the listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +165,7 @@ impl Config {
             log_format: LogFormat::Text,
             shutdown_delay: Duration::from_secs(DEFAULT_SHUTDOWN_DELAY),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE),
-            max_request_bytes: crate::http::DEFAULT_MAX_BODY,
+            max_request_bytes: crate::transport::http::DEFAULT_MAX_BODY,
             apps_source: "code".to_owned(),
             connection: ConnectionLimits::default(),
             callers: Vec::new(),
@@ -346,7 +219,7 @@ impl Config {
         let max_request_bytes = args
             .max_request_bytes
             .or(file.max_request_bytes)
-            .unwrap_or(crate::http::DEFAULT_MAX_BODY);
+            .unwrap_or(crate::transport::http::DEFAULT_MAX_BODY);
         if max_request_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 what: "--max-request-bytes".to_owned(),
@@ -416,7 +289,7 @@ impl Config {
         };
         if let Some(t) = &tls {
             // Fail fast on unreadable or mismatched files.
-            crate::tls::server_config(t).map_err(|problem| ConfigError::Invalid {
+            crate::config::tls::server_config(t).map_err(|problem| ConfigError::Invalid {
                 what: "tls".to_owned(),
                 problem,
             })?;
@@ -506,29 +379,6 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadFile {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    toml::from_str(&text).map_err(|e| {
-        // The message only: toml's Display quotes the offending source line,
-        // which could hold a secret pasted into the wrong place.
-        let line = e
-            .span()
-            .and_then(|s| text.get(..s.start))
-            .map(|before| before.matches('\n').count() + 1);
-        let problem = match line {
-            Some(l) => format!("line {l}: {}", e.message().trim()),
-            None => e.message().trim().to_owned(),
-        };
-        ConfigError::ParseFile {
-            path: path.display().to_string(),
-            problem,
-        }
-    })
 }
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {

@@ -11,8 +11,8 @@ use std::fmt;
 
 use agora_token::Role;
 
-use crate::auth::AccessRequest;
-use crate::issuer::{Issued, RtcUser, fingerprint};
+use crate::domain::{Issued, RtcUser, fingerprint};
+use crate::policy::AccessRequest;
 
 /// The log target of audit events.
 pub const TARGET: &str = "audit";

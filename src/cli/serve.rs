@@ -1,0 +1,148 @@
+//! `token-authority serve`: validates the configuration, then serves until
+//! SIGTERM / Ctrl-C, reloading on SIGHUP and on file changes.
+
+use crate::config::{Config, EXIT_CONFIG, ServeArgs};
+use crate::server::reload::{self, Reloader, Trigger};
+use crate::server::{Server, shutdown_signal};
+use crate::telemetry::logging::init_logging;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `token-authority serve`: validates the configuration before anything
+/// else (exit 78 on error), then serves until SIGTERM / Ctrl-C.
+pub fn serve_main(args: ServeArgs) -> ExitCode {
+    let config = match Config::load(&args, &crate::config::env::ProcessEnv::load()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("token-authority: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let _log_guards = match init_logging(config.log_format, config.audit_log.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("token-authority: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("token-authority: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        // Before anything slow: SIGHUP's default action ends the process.
+        let hangup = match hangup_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("token-authority: cannot handle SIGHUP: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let server = match Server::bind(&config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "start-up failed");
+                eprintln!("token-authority: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let apps: Vec<String> = server
+            .shared()
+            .current()
+            .app_certificates()
+            .into_iter()
+            .map(|(id, n)| format!("{id} ({n} certificate{})", if n == 1 { "" } else { "s" }))
+            .collect();
+        tracing::info!(apps = ?apps, source = %config.apps_source, "credentials loaded (certificates not shown)");
+        let reloader = Reloader::new(
+            config.clone(),
+            Arc::clone(server.shared()),
+            crate::config::env::ProcessEnv::load,
+        );
+        let reloads = tokio::spawn(reload_loop(reloader, hangup));
+        let result = server.run(shutdown_signal()).await;
+        reloads.abort();
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGHUP as a stream (a never-ending one where there are no signals).
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> std::io::Result<Hangup> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> std::io::Result<Hangup> {
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn next_hangup(h: &mut Hangup) {
+    if h.recv().await.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangup) {
+    std::future::pending::<()>().await;
+}
+
+/// Reloads on SIGHUP and when a watched file changes (checked every
+/// [`reload::POLL_INTERVAL`]). The file I/O runs on the blocking pool.
+async fn reload_loop<F, E>(mut reloader: Reloader<F>, mut hangup: Hangup)
+where
+    F: Fn() -> E + Send + 'static,
+    E: crate::config::env::Env,
+{
+    let files: Vec<String> = reloader
+        .watched_files()
+        .map(|p| p.display().to_string())
+        .collect();
+    tracing::info!(files = ?files, "reloading on SIGHUP and on changes of these files");
+    let mut tick = tokio::time::interval(reload::POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let trigger = tokio::select! {
+            () = next_hangup(&mut hangup) => Some(Trigger::Signal),
+            _ = tick.tick() => None,
+        };
+        if trigger.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+        }
+        let step = tokio::task::spawn_blocking(move || {
+            // The outcome is logged and counted by the reloader.
+            let _ = match trigger {
+                Some(t) => Some(reloader.reload(t)),
+                None => reloader.poll(),
+            };
+            reloader
+        });
+        reloader = match step.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "the reloader failed; reloads are disabled until a restart");
+                return;
+            }
+        };
+    }
+}

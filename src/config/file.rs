@@ -1,0 +1,82 @@
+//! The TOML file as written (before validation).
+
+use super::*;
+use crate::config::tls::TlsConfig;
+use crate::policy::{AnonymousConfig, CallerConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) listen: Option<String>,
+    pub(crate) admin_listen: Option<String>,
+    pub(crate) log_format: Option<LogFormat>,
+    pub(crate) shutdown_delay_seconds: Option<u64>,
+    pub(crate) shutdown_grace_seconds: Option<u64>,
+    pub(crate) max_request_bytes: Option<usize>,
+    pub(crate) metrics: Option<bool>,
+    #[serde(default)]
+    pub(crate) apps: Vec<FileApp>,
+    #[serde(default)]
+    pub(crate) callers: Vec<CallerConfig>,
+    pub(crate) anonymous: Option<AnonymousConfig>,
+    pub(crate) tls: Option<TlsConfig>,
+    pub(crate) cors: Option<CorsConfig>,
+    pub(crate) limits: Option<FileLimits>,
+    pub(crate) audit_log: Option<PathBuf>,
+}
+
+/// `[cors]`: browser origins allowed to call the GET endpoint.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`); no wildcard by default.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLimits {
+    pub(crate) max_concurrent_requests: Option<usize>,
+    pub(crate) request_timeout_seconds: Option<u64>,
+    pub(crate) header_read_timeout_seconds: Option<u64>,
+    pub(crate) max_header_bytes: Option<usize>,
+    pub(crate) max_concurrent_streams: Option<u32>,
+    pub(crate) keep_alive_interval_seconds: Option<u64>,
+}
+
+/// One `[[apps]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileApp {
+    pub(crate) app_id: String,
+    pub(crate) certificate_file: PathBuf,
+    pub(crate) secondary_certificate_file: Option<PathBuf>,
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        // The message only: toml's Display quotes the offending source line,
+        // which could hold a secret pasted into the wrong place.
+        let line = e
+            .span()
+            .and_then(|s| text.get(..s.start))
+            .map(|before| before.matches('\n').count() + 1);
+        let problem = match line {
+            Some(l) => format!("line {l}: {}", e.message().trim()),
+            None => e.message().trim().to_owned(),
+        };
+        ConfigError::ParseFile {
+            path: path.display().to_string(),
+            problem,
+        }
+    })
+}

@@ -1,0 +1,141 @@
+//! The clock and the salt source of the issuer: the system clock and a
+//! per-thread pool of OS randomness, or fixed values for reproducible tokens.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The current time, in unix seconds.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Now, truncated to `u32` like the token format.
+    fn now(&self) -> u32;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u32 {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        // The format's issue_ts is a u32 (good until 2106); truncate as the
+        // official builders do.
+        secs as u32
+    }
+}
+
+/// A source of salts.
+pub trait SaltSource: Send + Sync + fmt::Debug {
+    /// A salt for one token.
+    fn salt(&self) -> u32;
+}
+
+/// Salts from the operating system's CSPRNG, uniform in 1..=99_999_999
+/// (the python3 / Node.js range).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomSalt;
+
+/// Largest salt [`RandomSalt`] returns.
+pub const MAX_SALT: u32 = 99_999_999;
+
+/// Random bytes from the OS, fetched [`SALT_POOL`] bytes at a time per
+/// thread: one `getrandom` system call per 64 salts instead of one each.
+/// Bytes are used once and never leave the thread that fetched them.
+const SALT_POOL: usize = 256;
+
+struct SaltPool {
+    bytes: [u8; SALT_POOL],
+    next: usize,
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<SaltPool> = const {
+        std::cell::RefCell::new(SaltPool { bytes: [0; SALT_POOL], next: SALT_POOL })
+    };
+}
+
+/// Four fresh random bytes, or `None` when the OS CSPRNG fails.
+fn random_u32() -> Option<u32> {
+    let take = |p: &mut SaltPool| -> Option<u32> {
+        if p.next + 4 > SALT_POOL {
+            getrandom::fill(&mut p.bytes).ok()?;
+            p.next = 0;
+        }
+        let b = &p.bytes[p.next..p.next + 4];
+        let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        p.next += 4;
+        Some(v)
+    };
+    let direct = || {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).ok().map(|()| u32::from_le_bytes(b))
+    };
+    POOL.try_with(|cell| match cell.try_borrow_mut() {
+        Ok(mut p) => take(&mut p),
+        // Not re-entered in practice; a fresh draw is as good.
+        Err(_) => direct(),
+    })
+    // The thread is being torn down and its pool is gone.
+    .unwrap_or_else(|_| direct())
+}
+
+impl SaltSource for RandomSalt {
+    fn salt(&self) -> u32 {
+        // Rejection sampling over the largest multiple of MAX_SALT below 2^32
+        // keeps the distribution uniform.
+        const ZONE: u32 = u32::MAX - (u32::MAX % MAX_SALT);
+        loop {
+            let Some(v) = random_u32() else {
+                // The OS CSPRNG failing is not recoverable in a useful way;
+                // fall back to the next best unpredictable value rather than
+                // panicking: the salt is not a secret, only a nonce.
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(1);
+                return nanos % MAX_SALT + 1;
+            };
+            if v < ZONE {
+                return v % MAX_SALT + 1;
+            }
+        }
+    }
+}
+
+/// A fixed value, as clock or salt (for `--issue-ts`, `--salt` and tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Fixed(pub u32);
+
+impl Clock for Fixed {
+    fn now(&self) -> u32 {
+        self.0
+    }
+}
+
+impl SaltSource for Fixed {
+    fn salt(&self) -> u32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_salts_are_in_range_and_vary_across_pool_refills() {
+        // Several pool refills (64 salts per refill).
+        let salts: Vec<u32> = (0..1000).map(|_| RandomSalt.salt()).collect();
+        assert!(salts.iter().all(|s| (1..=MAX_SALT).contains(s)));
+        let distinct: std::collections::HashSet<_> = salts.iter().collect();
+        // 1000 draws from 10^8 values: a repeat is ~0.5% likely; many are a bug.
+        assert!(distinct.len() >= 995, "{} distinct", distinct.len());
+        // Another thread has its own pool, so it does not replay these.
+        let other = std::thread::spawn(|| (0..64).map(|_| RandomSalt.salt()).collect::<Vec<_>>())
+            .join()
+            .unwrap();
+        assert_ne!(other, salts[..64]);
+    }
+}

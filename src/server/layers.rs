@@ -1,0 +1,273 @@
+//! What every request passes through: the request context (id, one log
+//! line) and the guard of token routes (authentication, the concurrency
+//! limit, the request timeout, CORS for the GET endpoint).
+
+use super::*;
+use crate::policy::{Authn, Identity};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Is `path` one of the endpoints that issue or inspect tokens (and so need
+/// a caller)? Health, readiness, metrics and reflection do not.
+pub(crate) fn is_token_path(path: &str) -> bool {
+    path == GET_PATH || path.starts_with(TOKEN_PREFIX)
+}
+
+/// The key of an `authorization: Bearer <key>` header.
+pub(crate) fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+/// A refusal before routing, in the caller's protocol: a gRPC status for
+/// gRPC requests, otherwise an HTTP status with a short text.
+pub(crate) fn early_refusal(
+    grpc: bool,
+    status: tonic::Status,
+    http: axum::http::StatusCode,
+) -> Response {
+    let retry = status
+        .metadata()
+        .get(crate::api::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut r = if grpc {
+        status.into_http::<axum::body::Body>()
+    } else {
+        let mut r = Response::new(axum::body::Body::from(format!("{}\n", status.message())));
+        *r.status_mut() = http;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if let Some(secs) = retry.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        r.headers_mut().insert(header::RETRY_AFTER, secs);
+    }
+    r
+}
+
+/// Authentication of token requests, the global concurrency limit, the
+/// request timeout and CORS for the GET endpoint.
+pub(super) async fn guard(
+    axum::extract::State(g): axum::extract::State<Arc<Guard>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if !is_token_path(path) {
+        return next.run(req).await;
+    }
+    let grpc = is_grpc(&req);
+    let get = path == GET_PATH;
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed_origin = origin.as_ref().filter(|o| {
+        o.to_str()
+            .is_ok_and(|o| g.cors_origins.iter().any(|a| a == "*" || a == o))
+    });
+    if get && req.method() == axum::http::Method::OPTIONS {
+        // CORS preflight: answered here, never routed.
+        let mut r = Response::new(axum::body::Body::empty());
+        match allowed_origin {
+            Some(o) => {
+                *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
+                let h = r.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("authorization"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
+            }
+            None => *r.status_mut() = axum::http::StatusCode::FORBIDDEN,
+        }
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("origin"));
+        return r;
+    }
+    let label: Option<Arc<str>>;
+    let Ok(permit) = Arc::clone(&g.in_flight).try_acquire_owned() else {
+        let mut s = tonic::Status::resource_exhausted(
+            "the server is at its concurrency limit; retry shortly",
+        );
+        s.metadata_mut().insert(
+            crate::api::RETRY_AFTER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        return early_refusal(grpc, s, axum::http::StatusCode::TOO_MANY_REQUESTS);
+    };
+    {
+        let snap = g.shared.current();
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let xff = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = snap.auth.client_ip(peer, xff);
+        let names = req
+            .extensions()
+            .get::<TlsClientNames>()
+            .map(|n| Arc::clone(&n.0))
+            .unwrap_or_default();
+        let identity = snap.auth.authenticate(bearer(&req), &names, ip, get);
+        label = identity.as_ref().ok().and_then(Identity::label);
+        let authn = Authn::pinned(identity, arc_swap::Guard::into_inner(snap));
+        req.extensions_mut().insert(authn);
+    }
+    // Metrics of this request are labelled with its caller (task-local).
+    let run = async {
+        match label {
+            Some(l) => crate::telemetry::metrics::with_caller(l, next.run(req)).await,
+            None => next.run(req).await,
+        }
+    };
+    let mut resp = match lazy_timeout(g.timeout, run).await {
+        Some(r) => r,
+        None => early_refusal(
+            grpc,
+            tonic::Status::deadline_exceeded("the request took longer than the server's timeout"),
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+        ),
+    };
+    drop(permit);
+    if get && origin.is_some() {
+        if let Some(o) = allowed_origin {
+            resp.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+        }
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
+}
+
+/// `f`, or `None` when it has not completed `limit` after the call.
+///
+/// Like `tokio::time::timeout` (which it hands over to), but the timer is
+/// registered only if `f` does not complete on its first poll, as token
+/// requests (CPU work, no I/O) do: they skip the timer wheel's insert and
+/// removal. The deadline counts from the call either way; a `limit` too
+/// large to add to the clock means no timer.
+pub(crate) async fn lazy_timeout<F: Future>(limit: Duration, f: F) -> Option<F::Output> {
+    let start = tokio::time::Instant::now();
+    let mut f = std::pin::pin!(f);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => match start.checked_add(limit) {
+            Some(deadline) => tokio::time::timeout_at(deadline, f).await.ok(),
+            None => Some(f.await),
+        },
+    }
+}
+
+/// A request id: the caller's `x-request-id` when it is short and plain,
+/// otherwise a new one. New ids are unique and unpredictable enough for
+/// correlating logs (they are not secrets): a random per-process key mixed
+/// with a counter, so no system call per request.
+pub(crate) fn request_id(req: &Request) -> HeaderValue {
+    let given = req.headers().get("x-request-id").filter(|v| {
+        let b = v.as_bytes();
+        (1..=64).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    });
+    if let Some(id) = given {
+        return id.clone();
+    }
+    static KEY: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let key = *KEY.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without the OS's randomness, ids are still unique (the counter).
+        let _ = getrandom::fill(&mut b);
+        u64::from_le_bytes(b)
+    });
+    let id = splitmix64(key.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // Invariant: 16 lowercase hex digits are a valid header value.
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A bijective mixer of 64-bit values (SplitMix64's finaliser): distinct
+/// counters give distinct, scattered ids.
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Request id and one log line per request (probes, scrapes and
+/// successful token requests at debug level). Every line logged while the
+/// request is served carries its id and peer ([`crate::telemetry::logfmt::scope`]):
+/// no span is created, so a request that logs nothing pays nothing.
+pub(crate) async fn request_context(req: Request, next: Next) -> Response {
+    let id = request_id(&req);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let context = crate::telemetry::logfmt::RequestLog::new(id.as_bytes(), peer);
+    // Cheap copies (the URI's bytes are reference counted).
+    let uri = req.uri().clone();
+    let method = req.method().clone();
+    let start = Instant::now();
+    crate::telemetry::logfmt::scope(context, async move {
+        let mut resp = next.run(req).await;
+        let path = truncate(uri.path(), 128);
+        let status = resp.status().as_u16();
+        // Probes and scrapes at debug level; so are successful token
+        // requests, whose audit event (with the same request id and peer)
+        // already records them at info: one info line per token.
+        let quiet = matches!(path, "/healthz" | "/readyz" | "/metrics")
+            || (is_token_path(path) && resp.status().is_success());
+        if quiet {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+                tracing::debug!(%method, path, status, elapsed_ms, "request");
+            }
+        } else {
+            let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+            tracing::info!(%method, path, status, elapsed_ms, "request");
+        }
+        resp.headers_mut().insert("x-request-id", id);
+        resp
+    })
+    .await
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,7 @@
+//! What the service tells its operators: metrics, the audit trail and logs.
+
+pub mod audit;
+pub mod logfmt;
+pub mod logging;
+pub mod logwriter;
+pub mod metrics;
