@@ -3,6 +3,7 @@
 //! limit, the request timeout, CORS for the GET endpoint).
 
 use super::*;
+use crate::api::{ApiError, Code};
 use crate::policy::{Authn, Identity};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
@@ -28,32 +29,20 @@ pub(crate) fn bearer(req: &Request) -> Option<&str> {
 }
 
 /// A refusal before routing, in the caller's protocol: a gRPC status for
-/// gRPC requests, otherwise an HTTP status with a short text.
-pub(crate) fn early_refusal(
-    grpc: bool,
-    status: tonic::Status,
-    http: axum::http::StatusCode,
-) -> Response {
-    let retry = status
-        .metadata()
-        .get(crate::api::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut r = if grpc {
-        status.into_http::<axum::body::Body>()
-    } else {
-        let mut r = Response::new(axum::body::Body::from(format!("{}\n", status.message())));
-        *r.status_mut() = http;
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+/// gRPC requests, otherwise the plain-text rendering of the HTTP routes.
+pub(crate) fn early_refusal(grpc: bool, e: ApiError) -> Response {
+    if grpc {
+        let mut r = tonic::Status::from(e.clone()).into_http::<axum::body::Body>();
+        if let Some(v) = e
+            .retry_after_secs()
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         r
-    };
-    if let Some(secs) = retry.and_then(|s| HeaderValue::from_str(&s).ok()) {
-        r.headers_mut().insert(header::RETRY_AFTER, secs);
+    } else {
+        crate::transport::http::text_error(&e)
     }
-    r
 }
 
 /// Authentication of token requests, the global concurrency limit, the
@@ -103,14 +92,13 @@ pub(super) async fn guard(
     }
     let label: Option<Arc<str>>;
     let Ok(permit) = Arc::clone(&g.in_flight).try_acquire_owned() else {
-        let mut s = tonic::Status::resource_exhausted(
-            "the server is at its concurrency limit; retry shortly",
+        return early_refusal(
+            grpc,
+            ApiError::busy(
+                "the server is at its concurrency limit; retry shortly",
+                Duration::from_secs(1),
+            ),
         );
-        s.metadata_mut().insert(
-            crate::api::RETRY_AFTER,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-        return early_refusal(grpc, s, axum::http::StatusCode::TOO_MANY_REQUESTS);
     };
     {
         let snap = g.shared.current();
@@ -144,8 +132,10 @@ pub(super) async fn guard(
         Some(r) => r,
         None => early_refusal(
             grpc,
-            tonic::Status::deadline_exceeded("the request took longer than the server's timeout"),
-            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            ApiError::new(
+                Code::DeadlineExceeded,
+                "the request took longer than the server's timeout",
+            ),
         ),
     };
     drop(permit);

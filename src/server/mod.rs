@@ -28,10 +28,11 @@ pub(crate) use shutdown::*;
 
 use std::future::Future;
 
-use crate::api::{TokenApi, TokenServiceServer};
+use crate::api::TokenApi;
 use crate::config::{Config, ConnectionLimits};
 use crate::pb;
 use crate::state::Shared;
+use crate::transport::grpc::TokenServiceServer;
 use crate::transport::http::{self, HttpState};
 use axum::Router;
 use axum::extract::Request;

@@ -1,23 +1,37 @@
 //! The gRPC `TokenService`: tonic's trait over [`crate::api::TokenApi`], and
 //! the one rendering of [`ApiError`] as a gRPC status.
 
-use crate::api::TokenApi;
-use crate::domain::IssueError;
+use crate::api::{ApiError, RETRY_AFTER, TokenApi};
 use crate::pb;
 use crate::policy::{Authn, Denial};
-use crate::telemetry::metrics::Method;
+use crate::telemetry::metrics::{Method, Transport};
 pub use pb::token_service_server::{TokenService, TokenServiceServer};
 use tonic::{Request, Response, Status};
 
-/// The one mapping from issuer errors to gRPC status codes: bad input is
-/// INVALID_ARGUMENT naming the field and the rule, an unknown app NOT_FOUND.
-impl From<IssueError> for Status {
-    fn from(e: IssueError) -> Self {
-        match &e {
-            IssueError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            IssueError::UnknownApp(_) => Status::not_found(e.to_string()),
+/// An [`ApiError`] as a gRPC status: its code and message, and the wait
+/// of a refused request as `retry-after` metadata (whole seconds).
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let mut s = Status::new(e.code, e.message.as_str());
+        if let Some(v) = e
+            .retry_after_secs()
+            .and_then(|v| v.to_string().parse().ok())
+        {
+            s.metadata_mut().insert(RETRY_AFTER, v);
         }
+        s
     }
+}
+
+/// Runs one gRPC call through the API (counted and logged there).
+fn call<T>(
+    api: &TokenApi,
+    method: Method,
+    f: impl FnOnce(&TokenApi) -> Result<T, ApiError>,
+) -> Result<Response<T>, Status> {
+    api.observe(Transport::Grpc, method, f)
+        .map(Response::new)
+        .map_err(Status::from)
 }
 
 /// The caller of a gRPC request, as the server's middleware identified it.
@@ -39,7 +53,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildRtcTokenRequest>,
     ) -> Result<Response<pb::BuildRtcTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildRtcToken, |a| {
+        call(self, Method::BuildRtcToken, |a| {
             a.build_rtc_token(&who, request.into_inner())
         })
     }
@@ -49,7 +63,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildRtcTokenWithPrivilegesRequest>,
     ) -> Result<Response<pb::BuildRtcTokenWithPrivilegesResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildRtcTokenWithPrivileges, |a| {
+        call(self, Method::BuildRtcTokenWithPrivileges, |a| {
             a.build_rtc_token_with_privileges(&who, request.into_inner())
         })
     }
@@ -59,7 +73,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildRtcRtmTokenRequest>,
     ) -> Result<Response<pb::BuildRtcRtmTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildRtcRtmToken, |a| {
+        call(self, Method::BuildRtcRtmToken, |a| {
             a.build_rtc_rtm_token(&who, request.into_inner())
         })
     }
@@ -69,7 +83,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildRtmTokenRequest>,
     ) -> Result<Response<pb::BuildRtmTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildRtmToken, |a| {
+        call(self, Method::BuildRtmToken, |a| {
             a.build_rtm_token(&who, request.into_inner())
         })
     }
@@ -79,7 +93,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildChatUserTokenRequest>,
     ) -> Result<Response<pb::BuildChatUserTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildChatUserToken, |a| {
+        call(self, Method::BuildChatUserToken, |a| {
             a.build_chat_user_token(&who, request.into_inner())
         })
     }
@@ -89,7 +103,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildChatAppTokenRequest>,
     ) -> Result<Response<pb::BuildChatAppTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildChatAppToken, |a| {
+        call(self, Method::BuildChatAppToken, |a| {
             a.build_chat_app_token(&who, request.into_inner())
         })
     }
@@ -99,7 +113,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildFpaTokenRequest>,
     ) -> Result<Response<pb::BuildFpaTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildFpaToken, |a| {
+        call(self, Method::BuildFpaToken, |a| {
             a.build_fpa_token(&who, request.into_inner())
         })
     }
@@ -109,7 +123,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildApaasTokenRequest>,
     ) -> Result<Response<pb::BuildApaasTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildApaasToken, |a| {
+        call(self, Method::BuildApaasToken, |a| {
             a.build_apaas_token(&who, request.into_inner())
         })
     }
@@ -119,7 +133,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildTokenRequest>,
     ) -> Result<Response<pb::BuildTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildToken, |a| {
+        call(self, Method::BuildToken, |a| {
             a.build_token(&who, request.into_inner())
         })
     }
@@ -129,7 +143,7 @@ impl TokenService for TokenApi {
         request: Request<pb::InspectTokenRequest>,
     ) -> Result<Response<pb::InspectTokenResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::InspectToken, |a| {
+        call(self, Method::InspectToken, |a| {
             a.inspect_token(&who, request.into_inner())
         })
     }
@@ -139,7 +153,7 @@ impl TokenService for TokenApi {
         request: Request<pb::BuildAgentSessionRequest>,
     ) -> Result<Response<pb::BuildAgentSessionResponse>, Status> {
         let who = authn(&request);
-        self.grpc(Method::BuildAgentSession, |a| {
+        call(self, Method::BuildAgentSession, |a| {
             a.build_agent_session(&who, request.into_inner())
         })
     }
@@ -150,12 +164,9 @@ mod tests {
     use agora_token::{AppCertificate, AppId};
 
     use super::*;
-    use crate::api::{ApiError, RETRY_AFTER};
     use crate::domain::{AppCredentials, Issuer};
-    use crate::domain::{IssueError, rules::Violation};
-    use crate::policy::{Denial, Identity};
+    use crate::policy::Identity;
     use crate::state::Shared;
-    use crate::telemetry::metrics::{Method, Transport};
     use std::sync::Arc;
     use tonic::Code;
 
@@ -169,18 +180,16 @@ mod tests {
     }
 
     #[test]
-    fn issue_errors_map_to_status_codes() {
-        let s = Status::from(IssueError::Invalid(Violation::new("uid", "bad")));
+    fn api_errors_render_as_status_with_retry_after() {
+        let s = Status::from(ApiError::invalid("uid", "bad"));
         assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "uid: bad"));
-        let s = Status::from(IssueError::UnknownApp("x".into()));
-        assert_eq!(s.code(), Code::NotFound);
-        assert!(s.message().starts_with("app_id"));
-        let s = Status::from(ApiError::Denied(Denial::RateLimited {
+        assert!(s.metadata().get(RETRY_AFTER).is_none());
+        let s = Status::from(ApiError::from(Denial::RateLimited {
             retry_after: std::time::Duration::from_millis(1500),
         }));
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(s.metadata().get(RETRY_AFTER).unwrap(), "2");
-        let s = Status::from(ApiError::Denied(Denial::Unauthenticated("x")));
+        let s = Status::from(ApiError::from(Denial::Unauthenticated("x")));
         assert_eq!(s.code(), Code::Unauthenticated);
     }
 

@@ -2,17 +2,18 @@
 //! query in, the token as `text/plain` out, one line naming the parameter
 //! on error.
 
-use super::*;
-use crate::api::{ApiError, TokenApi};
-use crate::domain::rules;
-use crate::domain::{Common, IssueError, RtcRequest, RtcUser};
-use crate::policy::{Authn, Denial};
-use crate::telemetry::metrics::{Method, Transport, code_name};
+use std::time::Instant;
+
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
-use std::time::Instant;
-use tonic::Code;
+
+use super::{HttpState, authn_of, set_retry_after, status_of, text};
+use crate::api::{ApiError, Code, Detail, TokenApi};
+use crate::domain::rules;
+use crate::domain::{Common, RtcRequest, RtcUser};
+use crate::policy::Authn;
+use crate::telemetry::metrics::{Method, Transport};
 
 /// The compatible endpoint's parameters, as received.
 #[derive(Debug, Default)]
@@ -44,11 +45,6 @@ impl GetParams {
     }
 }
 
-/// A `400` line for the GET endpoint.
-pub(crate) fn bad_param(param: &str, why: &str) -> (StatusCode, String) {
-    (StatusCode::BAD_REQUEST, format!("{param}: {why}\n"))
-}
-
 /// The issuer names fields as in the proto; the GET endpoint's parameters
 /// are named differently.
 pub(crate) fn get_param_name(field: &str) -> &str {
@@ -60,34 +56,27 @@ pub(crate) fn get_param_name(field: &str) -> &str {
     }
 }
 
-/// A refusal of the GET endpoint: status, one line of text, and for rate
-/// limits the seconds to wait.
-type GetError = (StatusCode, String, Option<u64>);
-
+/// The token, or why not.
 pub(crate) fn get_token_inner(
     api: &TokenApi,
     who: &Authn,
     query: &str,
-) -> Result<String, GetError> {
-    let bad = |param: &str, why: &str| -> GetError {
-        let (s, b) = bad_param(param, why);
-        (s, b, None)
-    };
+) -> Result<String, ApiError> {
     let p = GetParams::parse(query);
     let Some(channel_name) = p.channel_name else {
-        return Err(bad(
+        return Err(ApiError::invalid(
             "channelName",
             "is required (an empty value means any channel)",
         ));
     };
     let uid = match p.uid.as_deref() {
         None => 0,
-        Some(s) => rules::parse_uid("uid", s).map_err(|v| bad("uid", &v.rule))?,
+        Some(s) => rules::parse_uid("uid", s).map_err(|v| ApiError::invalid("uid", v.rule))?,
     };
     let role = match p.role.as_deref() {
         None | Some("publisher") => agora_token::Role::Publisher,
         Some("subscriber") => agora_token::Role::Subscriber,
-        Some(_) => return Err(bad("role", "must be publisher or subscriber")),
+        Some(_) => return Err(ApiError::invalid("role", "must be publisher or subscriber")),
     };
     let expire = match p.expire_seconds.as_deref() {
         None => None,
@@ -96,7 +85,7 @@ pub(crate) fn get_token_inner(
             Some(s.parse::<u32>().unwrap_or(u32::MAX))
         }
         Some(_) => {
-            return Err(bad(
+            return Err(ApiError::invalid(
                 "expireSeconds",
                 "must be a decimal integer of seconds (digits only)",
             ));
@@ -114,33 +103,21 @@ pub(crate) fn get_token_inner(
     };
     match api.rtc(who, Method::GetToken, &req) {
         Ok(issued) => Ok(issued.token),
-        Err(ApiError::Issue(IssueError::Invalid(v))) => Err(bad(get_param_name(&v.field), &v.rule)),
-        Err(ApiError::Issue(e @ IssueError::UnknownApp(_))) => {
+        Err(e) if e.code == Code::NotFound => {
             tracing::error!(error = %e, "no default app configured");
-            Err((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "token generation failed\n".to_owned(),
-                None,
-            ))
+            Err(ApiError::new(Code::Internal, "token generation failed"))
         }
-        Err(e @ ApiError::Denied(_)) => {
-            // The one mapping (ApiError -> Status -> HTTP status, Retry-After).
-            let e = HttpError::from(e);
-            Err((
-                HttpError::http_status(e.code),
-                format!("{}\n", e.message),
-                e.retry_after,
-            ))
-        }
+        Err(e) => Err(e),
     }
 }
 
-/// The authentication result the server attached (absent: fail closed).
-pub(crate) fn authn_of(ext: Option<Extension<Authn>>) -> Authn {
-    ext.map(|Extension(a)| a)
-        .unwrap_or(Authn::new(Err(Denial::Unauthenticated(
-            "the request was not authenticated",
-        ))))
+/// The one line of text a refusal of the GET endpoint answers: the
+/// parameter (as the endpoint names it) and the rule, or the message.
+fn error_line(e: &ApiError) -> String {
+    match &e.detail {
+        Some(Detail::Field { field, rule }) => format!("{}: {rule}\n", get_param_name(field)),
+        _ => format!("{}\n", e.message),
+    }
 }
 
 pub(crate) async fn get_token(
@@ -151,37 +128,17 @@ pub(crate) async fn get_token(
     let start = Instant::now();
     let who = authn_of(who);
     let result = get_token_inner(&s.api, &who, uri.query().unwrap_or(""));
-    let (status, body, retry) = match result {
-        Ok(token) => (StatusCode::OK, token, None),
-        Err(e) => e,
+    let result = s
+        .api
+        .finish(Transport::Http, Method::GetToken, start, result);
+    let mut r = match &result {
+        Ok(token) => text(StatusCode::OK, token.clone()),
+        Err(e) => text(status_of(e), error_line(e)),
     };
-    let code = match status {
-        StatusCode::OK => Code::Ok,
-        StatusCode::BAD_REQUEST => Code::InvalidArgument,
-        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        StatusCode::FORBIDDEN => Code::PermissionDenied,
-        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
-        _ => Code::Internal,
-    };
-    if code != Code::Ok {
-        tracing::info!(
-            rpc = "GetToken",
-            code = code_name(code),
-            reason = body.trim_end(),
-            "request refused"
-        );
-    }
-    s.api
-        .shared()
-        .metrics
-        .request(Transport::Http, Method::GetToken, code, start.elapsed());
-    let mut r = text(status, body);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(secs) = retry {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Err(e) = &result {
+        set_retry_after(&mut r, e);
     }
     r
 }

@@ -1,115 +1,20 @@
 //! proto3 JSON for every RPC at `POST /agora.token.v1.TokenService/<Method>`
 //! (Connect unary style), and the JSON form of `grpc.health.v1.Health/Check`.
 
-use super::*;
-use crate::api::{ApiError, RETRY_AFTER, TokenApi};
-use crate::domain::IssueError;
-use crate::policy::Authn;
-use crate::telemetry::metrics::{Method, Transport, code_name};
-use crate::transport::http::json;
+use std::time::Instant;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use std::time::Instant;
-use tonic::{Code, Status};
 
-/// An error of a JSON route: HTTP status plus the Connect error body
-/// `{"code":"invalid_argument","message":"..."}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpError {
-    /// The gRPC code it stands for.
-    pub code: Code,
-    /// The message (never a secret: internal details are logged, not sent).
-    pub message: String,
-    status_override: Option<StatusCode>,
-    /// Seconds to wait before retrying (rate limits), sent as `Retry-After`.
-    pub retry_after: Option<u64>,
-}
+use super::{HttpState, authn_of, connect_error, json, not_found};
+use crate::api::{ApiError, Code, TokenApi};
+use crate::policy::Authn;
+use crate::telemetry::metrics::{Method, Transport};
 
-impl HttpError {
-    /// An error with `code` and `message`.
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            status_override: None,
-            retry_after: None,
-        }
-    }
-
-    fn with_status(mut self, status: StatusCode) -> Self {
-        self.status_override = Some(status);
-        self
-    }
-
-    /// The HTTP status of a gRPC code (the Connect protocol's table).
-    pub fn http_status(code: Code) -> StatusCode {
-        match code {
-            Code::Ok => StatusCode::OK,
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-                StatusCode::BAD_REQUEST
-            }
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::PermissionDenied => StatusCode::FORBIDDEN,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            // 499: client closed request (Connect's mapping of canceled).
-            Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-            Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl From<Status> for HttpError {
-    fn from(s: Status) -> Self {
-        let mut e = Self::new(s.code(), s.message());
-        e.retry_after = s
-            .metadata()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        e
-    }
-}
-
-impl From<IssueError> for HttpError {
-    fn from(e: IssueError) -> Self {
-        Status::from(e).into()
-    }
-}
-
-impl From<ApiError> for HttpError {
-    fn from(e: ApiError) -> Self {
-        Status::from(e).into()
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let status = self
-            .status_override
-            .unwrap_or_else(|| Self::http_status(self.code));
-        let body = serde_json::json!({ "code": code_name(self.code), "message": self.message });
-        let mut r = (status, body.to_string()).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(secs) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        r
-    }
-}
-
+/// A 200 with a JSON body.
 pub(crate) fn json_response(body: Vec<u8>) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     r.headers_mut().insert(
@@ -123,17 +28,16 @@ pub(crate) fn json_response(body: Vec<u8>) -> Response {
 pub(crate) fn run<Req, Resp>(
     body: &[u8],
     f: impl FnOnce(Req) -> Result<Resp, ApiError>,
-) -> Result<Vec<u8>, HttpError>
+) -> Result<Vec<u8>, ApiError>
 where
     Req: serde::de::DeserializeOwned,
     Resp: serde::Serialize,
 {
-    let req = json::decode::<Req>(body)
-        .map_err(|e| HttpError::new(Code::InvalidArgument, e.to_string()))?;
+    let req = json::decode::<Req>(body).map_err(|e| ApiError::invalid(e.field, e.problem))?;
     let resp = f(req)?;
     json::encode(&resp).map_err(|e| {
         tracing::error!(error = %e, "cannot encode a response");
-        HttpError::new(Code::Internal, "internal error")
+        ApiError::internal()
     })
 }
 
@@ -142,7 +46,7 @@ pub(crate) fn dispatch(
     who: &Authn,
     method: Method,
     body: &[u8],
-) -> Result<Vec<u8>, HttpError> {
+) -> Result<Vec<u8>, ApiError> {
     match method {
         Method::BuildRtcToken => run(body, |r| api.build_rtc_token(who, r)),
         Method::BuildRtcTokenWithPrivileges => {
@@ -157,7 +61,7 @@ pub(crate) fn dispatch(
         Method::BuildToken => run(body, |r| api.build_token(who, r)),
         Method::InspectToken => run(body, |r| api.inspect_token(who, r)),
         Method::BuildAgentSession => run(body, |r| api.build_agent_session(who, r)),
-        Method::GetToken => Err(HttpError::new(Code::Unimplemented, "no such method")),
+        Method::GetToken => Err(ApiError::new(Code::Unimplemented, "no such method")),
     }
 }
 
@@ -173,18 +77,15 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     }
 }
 
-pub(crate) async fn read_body(body: Body, max: usize) -> Result<Bytes, HttpError> {
+pub(crate) async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(HttpError::new(
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
             Code::ResourceExhausted,
             format!("body: larger than {max} bytes"),
         )
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE)),
-        Err(_) => Err(HttpError::new(
-            Code::InvalidArgument,
-            "body: could not be read",
-        )),
+        .with_http_status(StatusCode::PAYLOAD_TOO_LARGE.as_u16())),
+        Err(_) => Err(ApiError::invalid("body", "could not be read")),
     }
 }
 
@@ -201,27 +102,15 @@ pub(crate) async fn json_rpc(
     let start = Instant::now();
     let result = async {
         if !is_json(&headers) {
-            return Err(HttpError::new(
-                Code::InvalidArgument,
-                "content-type: must be application/json",
-            )
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+            return Err(unsupported_media_type());
         }
         let bytes = read_body(body, s.max_body).await?;
         dispatch(&s.api, &authn_of(who), method, &bytes)
     }
     .await;
-    let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
-    s.api
-        .shared()
-        .metrics
-        .request(Transport::Json, method, code, start.elapsed());
-    match result {
+    match s.api.finish(Transport::Json, method, start, result) {
         Ok(body) => json_response(body),
-        Err(e) => {
-            tracing::info!(rpc = method.as_str(), code = code_name(e.code), reason = %e.message, "request refused");
-            e.into_response()
-        }
+        Err(e) => connect_error(&e),
     }
 }
 
@@ -251,17 +140,13 @@ pub(crate) async fn json_health_check(
 ) -> Response {
     let result = async {
         if !is_json(&headers) {
-            return Err(HttpError::new(
-                Code::InvalidArgument,
-                "content-type: must be application/json",
-            )
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+            return Err(unsupported_media_type());
         }
         let bytes = read_body(body, s.max_body).await?;
         let req = json::decode::<HealthCheckJson>(&bytes)
-            .map_err(|e| HttpError::new(Code::InvalidArgument, e.to_string()))?;
+            .map_err(|e| ApiError::invalid(e.field, e.problem))?;
         if !matches!(req.service.as_str(), "" | "agora.token.v1.TokenService") {
-            return Err(HttpError::new(Code::NotFound, "service: unknown service"));
+            return Err(ApiError::new(Code::NotFound, "service: unknown service"));
         }
         let status = if s.api.shared().is_ready() {
             "SERVING"
@@ -270,12 +155,18 @@ pub(crate) async fn json_health_check(
         };
         json::encode(&HealthStatusJson { status }).map_err(|e| {
             tracing::error!(error = %e, "cannot encode a response");
-            HttpError::new(Code::Internal, "internal error")
+            ApiError::internal()
         })
     }
     .await;
     match result {
         Ok(body) => json_response(body),
-        Err(e) => e.into_response(),
+        Err(e) => connect_error(&e),
     }
+}
+
+/// 415: the JSON routes take `application/json` only.
+fn unsupported_media_type() -> ApiError {
+    ApiError::invalid("content-type", "must be application/json")
+        .with_http_status(StatusCode::UNSUPPORTED_MEDIA_TYPE.as_u16())
 }

@@ -9,16 +9,18 @@ pub mod json;
 mod json_rpc;
 mod ops;
 
-pub(crate) use get_token::*;
-pub use json_rpc::*;
-pub(crate) use ops::*;
+pub(crate) use json_rpc::json_health_check;
+pub(crate) use ops::{healthz, metrics, readyz};
 
-use crate::api::TokenApi;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::Extension;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use crate::api::{ApiError, TokenApi};
+use crate::policy::{Authn, Denial};
 
 /// Default JSON request body limit, in bytes.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -77,36 +79,46 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Body>) -> Response {
     r
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic::Code;
+/// The HTTP status of an [`ApiError`].
+pub(crate) fn status_of(e: &ApiError) -> StatusCode {
+    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
 
-    #[test]
-    fn connect_status_table() {
-        assert_eq!(
-            HttpError::http_status(Code::InvalidArgument),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            HttpError::http_status(Code::NotFound),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            HttpError::http_status(Code::Unauthenticated),
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            HttpError::http_status(Code::PermissionDenied),
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            HttpError::http_status(Code::ResourceExhausted),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(
-            HttpError::http_status(Code::Internal),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+/// `Retry-After` (whole seconds) when the error carries a wait.
+pub(crate) fn set_retry_after(r: &mut Response, e: &ApiError) {
+    if let Some(v) = e
+        .retry_after_secs()
+        .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
+}
+
+/// An [`ApiError`] as a Connect error: the HTTP status of its code and the
+/// body `{"code":"invalid_argument","message":"..."}`.
+pub(crate) fn connect_error(e: &ApiError) -> Response {
+    let body = serde_json::json!({ "code": e.code_name(), "message": e.message });
+    let mut r = (status_of(e), body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    set_retry_after(&mut r, e);
+    r
+}
+
+/// An [`ApiError`] as one line of plain text with its HTTP status (the GET
+/// endpoint and refusals made before routing).
+pub(crate) fn text_error(e: &ApiError) -> Response {
+    let mut r = text(status_of(e), format!("{}\n", e.message));
+    set_retry_after(&mut r, e);
+    r
+}
+
+/// The authentication result the server attached (absent: fail closed).
+pub(crate) fn authn_of(ext: Option<Extension<Authn>>) -> Authn {
+    ext.map(|Extension(a)| a)
+        .unwrap_or(Authn::new(Err(Denial::Unauthenticated(
+            "the request was not authenticated",
+        ))))
 }
