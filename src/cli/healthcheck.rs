@@ -1,8 +1,8 @@
 //! `token-authority healthcheck`: a std-only HTTP probe for Docker.
 
+use super::CliError;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// `token-authority healthcheck` options.
@@ -23,14 +23,11 @@ pub struct HealthcheckArgs {
 /// `token-authority healthcheck`: exit 0 when `GET /healthz` (or `/readyz`
 /// with `--ready`) answers 200. Blocking std I/O, no runtime: it is run by
 /// Docker every few seconds.
-pub fn healthcheck_main(args: &HealthcheckArgs) -> ExitCode {
+pub fn healthcheck_main(args: &HealthcheckArgs) -> Result<(), CliError> {
     let path = if args.ready { "/readyz" } else { "/healthz" };
     match healthcheck(&args.addr, path, Duration::from_secs(args.timeout.max(1))) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("unhealthy: {e}");
-            ExitCode::FAILURE
-        }
+        Ok(()) => Ok(()),
+        Err(e) => Err(CliError::new(1, format!("unhealthy: {e}"))),
     }
 }
 

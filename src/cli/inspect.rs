@@ -1,5 +1,6 @@
 //! `inspect`: decodes any token and, with credentials, verifies it.
 
+use super::CliError;
 use super::*;
 use crate::config::env::{self, ProcessEnv};
 use crate::domain::{Inspection, Issuer, RtcUser, SignatureStatus, TokenVersion};
@@ -7,7 +8,6 @@ use agora_token::Payload;
 use agora_token::service::{permission_type_name, resource_type_name};
 use clap::Args;
 use std::io::{Read, Write};
-use std::process::ExitCode;
 
 /// `inspect` options.
 #[derive(Debug, Clone, Args)]
@@ -26,7 +26,7 @@ pub struct InspectArgs {
 
 /// Runs `inspect`: exit 0 when the token parses and its signature is not
 /// INVALID, 1 when it is rejected or INVALID, 2 for usage errors.
-pub fn inspect_main(args: &InspectArgs) -> ExitCode {
+pub fn inspect_main(args: &InspectArgs) -> Result<(), CliError> {
     let token = if args.token == "-" {
         let mut s = String::new();
         // Cap what we read: a token is at most MAX_TOKEN_LEN characters.
@@ -73,12 +73,12 @@ pub fn inspect_main(args: &InspectArgs) -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
-        return ExitCode::from(1);
+        return Err(CliError::silent(1));
     }
     if ins.signature == SignatureStatus::Invalid {
-        ExitCode::from(1)
+        Err(CliError::silent(1))
     } else {
-        ExitCode::SUCCESS
+        Ok(())
     }
 }
 

@@ -1,12 +1,12 @@
 //! `keygen`: a new caller API key and its SHA-256 for the config.
 
+use super::CliError;
 use super::*;
 use std::io::Write;
-use std::process::ExitCode;
 
 /// Runs `keygen`: a new API key (give it to the caller, once) and its hash
 /// (put it in the config as `api_key_sha256`).
-pub fn keygen_main() -> ExitCode {
+pub fn keygen_main() -> Result<(), CliError> {
     let (key, hash) = match crate::policy::generate_key() {
         Ok(k) => k,
         Err(e) => {
@@ -28,7 +28,7 @@ pub fn keygen_main() -> ExitCode {
         .and_then(|()| out.flush())
         .is_err()
     {
-        return ExitCode::from(1);
+        return Err(CliError::silent(1));
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -48,15 +48,80 @@ enum Command {
     Bench(Box<crate::bench::BenchArgs>),
 }
 
-/// Parses the command line, runs the command, and returns its exit code.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Why a command failed: its exit code and the line to print on stderr
+/// (none when the command already said everything on stdout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    code: u8,
+    message: Option<String>,
+}
+
+/// Exit code of a failure: a token rejected or INVALID, missing
+/// credentials, an unhealthy server, a start-up failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a usage error, including input that breaks a rule.
+pub const EXIT_USAGE: u8 = 2;
+pub use crate::config::EXIT_CONFIG;
+
+impl CliError {
+    /// Exit `code` after printing `message` on stderr.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: Some(message.into()),
+        }
+    }
+
+    /// Exit `code` without a message.
+    pub fn silent(code: u8) -> Self {
+        Self {
+            code,
+            message: None,
+        }
+    }
+
+    /// The exit code.
+    pub fn code(&self) -> u8 {
+        self.code
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(m) => f.write_str(m),
+            None => write!(f, "exit {}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Runs one parsed command.
+fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve_main(*args),
         Command::Token(cmd) => token_main(*cmd),
         Command::Inspect(args) => inspect_main(&args),
         Command::Healthcheck(args) => healthcheck_main(&args),
         Command::Keygen => keygen_main(),
-        Command::Bench(args) => crate::bench::main(&args),
+        Command::Bench(args) => match crate::bench::main(&args) {
+            c if c == ExitCode::SUCCESS => Ok(()),
+            _ => Err(CliError::silent(EXIT_FAILURE)),
+        },
+    }
+}
+
+/// Parses the command line, runs the command, prints its error and returns
+/// its exit code: the one place the process's exit status is decided.
+pub fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(m) = &e.message {
+                eprintln!("{m}");
+            }
+            ExitCode::from(e.code)
+        }
     }
 }

@@ -1,28 +1,32 @@
 //! `token-authority serve`: validates the configuration, then serves until
 //! SIGTERM / Ctrl-C, reloading on SIGHUP and on file changes.
 
+use super::CliError;
 use crate::config::{Config, EXIT_CONFIG, ServeArgs};
 use crate::server::reload::{self, Reloader, Trigger};
 use crate::server::{Server, shutdown_signal};
 use crate::telemetry::logging::init_logging;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 /// `token-authority serve`: validates the configuration before anything
 /// else (exit 78 on error), then serves until SIGTERM / Ctrl-C.
-pub fn serve_main(args: ServeArgs) -> ExitCode {
+pub fn serve_main(args: ServeArgs) -> Result<(), CliError> {
     let config = match Config::load(&args, &crate::config::env::ProcessEnv::load()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("token-authority: configuration error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return Err(CliError::new(
+                EXIT_CONFIG,
+                format!("token-authority: configuration error: {e}"),
+            ));
         }
     };
     let _log_guards = match init_logging(config.log_format, config.audit_log.as_deref()) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("token-authority: configuration error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return Err(CliError::new(
+                EXIT_CONFIG,
+                format!("token-authority: configuration error: {e}"),
+            ));
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -31,8 +35,10 @@ pub fn serve_main(args: ServeArgs) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("token-authority: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Err(CliError::new(
+                1,
+                format!("token-authority: cannot start the async runtime: {e}"),
+            ));
         }
     };
     runtime.block_on(async {
@@ -40,16 +46,14 @@ pub fn serve_main(args: ServeArgs) -> ExitCode {
         let hangup = match hangup_signal() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("token-authority: cannot handle SIGHUP: {e}");
-                return ExitCode::FAILURE;
+                return Err(CliError::new(1, format!("token-authority: cannot handle SIGHUP: {e}")));
             }
         };
         let server = match Server::bind(&config).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "start-up failed");
-                eprintln!("token-authority: {e}");
-                return ExitCode::FAILURE;
+                return Err(CliError::new(1, format!("token-authority: {e}")));
             }
         };
         let apps: Vec<String> = server
@@ -69,10 +73,10 @@ pub fn serve_main(args: ServeArgs) -> ExitCode {
         let result = server.run(shutdown_signal()).await;
         reloads.abort();
         match result {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
-                ExitCode::FAILURE
+                Err(CliError::silent(1))
             }
         }
     })

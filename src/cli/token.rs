@@ -2,6 +2,7 @@
 //! environment, through the same [`Issuer`] rules as the service
 //! (`--unchecked` skips them, for testing).
 
+use super::CliError;
 use crate::config::env::{self, ProcessEnv};
 use crate::domain::{
     ApaasRoomUserRequest, ChatUserRequest, Checks, Common, Fixed, Issuer, Limits, PrivilegeExpires,
@@ -11,7 +12,6 @@ use agora_token::Role;
 use agora_token::service::{permission_type_name, resource_type_name};
 use clap::{Args, Subcommand, ValueEnum};
 use std::io::Write;
-use std::process::ExitCode;
 
 /// Options every `token` kind takes.
 #[derive(Debug, Clone, Args)]
@@ -331,13 +331,12 @@ pub(crate) fn push_char(out: &mut Vec<String>, c: char) {
     }
 }
 
-pub(crate) fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(code)
+pub(crate) fn fail(code: u8, msg: impl std::fmt::Display) -> Result<(), CliError> {
+    Err(CliError::new(code, format!("error: {msg}")))
 }
 
 /// Runs `token <kind>`: prints the token and a newline on stdout.
-pub fn token_main(cmd: TokenCommand) -> ExitCode {
+pub fn token_main(cmd: TokenCommand) -> Result<(), CliError> {
     let creds = match env::credentials(&ProcessEnv::load()) {
         Ok(c) => c,
         Err(e) => return fail(1, e),
@@ -481,9 +480,9 @@ pub fn token_main(cmd: TokenCommand) -> ExitCode {
                 .and_then(|()| out.flush())
                 .is_err()
             {
-                return ExitCode::from(1);
+                return Err(CliError::silent(1));
             }
-            ExitCode::SUCCESS
+            Ok(())
         }
         Err(e) => fail(2, cli_names(&e.to_string())),
     }
