@@ -347,7 +347,8 @@ mod tests {
             channel_name: "lobby".into(),
             ..Default::default()
         };
-        let t = issuer.rtc(&req, &Limits::default()).unwrap();
+        let d = issuer.rtc(&req, &Limits::default()).unwrap();
+        let t = issuer.sign(&d, &crate::domain::Permit::local()).unwrap();
         let ins = issuer.inspect(&t.token, None).unwrap();
         let json = inspection_json(&ins);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -151,6 +151,7 @@ impl From<IssueError> for ApiError {
         match e {
             IssueError::Invalid(v) => Self::invalid(v.field, v.rule),
             e @ IssueError::UnknownApp(_) => Self::new(Code::NotFound, e.to_string()),
+            IssueError::NotPermitted { rule, detail } => Denial::Policy { rule, detail }.into(),
         }
     }
 }

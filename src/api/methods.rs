@@ -9,7 +9,8 @@ use crate::domain::{
     TokenKind,
 };
 use crate::pb;
-use crate::policy::{AccessRequest, Authn};
+use crate::policy::Authn;
+use crate::telemetry::asked::Asked;
 use crate::telemetry::metrics::Method;
 
 impl TokenApi {
@@ -31,10 +32,14 @@ impl TokenApi {
 
     /// An RTC token for `method` (`BuildRtcToken` or `GetToken`).
     pub fn rtc(&self, who: &Authn, method: Method, req: &RtcRequest) -> Result<Issued, ApiError> {
-        let access = AccessRequest::rtc(Method::BuildRtcToken.as_str(), req);
-        self.issue(who, method, req.common.app_id.as_deref(), access, |i, l| {
-            i.rtc(req, l)
-        })
+        let access = Asked::rtc(Method::BuildRtcToken.as_str(), req);
+        self.issue(
+            who,
+            method,
+            req.common.app_id.as_deref(),
+            access,
+            |i, l, s| s.sign(i, i.rtc(req, l)?),
+        )
     }
 
     /// `BuildRtcTokenWithPrivileges`.
@@ -55,9 +60,9 @@ impl TokenApi {
             },
         };
         let m = Method::BuildRtcTokenWithPrivileges;
-        let access = AccessRequest::rtc_privileges(m.as_str(), &req);
-        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
-            i.rtc_with_privileges(&req, l)
+        let access = Asked::rtc_privileges(m.as_str(), &req);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
+            s.sign(i, i.rtc_with_privileges(&req, l)?)
         })?;
         Ok(issued.into())
     }
@@ -79,9 +84,9 @@ impl TokenApi {
             rtm_expire: r.rtm_expire_seconds,
         };
         let m = Method::BuildRtcRtmToken;
-        let access = AccessRequest::rtc_rtm(m.as_str(), &req);
-        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
-            i.rtc_rtm(&req, l)
+        let access = Asked::rtc_rtm(m.as_str(), &req);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
+            s.sign(i, i.rtc_rtm(&req, l)?)
         })?;
         Ok(issued.into())
     }
@@ -99,9 +104,9 @@ impl TokenApi {
             permissions: rtm2_permissions(&r.permissions),
         };
         let m = Method::BuildRtmToken;
-        let access = AccessRequest::rtm(m.as_str(), &req);
-        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
-            i.rtm(&req, l)
+        let access = Asked::rtm(m.as_str(), &req);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
+            s.sign(i, i.rtm(&req, l)?)
         })?;
         Ok(issued.into())
     }
@@ -117,9 +122,9 @@ impl TokenApi {
             user_id: r.user_id,
         };
         let m = Method::BuildChatUserToken;
-        let access = AccessRequest::plain(m.as_str(), TokenKind::ChatUser, req.common.expire);
-        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
-            i.chat_user(&req, l)
+        let access = Asked::plain(m.as_str(), TokenKind::ChatUser, req.common.expire);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
+            s.sign(i, i.chat_user(&req, l)?)
         })?;
         Ok(issued.into())
     }
@@ -132,9 +137,9 @@ impl TokenApi {
     ) -> Result<pb::BuildChatAppTokenResponse, ApiError> {
         let c = common(r.app_id, r.expire_seconds);
         let m = Method::BuildChatAppToken;
-        let access = AccessRequest::plain(m.as_str(), TokenKind::ChatApp, c.expire);
-        let issued = self.issue(who, m, c.app_id.as_deref(), access, |i, l| {
-            i.chat_app(&c, l)
+        let access = Asked::plain(m.as_str(), TokenKind::ChatApp, c.expire);
+        let issued = self.issue(who, m, c.app_id.as_deref(), access, |i, l, s| {
+            s.sign(i, i.chat_app(&c, l)?)
         })?;
         Ok(issued.into())
     }
@@ -147,12 +152,14 @@ impl TokenApi {
     ) -> Result<pb::BuildFpaTokenResponse, ApiError> {
         let c = common(r.app_id, None);
         let m = Method::BuildFpaToken;
-        let access = AccessRequest::plain(
+        let access = Asked::plain(
             m.as_str(),
             TokenKind::Fpa,
             Some(agora_token::builders::FPA_TOKEN_EXPIRE),
         );
-        let issued = self.issue(who, m, c.app_id.as_deref(), access, |i, l| i.fpa(&c, l))?;
+        let issued = self.issue(who, m, c.app_id.as_deref(), access, |i, l, s| {
+            s.sign(i, i.fpa(&c, l)?)
+        })?;
         Ok(issued.into())
     }
 
@@ -188,25 +195,27 @@ impl TokenApi {
                     user_uuid: r.user_uuid,
                     role,
                 };
-                let access = AccessRequest::apaas_room_user(m.as_str(), &req);
-                self.issue(who, m, app.as_deref(), access, |i, l| {
-                    i.apaas_room_user(&req, l)
+                let access = Asked::apaas_room_user(m.as_str(), &req);
+                self.issue(who, m, app.as_deref(), access, |i, l, s| {
+                    s.sign(i, i.apaas_room_user(&req, l)?)
                 })?
             }
             K::User => {
                 unused("room_uuid", !r.room_uuid.is_empty())?;
                 unused("role", r.role != 0)?;
-                let access = AccessRequest::plain(m.as_str(), TokenKind::ApaasUser, c.expire);
-                self.issue(who, m, app.as_deref(), access, |i, l| {
-                    i.apaas_user(&c, &r.user_uuid, l)
+                let access = Asked::plain(m.as_str(), TokenKind::ApaasUser, c.expire);
+                self.issue(who, m, app.as_deref(), access, |i, l, s| {
+                    s.sign(i, i.apaas_user(&c, &r.user_uuid, l)?)
                 })?
             }
             K::App => {
                 unused("room_uuid", !r.room_uuid.is_empty())?;
                 unused("user_uuid", !r.user_uuid.is_empty())?;
                 unused("role", r.role != 0)?;
-                let access = AccessRequest::plain(m.as_str(), TokenKind::ApaasApp, c.expire);
-                self.issue(who, m, app.as_deref(), access, |i, l| i.apaas_app(&c, l))?
+                let access = Asked::plain(m.as_str(), TokenKind::ApaasApp, c.expire);
+                self.issue(who, m, app.as_deref(), access, |i, l, s| {
+                    s.sign(i, i.apaas_app(&c, l)?)
+                })?
             }
             K::Unspecified => {
                 return Err(IssueError::from(Violation::new(
@@ -236,9 +245,9 @@ impl TokenApi {
             services,
         };
         let m = Method::BuildToken;
-        let access = AccessRequest::generic(m.as_str(), &req);
-        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
-            i.generic(&req, l)
+        let access = Asked::generic(m.as_str(), &req);
+        let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
+            s.sign(i, i.generic(&req, l)?)
         })?;
         Ok(issued.into())
     }
@@ -250,9 +259,16 @@ impl TokenApi {
         who: &Authn,
         r: pb::InspectTokenRequest,
     ) -> Result<pb::InspectTokenResponse, ApiError> {
-        who.identity
+        let caller = who
+            .identity
             .as_ref()
             .map_err(|d| ApiError::from(d.clone()))?;
+        let snap = who
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.shared.current_full());
+        // Inspection issues nothing, but counts against the rate limit.
+        snap.auth.admit(caller, Method::InspectToken.as_str())?;
         let uid = match r.user {
             None => None,
             Some(pb::inspect_token_request::User::Uid(u)) => {
@@ -264,10 +280,7 @@ impl TokenApi {
             (None, true) => None,
             (uid, _) => Some((r.channel_name.as_str(), uid.as_deref().unwrap_or(""))),
         };
-        let snap = who
-            .snapshot
-            .clone()
-            .unwrap_or_else(|| self.shared.current_full());
+
         let ins = snap
             .issuer
             .inspect(&r.token, identity)
@@ -290,9 +303,9 @@ impl TokenApi {
             enable_rtm: r.enable_rtm,
         };
         let m = Method::BuildAgentSession;
-        let access = AccessRequest::agent_session(m.as_str(), &req);
-        let s = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l| {
-            i.agent_session(&req, l)
+        let access = Asked::agent_session(m.as_str(), &req);
+        let s = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
+            s.sign(i, i.agent_session(&req, l)?)
         })?;
         Ok(pb::BuildAgentSessionResponse {
             agent_token: s.agent.token,

@@ -15,11 +15,13 @@ mod methods;
 pub use convert::*;
 pub use error::*;
 
-use crate::domain::{AgentSession, IssueError, Issued, Issuer, Limits};
-use crate::policy::{AccessRequest, Authn, Identity};
+use crate::domain::{AgentSession, Issued, Issuer, Limits, Unsigned};
+use crate::policy::{Authenticator, Authn, Identity};
 use crate::state::Shared;
+use crate::telemetry::asked::Asked;
 use crate::telemetry::audit;
 use crate::telemetry::metrics::{Method, Transport};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,6 +47,43 @@ impl Tokens for AgentSession {
     }
 }
 
+/// The authorization step of one call: a build closure hands it the
+/// drafts the issuer made; it checks what they grant against the caller's
+/// policy, signs them with the permit, and records the outcome in the
+/// audit trail (issued, or refused with what the token would have granted).
+pub struct Signer<'c> {
+    auth: &'c Authenticator,
+    identity: &'c Identity,
+    caller: &'c str,
+    rpc: &'static str,
+    asked: &'c Asked<'c>,
+    audited: &'c Cell<bool>,
+}
+
+impl Signer<'_> {
+    /// Authorizes and signs `unsigned` (made by `issuer`).
+    pub fn sign<'a, U>(&self, issuer: &'a Issuer, unsigned: U) -> Result<U::Signed, ApiError>
+    where
+        U: Unsigned<'a>,
+        U::Signed: Tokens,
+    {
+        let drafts = unsigned.drafts();
+        let permit = match self.auth.authorize(self.identity, &drafts) {
+            Ok(p) => p,
+            Err(d) => {
+                let e = ApiError::from(d);
+                audit::refused(self.caller, self.rpc, self.asked, Some(&drafts), &e.message);
+                self.audited.set(true);
+                return Err(e);
+            }
+        };
+        let signed = unsigned.sign(issuer, &permit)?;
+        audit::issued(self.caller, self.rpc, &drafts, &signed.tokens());
+        self.audited.set(true);
+        Ok(signed)
+    }
+}
+
 /// The API implementation shared by gRPC and JSON.
 #[derive(Debug, Clone)]
 pub struct TokenApi {
@@ -62,47 +101,60 @@ impl TokenApi {
         &self.shared
     }
 
-    /// The one path every token takes: identify the caller, resolve the
-    /// app, check the caller's policy and rate limit for `access`, build
-    /// with the permit's limits, then count and audit the outcome.
+    /// The one path every token takes: identify the caller; admit the call
+    /// (the caller's RPCs and rate limit) before reading anything of the
+    /// request; draft the token(s) with the caller's limits; authorize what
+    /// the drafts grant and sign them with the permit ([`Signer`]); count
+    /// and audit the outcome.
     fn issue<T: Tokens>(
         &self,
         who: &Authn,
         method: Method,
         app_id: Option<&str>,
-        access: AccessRequest<'_>,
-        build: impl FnOnce(&Issuer, &Limits) -> Result<T, IssueError>,
+        asked: Asked<'_>,
+        build: impl FnOnce(&Issuer, &Limits, &Signer<'_>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         // The snapshot the caller was authenticated against, else the current one.
         let snap = match &who.snapshot {
             Some(s) => Arc::clone(s),
             None => self.shared.current_full(),
         };
-        // Re-bound after `snap`, so it may borrow the resolved app id from it.
-        let mut access = access;
+        let mut asked = asked;
+        if let Ok(app) = snap.issuer.app(app_id) {
+            asked.app_id = app.app_id.as_str();
+        }
+        let caller = who
+            .identity
+            .as_ref()
+            .map_or("unauthenticated", Identity::name);
+        let audited = Cell::new(false);
         let result: Result<T, ApiError> = (|| {
             let identity = who
                 .identity
                 .as_ref()
                 .map_err(|d| ApiError::from(d.clone()))?;
-            let app = snap.issuer.app(app_id)?;
-            access.app_id = app.app_id.as_str();
-            let permit = snap.auth.authorize(identity, &access)?;
-            Ok(build(&snap.issuer, &permit.limits())?)
+            snap.auth.admit(identity, asked.rpc)?;
+            let limits = snap.auth.limits(identity);
+            let signer = Signer {
+                auth: &snap.auth,
+                identity,
+                caller,
+                rpc: method.as_str(),
+                asked: &asked,
+                audited: &audited,
+            };
+            build(&snap.issuer, &limits, &signer)
         })();
-        let caller = who
-            .identity
-            .as_ref()
-            .map_or("unauthenticated", Identity::name);
         match &result {
             Ok(tokens) => {
-                let tokens = tokens.tokens();
-                for i in &tokens {
+                for i in tokens.tokens() {
                     self.shared.metrics.token_issued(i.kind, &i.app_id);
                 }
-                audit::issued(caller, method.as_str(), &access, &tokens);
             }
-            Err(e) => audit::refused(caller, method.as_str(), &access, &e.to_string()),
+            Err(e) if !audited.get() => {
+                audit::refused(caller, method.as_str(), &asked, None, &e.message);
+            }
+            Err(_) => {}
         }
         result
     }

@@ -139,32 +139,38 @@ impl Issuer {
         }
     }
 
-    fn sign(
-        &self,
-        app: &AppCredentials,
-        grant: &Grant,
-        kind: TokenKind,
-    ) -> Result<Issued, IssueError> {
+    /// Signs a draft this issuer made, within `permit`'s caps (checked
+    /// again here, whatever the caller checked before).
+    pub fn sign(&self, draft: &Draft<'_>, permit: &Permit) -> Result<Issued, IssueError> {
+        permit.covers(draft)?;
+        let app = draft.app;
         let issued_at = self.clock.now();
-        let token = grant.build(&app.app_id, &app.certificate, issued_at, self.salt.salt())?;
+        let token =
+            draft
+                .grant
+                .build(&app.app_id, &app.certificate, issued_at, self.salt.salt())?;
         Ok(Issued {
             token,
             issued_at,
-            expires_at: issued_at.saturating_add(grant.expire),
+            expires_at: issued_at.saturating_add(draft.grant.expire),
             app_id: app.app_id.as_str().to_owned(),
-            kind,
+            kind: draft.kind,
         })
     }
 
+    fn draft<'a>(&self, app: &'a AppCredentials, grant: Grant, kind: TokenKind) -> Draft<'a> {
+        Draft::new(app, grant, kind)
+    }
+
     /// An RTC token (`build_token_with_uid` / `_with_user_account`).
-    pub fn rtc(&self, req: &RtcRequest, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn rtc<'a>(&'a self, req: &RtcRequest, limits: &Limits) -> Result<Draft<'a>, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::channel_name("channel_name", &req.channel_name))?;
         let uid = self.rtc_user(&req.user, "account")?;
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
         let pe = self.privilege_expire("privilege_expire_seconds", req.privilege_expire, te)?;
         let grant = builders::rtc_with_user_account(&req.channel_name, &uid, req.role, te, pe);
-        self.sign(app, &grant, TokenKind::Rtc)
+        Ok(self.draft(app, grant, TokenKind::Rtc))
     }
 
     fn privilege_set(
@@ -198,23 +204,27 @@ impl Issuer {
 
     /// An RTC token with separate privilege expiries
     /// (`build_token_with_uid_and_privilege` / `_user_account_and_privilege`).
-    pub fn rtc_with_privileges(
-        &self,
+    pub fn rtc_with_privileges<'a>(
+        &'a self,
         req: &RtcPrivilegesRequest,
         limits: &Limits,
-    ) -> Result<Issued, IssueError> {
+    ) -> Result<Draft<'a>, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::channel_name("channel_name", &req.channel_name))?;
         let uid = self.rtc_user(&req.user, "account")?;
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
         let p = self.privilege_set(&req.privileges, te)?;
         let grant = builders::rtc_with_user_account_and_privilege(&req.channel_name, &uid, te, p);
-        self.sign(app, &grant, TokenKind::RtcPrivileges)
+        Ok(self.draft(app, grant, TokenKind::RtcPrivileges))
     }
 
     /// RTC + RTM in one token (`build_token_with_rtm` semantics, or
     /// `build_token_with_rtm2` when identities or expiries differ).
-    pub fn rtc_rtm(&self, req: &RtcRtmRequest, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn rtc_rtm<'a>(
+        &'a self,
+        req: &RtcRtmRequest,
+        limits: &Limits,
+    ) -> Result<Draft<'a>, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::channel_name("channel_name", &req.channel_name))?;
         let uid = self.rtc_user(&req.user, "account")?;
@@ -245,16 +255,16 @@ impl Issuer {
             &rtm_user_id,
             rtm_expire,
         );
-        self.sign(app, &grant, TokenKind::RtcRtm)
+        Ok(self.draft(app, grant, TokenKind::RtcRtm))
     }
 
     /// An RTM token, or RTM2 with permissions.
-    pub fn rtm(&self, req: &RtmRequest, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn rtm<'a>(&'a self, req: &RtmRequest, limits: &Limits) -> Result<Draft<'a>, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::user_id("user_id", &req.user_id))?;
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
         if !req.rtm2 && req.permissions.is_empty() {
-            return self.sign(app, &builders::rtm(&req.user_id, te), TokenKind::Rtm);
+            return Ok(self.draft(app, builders::rtm(&req.user_id, te), TokenKind::Rtm));
         }
         let mut perms = Rtm2Permissions::new();
         for (i, (rt, pt, resources)) in req.permissions.iter().enumerate() {
@@ -288,30 +298,38 @@ impl Issuer {
             perms.add(*rt, *pt, resources.iter().map(String::as_str));
         }
         let grant = builders::rtm_with_permissions(&req.user_id, perms, te);
-        self.sign(app, &grant, TokenKind::Rtm2)
+        Ok(self.draft(app, grant, TokenKind::Rtm2))
     }
 
     /// A Chat user token.
-    pub fn chat_user(&self, req: &ChatUserRequest, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn chat_user<'a>(
+        &'a self,
+        req: &ChatUserRequest,
+        limits: &Limits,
+    ) -> Result<Draft<'a>, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::user_id("user_id", &req.user_id))?;
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
-        self.sign(
+        Ok(self.draft(
             app,
-            &builders::chat_user(&req.user_id, te),
+            builders::chat_user(&req.user_id, te),
             TokenKind::ChatUser,
-        )
+        ))
     }
 
     /// A Chat app token.
-    pub fn chat_app(&self, common: &Common, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn chat_app<'a>(
+        &'a self,
+        common: &Common,
+        limits: &Limits,
+    ) -> Result<Draft<'a>, IssueError> {
         let app = self.app(common.app_id.as_deref())?;
         let te = self.token_expire("expire_seconds", common.expire, limits)?;
-        self.sign(app, &builders::chat_app(te), TokenKind::ChatApp)
+        Ok(self.draft(app, builders::chat_app(te), TokenKind::ChatApp))
     }
 
     /// An FPA token (24 h, login privilege 0, as the official builder).
-    pub fn fpa(&self, common: &Common, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn fpa<'a>(&'a self, common: &Common, limits: &Limits) -> Result<Draft<'a>, IssueError> {
         let app = self.app(common.app_id.as_deref())?;
         if self.strict() && limits.max_expire < builders::FPA_TOKEN_EXPIRE {
             return Err(Violation::new(
@@ -323,15 +341,15 @@ impl Issuer {
             )
             .into());
         }
-        self.sign(app, &builders::fpa(), TokenKind::Fpa)
+        Ok(self.draft(app, builders::fpa(), TokenKind::Fpa))
     }
 
     /// An APaaS (Education) room-user token.
-    pub fn apaas_room_user(
-        &self,
+    pub fn apaas_room_user<'a>(
+        &'a self,
         req: &ApaasRoomUserRequest,
         limits: &Limits,
-    ) -> Result<Issued, IssueError> {
+    ) -> Result<Draft<'a>, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         self.check(rules::bounded_text(
             "room_uuid",
@@ -341,16 +359,16 @@ impl Issuer {
         self.check(rules::user_id("user_uuid", &req.user_uuid))?;
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
         let grant = builders::apaas_room_user(&req.room_uuid, &req.user_uuid, req.role, te);
-        self.sign(app, &grant, TokenKind::ApaasRoomUser)
+        Ok(self.draft(app, grant, TokenKind::ApaasRoomUser))
     }
 
     /// An APaaS user token.
-    pub fn apaas_user(
-        &self,
+    pub fn apaas_user<'a>(
+        &'a self,
         common: &Common,
         user_uuid: &str,
         limits: &Limits,
-    ) -> Result<Issued, IssueError> {
+    ) -> Result<Draft<'a>, IssueError> {
         let app = self.app(common.app_id.as_deref())?;
         self.check(rules::bounded_text(
             "user_uuid",
@@ -358,22 +376,30 @@ impl Issuer {
             rules::MAX_UUID_LEN,
         ))?;
         let te = self.token_expire("expire_seconds", common.expire, limits)?;
-        self.sign(
+        Ok(self.draft(
             app,
-            &builders::apaas_user(user_uuid, te),
+            builders::apaas_user(user_uuid, te),
             TokenKind::ApaasUser,
-        )
+        ))
     }
 
     /// An APaaS app token.
-    pub fn apaas_app(&self, common: &Common, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn apaas_app<'a>(
+        &'a self,
+        common: &Common,
+        limits: &Limits,
+    ) -> Result<Draft<'a>, IssueError> {
         let app = self.app(common.app_id.as_deref())?;
         let te = self.token_expire("expire_seconds", common.expire, limits)?;
-        self.sign(app, &builders::apaas_app(te), TokenKind::ApaasApp)
+        Ok(self.draft(app, builders::apaas_app(te), TokenKind::ApaasApp))
     }
 
     /// A token with any services and explicit privileges.
-    pub fn generic(&self, req: &GenericRequest, limits: &Limits) -> Result<Issued, IssueError> {
+    pub fn generic<'a>(
+        &'a self,
+        req: &GenericRequest,
+        limits: &Limits,
+    ) -> Result<Draft<'a>, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
         if self.strict() {
@@ -395,63 +421,78 @@ impl Issuer {
             expire: te,
             services: req.services.clone(),
         };
-        self.sign(app, &grant, TokenKind::Generic)
+        Ok(self.draft(app, grant, TokenKind::Generic))
     }
 
-    /// The three tokens of a ConvoAI agent session.
-    pub fn agent_session(
-        &self,
+    /// The three tokens of a ConvoAI agent session. The agent's and the
+    /// user's RTM user ids are always their RTC identities as packed, so a
+    /// token never carries two identities.
+    pub fn agent_session<'a>(
+        &'a self,
         req: &AgentSessionRequest,
         limits: &Limits,
-    ) -> Result<AgentSession, IssueError> {
+    ) -> Result<AgentSessionDraft<'a>, IssueError> {
         let app = self.app(req.common.app_id.as_deref())?;
+        if self.strict() && req.channel_name.is_empty() {
+            return Err(Violation::new(
+                "channel_name",
+                "is required: an agent joins one channel, and ConvoAI's REST token must name it",
+            )
+            .into());
+        }
         self.check(rules::channel_name("channel_name", &req.channel_name))?;
         let user_of = |field: &str, s: &str| -> Result<RtcUser, IssueError> {
             if req.string_uid {
                 self.check(rules::account(field, s))?;
                 Ok(RtcUser::Account(s.to_owned()))
             } else {
-                Ok(RtcUser::Uid(rules::parse_uid(field, s)?))
+                Ok(RtcUser::Uid(rules::canonical_uid(field, s)?))
             }
         };
         let agent = user_of("agent_uid", &req.agent_uid)?;
         let user = user_of("user_uid", &req.user_uid)?;
+        if self.strict() && agent == RtcUser::Uid(0) {
+            return Err(Violation::new(
+                "agent_uid",
+                "0 (any user) cannot identify an agent: its tokens log in to RTM as the agent's \
+                 uid and ConvoAI's REST token is bound to it; give the agent's uid",
+            )
+            .into());
+        }
+        if self.strict() && req.enable_rtm && user == RtcUser::Uid(0) {
+            return Err(Violation::new(
+                "user_uid",
+                "0 (any user) has no RTM identity; with enable_rtm give the user's uid",
+            )
+            .into());
+        }
         let agent_str = self.rtc_user(&agent, "agent_uid")?;
         let user_str = self.rtc_user(&user, "user_uid")?;
-        self.check(rules::user_id("agent_uid", &req.agent_uid))?;
+        self.check(rules::user_id("agent_uid", &agent_str))?;
+        if req.enable_rtm {
+            self.check(rules::user_id("user_uid", &user_str))?;
+        }
         let te = self.token_expire("expire_seconds", req.common.expire, limits)?;
         let all = RtcPrivilegeExpires::all(te);
-        let rtc_rtm = |uid: &str, rtm_id: &str| {
-            builders::rtc_with_rtm2(&req.channel_name, uid, Role::Publisher, te, all, rtm_id, te)
+        let rtc_rtm = |uid: &str| {
+            builders::rtc_with_rtm2(&req.channel_name, uid, Role::Publisher, te, all, uid, te)
         };
-        let rest = self.sign(
-            app,
-            &rtc_rtm(&agent_str, &req.agent_uid),
-            TokenKind::AgentSession,
-        )?;
-        let (agent_token, user_token) = if req.enable_rtm {
-            self.check(rules::user_id("user_uid", &req.user_uid))?;
-            (
-                rest.clone(),
-                self.sign(
-                    app,
-                    &rtc_rtm(&user_str, &req.user_uid),
-                    TokenKind::AgentSession,
-                )?,
-            )
+        let rtc = |uid: &str| {
+            builders::rtc_with_user_account(&req.channel_name, uid, Role::Publisher, te, te)
+        };
+        let kind = TokenKind::AgentSession;
+        Ok(if req.enable_rtm {
+            AgentSessionDraft {
+                agent: self.draft(app, rtc_rtm(&agent_str), kind),
+                user: self.draft(app, rtc_rtm(&user_str), kind),
+                rest: None,
+            }
         } else {
-            let rtc = |uid: &str| {
-                builders::rtc_with_user_account(&req.channel_name, uid, Role::Publisher, te, te)
-            };
-            (
-                self.sign(app, &rtc(&agent_str), TokenKind::AgentSession)?,
-                self.sign(app, &rtc(&user_str), TokenKind::AgentSession)?,
-            )
-        };
-        Ok(AgentSession {
-            agent: agent_token,
-            user: user_token,
-            rest,
+            AgentSessionDraft {
+                agent: self.draft(app, rtc(&agent_str), kind),
+                user: self.draft(app, rtc(&user_str), kind),
+                rest: Some(self.draft(app, rtc_rtm(&agent_str), kind)),
+            }
         })
     }
 }

@@ -5,12 +5,14 @@
 //! any token. Nothing here knows of gRPC, HTTP, configuration or callers.
 
 mod clock;
+mod draft;
 mod inspect;
 mod issuer;
 mod requests;
 pub mod rules;
 
 pub use clock::*;
+pub use draft::*;
 pub use inspect::*;
 pub use issuer::*;
 pub use requests::*;

@@ -92,6 +92,14 @@ pub enum IssueError {
     /// No configured app has this id.
     #[error("app_id: no app {0:?} is configured here")]
     UnknownApp(String),
+    /// The draft goes beyond the permit it was signed with.
+    #[error("permission denied by rule `{rule}`: {detail}")]
+    NotPermitted {
+        /// The policy key whose cap was exceeded.
+        rule: &'static str,
+        /// What was exceeded.
+        detail: String,
+    },
 }
 
 impl From<BuildError> for IssueError {

@@ -155,6 +155,21 @@ pub fn parse_uid(field: &str, s: &str) -> Result<u32, Violation> {
         .map_err(|_| Violation::new(field, "must be at most 4294967295"))
 }
 
+/// A uid given as a string where the decimal form is the identity (the
+/// agent and user of a session): [`parse_uid`], and no leading zeros, so
+/// the string is exactly what the token packs (`"01001"` would be packed
+/// as `1001`, a different identity).
+pub fn canonical_uid(field: &str, s: &str) -> Result<u32, Violation> {
+    let n = parse_uid(field, s)?;
+    if s.len() > 1 && s.starts_with('0') {
+        return Err(Violation::new(
+            field,
+            "must be a decimal uid without leading zeros (for a string account set string_uid)",
+        ));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

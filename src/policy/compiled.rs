@@ -1,9 +1,19 @@
-//! A compiled caller policy and the checks it applies to a request.
+//! A compiled caller policy and the checks it applies to the tokens a
+//! request would produce.
+//!
+//! A policy is a statement about the **decoded token**: [`Policy::check`]
+//! walks every service of every [`Draft`] (the exact services that will be
+//! packed) and checks each identity, channel or resource, privilege and
+//! expiry against the policy's rules. The table "service / field -> rule"
+//! is in SECURITY.md; every row is implemented in [`Policy::check_service`].
 
-use super::*;
-use crate::domain::rules;
-use crate::domain::{Limits, RtcUser};
 use agora_token::Role;
+use agora_token::service::{permission_type, privilege, resource_type, service_type};
+use agora_token::{Payload, Service};
+
+use super::{Denial, PolicyConfig, TokenBucket};
+use crate::domain::rules;
+use crate::domain::{Draft, Granted, Limits, RtcIdentity, TokenKind};
 
 /// Matches `text` against a glob where only `*` (any run) and `?` (one
 /// byte) are special; every other character is literal.
@@ -64,22 +74,8 @@ impl UidRange {
     }
 }
 
-/// A compiled policy.
-#[derive(Debug)]
-pub struct Policy {
-    rpcs: Option<Vec<String>>,
-    kinds: Option<Vec<String>>,
-    apps: Option<Vec<String>>,
-    channels: Option<Vec<String>>,
-    allow_wildcard: bool,
-    uid_ranges: Option<Vec<UidRange>>,
-    accounts: Option<Vec<String>>,
-    max_expire: u32,
-    roles: Option<Vec<Role>>,
-    bucket: Option<TokenBucket>,
-}
-
-const KINDS: [&str; 13] = [
+/// Every token kind a policy can name.
+pub const KINDS: [&str; 13] = [
     "rtc",
     "rtc_privileges",
     "rtc_rtm",
@@ -95,12 +91,66 @@ const KINDS: [&str; 13] = [
     "agent_session",
 ];
 
+/// The kinds that grant app-wide powers (or, for `generic`, anything):
+/// `kinds = ["*"]` does not include them; each must be listed by name.
+pub const EXPLICIT_KINDS: [&str; 6] = [
+    "chat_app",
+    "fpa",
+    "apaas_room_user",
+    "apaas_user",
+    "apaas_app",
+    "generic",
+];
+
+/// Every RPC name a policy's `rpcs` can name (the GET endpoint counts as
+/// `BuildRtcToken`).
+pub const RPCS: [&str; 11] = [
+    "BuildRtcToken",
+    "BuildRtcTokenWithPrivileges",
+    "BuildRtcRtmToken",
+    "BuildRtmToken",
+    "BuildChatUserToken",
+    "BuildChatAppToken",
+    "BuildFpaToken",
+    "BuildApaasToken",
+    "BuildToken",
+    "InspectToken",
+    "BuildAgentSession",
+];
+
 pub(crate) fn parse_role(s: &str) -> Result<Role, String> {
     match s {
         "publisher" => Ok(Role::Publisher),
         "subscriber" => Ok(Role::Subscriber),
         other => Err(format!("role {other:?}: use publisher or subscriber")),
     }
+}
+
+/// A compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    rpcs: Option<Vec<String>>,
+    /// `None`: every kind (open mode only).
+    kinds: Option<Vec<String>>,
+    apps: Option<Vec<String>>,
+    channels: Option<Vec<String>>,
+    allow_wildcard: bool,
+    uid_ranges: Option<Vec<UidRange>>,
+    accounts: Option<Vec<String>>,
+    user_ids: Option<Vec<String>>,
+    max_expire: u32,
+    roles: Option<Vec<Role>>,
+    pub(super) bucket: Option<TokenBucket>,
+}
+
+type Check = Result<(), Denial>;
+
+fn deny(rule: &'static str, detail: String) -> Check {
+    Err(Denial::Policy { rule, detail })
+}
+
+fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
 }
 
 impl Policy {
@@ -114,20 +164,38 @@ impl Policy {
             allow_wildcard: true,
             uid_ranges: None,
             accounts: None,
+            user_ids: None,
             max_expire: rules::MAX_EXPIRE,
             roles: None,
             bucket: None,
         }
     }
 
-    /// Compiles and validates a policy; errors name the key.
+    /// Compiles and validates a policy; errors name the key. `kinds` is
+    /// required: a policy without it is a configuration error.
     pub fn compile(c: &PolicyConfig) -> Result<Self, String> {
-        if let Some(kinds) = &c.kinds {
-            for k in kinds {
-                if !KINDS.contains(&k.as_str()) {
+        let Some(kinds) = &c.kinds else {
+            return Err(format!(
+                "kinds: required: list what this caller may issue (known: {}), or [\"*\"] for every \
+                 kind except the app-wide ones ({}), which must be listed by name",
+                KINDS.join(", "),
+                EXPLICIT_KINDS.join(", ")
+            ));
+        };
+        for k in kinds {
+            if k != "*" && !KINDS.contains(&k.as_str()) {
+                return Err(format!(
+                    "kinds: unknown kind {k:?} (known: {}, or \"*\")",
+                    KINDS.join(", ")
+                ));
+            }
+        }
+        if let Some(rpcs) = &c.rpcs {
+            for r in rpcs {
+                if !RPCS.contains(&r.as_str()) {
                     return Err(format!(
-                        "kinds: unknown kind {k:?} (known: {})",
-                        KINDS.join(", ")
+                        "rpcs: unknown RPC {r:?} (known: {})",
+                        RPCS.join(", ")
                     ));
                 }
             }
@@ -172,129 +240,344 @@ impl Policy {
         };
         Ok(Self {
             rpcs: c.rpcs.clone(),
-            kinds: c.kinds.clone(),
+            kinds: Some(kinds.clone()),
             apps: c.apps.clone(),
             channels: c.channels.clone(),
             allow_wildcard: c.allow_wildcard.unwrap_or(true),
             uid_ranges,
             accounts: c.accounts.clone(),
+            user_ids: c.user_ids.clone(),
             max_expire,
             roles,
             bucket,
         })
     }
 
-    /// The limits the issuer applies for this caller.
+    /// The limits that shape the issuer's defaults for this caller.
     pub fn limits(&self) -> Limits {
         Limits {
             max_expire: self.max_expire,
         }
     }
 
-    /// Checks a request; `Err` names the rule.
-    pub fn check(&self, req: &AccessRequest<'_>) -> Result<(), Denial> {
-        let deny = |rule: &'static str, detail: String| Err(Denial::Policy { rule, detail });
-        if let Some(rpcs) = &self.rpcs {
-            if !rpcs.iter().any(|r| r == req.rpc) {
-                return deny("rpcs", format!("this caller may not call {}", req.rpc));
+    /// The longest lifetime this caller may have.
+    pub fn max_expire(&self) -> u32 {
+        self.max_expire
+    }
+
+    /// Whether the caller may call `rpc` at all.
+    pub fn check_rpc(&self, rpc: &str) -> Check {
+        match &self.rpcs {
+            Some(rpcs) if !rpcs.iter().any(|r| r == rpc) => {
+                deny("rpcs", format!("this caller may not call {rpc}"))
             }
+            _ => Ok(()),
         }
-        if let Some(kinds) = &self.kinds {
-            if !kinds.iter().any(|k| k == req.kind.as_str()) {
-                return deny(
-                    "kinds",
-                    format!("this caller may not issue {} tokens", req.kind.as_str()),
-                );
-            }
+    }
+
+    /// Whether the caller may issue tokens of `kind` (a name of [`KINDS`]).
+    fn kind_allowed(&self, kind: &str) -> bool {
+        match &self.kinds {
+            None => true,
+            Some(kinds) => kinds
+                .iter()
+                .any(|k| k == kind || (k == "*" && !EXPLICIT_KINDS.contains(&kind))),
         }
+    }
+
+    fn check_kind(&self, kind: &str) -> Check {
+        if self.kind_allowed(kind) {
+            return Ok(());
+        }
+        let hint = if EXPLICIT_KINDS.contains(&kind) {
+            " (an app-wide kind: \"*\" does not include it, list it by name)"
+        } else {
+            ""
+        };
+        deny(
+            "kinds",
+            format!("this caller may not issue {kind} tokens{hint}"),
+        )
+    }
+
+    /// Checks everything a draft would grant: its kind, app, and every
+    /// service's identities, channels or resources, privileges and expiry.
+    pub fn check(&self, draft: &Draft<'_>) -> Check {
+        self.check_kind(draft.kind().as_str())?;
         if let Some(apps) = &self.apps {
-            if !apps.iter().any(|a| a == req.app_id) {
+            if !apps.iter().any(|a| a == draft.app_id()) {
                 return deny("apps", "this caller may not use this app".to_owned());
             }
         }
-        for ch in &req.channels {
-            if ch.is_empty() {
-                if !self.allow_wildcard {
-                    return deny(
-                        "allow_wildcard",
-                        "this caller may not request the wildcard channel \"\"".to_owned(),
-                    );
-                }
-                continue;
+        self.check_expire("the token", draft.expire())?;
+        let rtc: Vec<&[u8]> = draft.rtc_identities().collect();
+        for g in draft.grants() {
+            if draft.kind() == TokenKind::Generic {
+                // A generic token may compose anything: each service needs
+                // the kind that issues it.
+                self.check_service_kind(&g)?;
             }
-            if let Some(globs) = &self.channels {
-                if !globs.iter().any(|g| glob_match(g, ch)) {
-                    return deny(
-                        "channels",
-                        format!("channel {ch:?} is not allowed for this caller"),
-                    );
-                }
-            }
+            self.check_service(&g, &rtc)?;
         }
-        for u in &req.users {
-            match u {
-                RtcUser::Uid(0) if !self.allow_wildcard => {
-                    return deny(
-                        "allow_wildcard",
-                        "this caller may not request uid 0 (any user)".to_owned(),
-                    );
+        Ok(())
+    }
+
+    fn check_expire(&self, what: &str, seconds: u32) -> Check {
+        if seconds > self.max_expire {
+            return deny(
+                "max_expire_seconds",
+                format!(
+                    "{what} would last {seconds} seconds, more than this caller's maximum of {}",
+                    self.max_expire
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The kind a service of a generic token corresponds to.
+    fn check_service_kind(&self, g: &Granted<'_>) -> Check {
+        let has = |id: u16| g.service.privileges.get(id).is_some();
+        let kinds: &[&str] = match g.service_type() {
+            service_type::RTC => &["rtc"],
+            service_type::RTM => &["rtm"],
+            service_type::RTM2 => &["rtm2"],
+            service_type::FPA => &["fpa"],
+            service_type::CHAT if has(privilege::CHAT_APP) => &["chat_app"],
+            service_type::CHAT => &["chat_user"],
+            service_type::APAAS if has(privilege::APAAS_APP) => &["apaas_app"],
+            service_type::APAAS if has(privilege::APAAS_USER) => &["apaas_user"],
+            service_type::APAAS => &["apaas_room_user"],
+            // Streaming and FCDN have no kind of their own: `generic` covers them.
+            _ => &[],
+        };
+        for k in kinds {
+            self.check_kind(k)?;
+        }
+        Ok(())
+    }
+
+    /// The rules of one service (SECURITY.md's table, row by row).
+    fn check_service(&self, g: &Granted<'_>, rtc: &[&[u8]]) -> Check {
+        let s: &Service = g.service;
+        let name = agora_token::service::service_name(g.service_type());
+        for (id, v) in g.privileges() {
+            self.check_expire(&format!("privilege {id} of the {name} service"), v)?;
+        }
+        if matches!(
+            g.service_type(),
+            service_type::RTC | service_type::STREAMING | service_type::FCDN
+        ) {
+            // The role of a media service: publisher when it grants any
+            // publish privilege, otherwise subscriber.
+            let role = if g.publishes() {
+                Role::Publisher
+            } else {
+                Role::Subscriber
+            };
+            self.check_role(role, name)?;
+        }
+        match &s.payload {
+            Payload::Rtc { channel_name, uid } => {
+                self.check_channel(channel_name)?;
+                self.check_rtc_identity(uid)
+            }
+            Payload::Streaming {
+                channel_name,
+                account,
+            }
+            | Payload::Fcdn {
+                channel_name,
+                account,
+            } => {
+                self.check_channel(channel_name)?;
+                self.check_rtc_identity(account)
+            }
+            Payload::Rtm { user_id } | Payload::Chat { user_id } => {
+                if g.service_type() == service_type::CHAT && user_id.is_empty() {
+                    // The Chat app token: no user; its kind was checked.
+                    return Ok(());
                 }
-                RtcUser::Uid(0) => {}
-                RtcUser::Uid(uid) => {
-                    if let Some(ranges) = &self.uid_ranges {
-                        if !ranges.iter().any(|r| r.contains(*uid)) {
-                            return deny(
-                                "uid_ranges",
-                                format!("uid {uid} is not allowed for this caller"),
-                            );
+                self.check_user_id(user_id, rtc)
+            }
+            Payload::Rtm2 {
+                user_id,
+                permissions,
+            } => {
+                self.check_user_id(user_id, rtc)?;
+                for p in permissions.grants() {
+                    if p.permission_type == permission_type::WRITE {
+                        self.check_role(Role::Publisher, "RTM2 write")?;
+                    }
+                    for r in &p.resources {
+                        match p.resource_type {
+                            resource_type::USERS => self.check_user_id(r, rtc)?,
+                            _ => self.check_resource_channel(r)?,
                         }
                     }
                 }
-                RtcUser::Account(a) => match (&self.accounts, &self.uid_ranges) {
-                    (Some(globs), _) if !globs.iter().any(|g| glob_match(g, a)) => {
-                        return deny(
-                            "accounts",
-                            format!("account {a:?} is not allowed for this caller"),
-                        );
-                    }
-                    (None, Some(_)) => {
-                        return deny(
-                            "uid_ranges",
-                            "this caller may only use numeric uids in its ranges".to_owned(),
-                        );
-                    }
-                    _ => {}
-                },
+                Ok(())
             }
+            Payload::Apaas {
+                room_uuid,
+                user_uuid,
+                ..
+            } => {
+                if !room_uuid.is_empty() {
+                    self.check_channel(room_uuid)?;
+                }
+                if !user_uuid.is_empty() {
+                    self.check_user_id(user_uuid, rtc)?;
+                }
+                Ok(())
+            }
+            Payload::Fpa => Ok(()),
+            Payload::Other(t) => deny(
+                "kinds",
+                format!("service type {t} is unknown; no policy can grant it"),
+            ),
         }
-        if let Some(roles) = &self.roles {
-            for r in &req.roles {
-                if !roles.contains(r) {
-                    let name = match r {
+    }
+
+    fn check_role(&self, role: Role, what: &str) -> Check {
+        match &self.roles {
+            Some(roles) if !roles.contains(&role) => deny(
+                "roles",
+                format!(
+                    "this caller may not request role {} ({what})",
+                    match role {
                         Role::Publisher => "publisher",
                         Role::Subscriber => "subscriber",
-                    };
-                    return deny("roles", format!("this caller may not request role {name}"));
-                }
-            }
+                    }
+                ),
+            ),
+            _ => Ok(()),
         }
-        // Out-of-range values are bad input, reported by the issuer's rules.
-        if let Some(e) = req.expire.filter(|e| (1..=rules::MAX_EXPIRE).contains(e)) {
-            if e > self.max_expire {
+    }
+
+    /// A channel name (RTC, Streaming, FCDN) or room: `""` is the wildcard.
+    fn check_channel(&self, ch: &[u8]) -> Check {
+        if ch.is_empty() {
+            if !self.allow_wildcard {
                 return deny(
-                    "max_expire_seconds",
-                    format!(
-                        "{e} seconds is more than this caller's maximum of {}",
-                        self.max_expire
-                    ),
+                    "allow_wildcard",
+                    "this caller may not request the wildcard channel \"\"".to_owned(),
+                );
+            }
+            return Ok(());
+        }
+        self.check_glob_channel(ch)
+    }
+
+    fn check_glob_channel(&self, ch: &[u8]) -> Check {
+        if let Some(globs) = &self.channels {
+            let ok = std::str::from_utf8(ch).is_ok_and(|c| globs.iter().any(|g| glob_match(g, c)));
+            if !ok {
+                return deny(
+                    "channels",
+                    format!("channel {:?} is not allowed for this caller", lossy(ch)),
                 );
             }
         }
-        if let Some(b) = &self.bucket {
-            b.try_acquire()
-                .map_err(|retry_after| Denial::RateLimited { retry_after })?;
-        }
         Ok(())
+    }
+
+    /// An RTM2 channel resource: a name containing `*` or `?` asks for
+    /// many channels, which only an unrestricted `channels` (or a glob
+    /// identical to it) grants.
+    fn check_resource_channel(&self, r: &[u8]) -> Check {
+        if r.iter().any(|b| matches!(b, b'*' | b'?')) {
+            if let Some(globs) = &self.channels {
+                let same = globs.iter().any(|g| g == "*" || g.as_bytes() == r);
+                if !same {
+                    return deny(
+                        "channels",
+                        format!(
+                            "resource pattern {:?} is wider than this caller's channels",
+                            lossy(r)
+                        ),
+                    );
+                }
+            }
+            return Ok(());
+        }
+        self.check_glob_channel(r)
+    }
+
+    /// An RTC uid / account as packed (RTC, Streaming and FCDN).
+    fn check_rtc_identity(&self, packed: &[u8]) -> Check {
+        match RtcIdentity::of(packed) {
+            RtcIdentity::Wildcard if !self.allow_wildcard => deny(
+                "allow_wildcard",
+                "this caller may not request uid 0 (any user)".to_owned(),
+            ),
+            RtcIdentity::Wildcard => Ok(()),
+            RtcIdentity::Uid(uid) => match &self.uid_ranges {
+                Some(ranges) if !ranges.iter().any(|r| r.contains(uid)) => deny(
+                    "uid_ranges",
+                    format!("uid {uid} is not allowed for this caller"),
+                ),
+                _ => Ok(()),
+            },
+            RtcIdentity::Account(a) => match (&self.accounts, &self.uid_ranges) {
+                (Some(globs), _) if !globs.iter().any(|g| glob_match(g, a)) => deny(
+                    "accounts",
+                    format!("account {a:?} is not allowed for this caller"),
+                ),
+                (None, Some(_)) => deny(
+                    "uid_ranges",
+                    format!(
+                        "account {a:?}: this caller may only use numeric uids in its ranges \
+                         (a uid is packed without leading zeros)"
+                    ),
+                ),
+                _ => Ok(()),
+            },
+            RtcIdentity::Invalid => deny(
+                "accounts",
+                "an account that is not UTF-8 is not allowed".to_owned(),
+            ),
+        }
+    }
+
+    /// Whether the caller restricts RTC identities.
+    fn restricts_identities(&self) -> bool {
+        self.uid_ranges.is_some() || self.accounts.is_some()
+    }
+
+    /// An RTM / RTM2 / Chat user id, RTM2 `users` resource or APaaS user
+    /// uuid: `user_ids` globs; without them, when the caller restricts RTC
+    /// identities, the token's own RTC identity as packed.
+    fn check_user_id(&self, id: &[u8], rtc: &[&[u8]]) -> Check {
+        match &self.user_ids {
+            Some(globs) => {
+                let ok =
+                    std::str::from_utf8(id).is_ok_and(|u| globs.iter().any(|g| glob_match(g, u)));
+                if ok {
+                    Ok(())
+                } else {
+                    deny(
+                        "user_ids",
+                        format!("user id {:?} is not allowed for this caller", lossy(id)),
+                    )
+                }
+            }
+            None if self.restricts_identities() => {
+                if !id.is_empty() && rtc.contains(&id) {
+                    Ok(())
+                } else {
+                    deny(
+                        "user_ids",
+                        format!(
+                            "user id {:?} must equal this token's RTC identity (this caller has \
+                             uid_ranges or accounts and no user_ids)",
+                            lossy(id)
+                        ),
+                    )
+                }
+            }
+            None => Ok(()),
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-/// What a caller may do. Absent fields mean "no restriction of that kind".
+/// What a caller may do. `kinds` is required (deny by default); other
+/// absent fields mean "no restriction of that kind" (see `user_ids`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -23,6 +24,11 @@ pub struct PolicyConfig {
     pub uid_ranges: Option<Vec<String>>,
     /// String-account globs. With `uid_ranges` set and this absent, accounts are refused.
     pub accounts: Option<Vec<String>>,
+    /// RTM, RTM2 and Chat user id globs (also APaaS user uuids and RTM2
+    /// `users` resources). Absent: when `uid_ranges` or `accounts` is set,
+    /// a user id must equal the token's own RTC identity as packed;
+    /// otherwise any user id.
+    pub user_ids: Option<Vec<String>>,
     /// Longest token lifetime, seconds.
     pub max_expire_seconds: Option<u32>,
     /// RTC roles: `publisher`, `subscriber`.

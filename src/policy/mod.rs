@@ -12,22 +12,20 @@
 //! Denials name the rule that refused the request and nothing of other
 //! callers' rules.
 
-mod access;
 mod compiled;
 mod config;
 mod keys;
 mod networks;
 mod rate;
 
-pub use access::*;
 pub use compiled::*;
 pub use config::*;
 pub use keys::*;
 pub use networks::*;
 pub use rate::*;
 
-use crate::domain::Limits;
 use crate::domain::rules;
+use crate::domain::{Draft, Limits, Permit};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -112,20 +110,6 @@ pub enum Identity {
     Anonymous(IpAddr),
 }
 
-/// The result of a successful authorization; the limits it carries are
-/// what the issuer applies.
-#[derive(Debug, Clone, Copy)]
-pub struct Permit {
-    limits: Limits,
-}
-
-impl Permit {
-    /// The limits for the issuer.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-}
-
 /// All the caller configuration, compiled.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -182,6 +166,7 @@ impl Authenticator {
                     allow_wildcard: Some(a.allow_wildcard),
                     uid_ranges: None,
                     accounts: None,
+                    user_ids: None,
                     max_expire_seconds: Some(a.max_expire_seconds.unwrap_or(rules::DEFAULT_EXPIRE)),
                     roles: Some(roles),
                     rate_per_second: None,
@@ -310,33 +295,51 @@ impl Authenticator {
         ip
     }
 
-    /// Checks a request against the identity's policy and rate limit.
-    pub fn authorize(&self, who: &Identity, req: &AccessRequest<'_>) -> Result<Permit, Denial> {
+    /// The first check of every call, before any input is read: the
+    /// caller may call `rpc`, and has a request left in its rate limit (so
+    /// refused and inspection requests count too).
+    pub fn admit(&self, who: &Identity, rpc: &str) -> Result<(), Denial> {
+        let policy = self.policy_of(who)?;
+        policy.check_rpc(rpc)?;
+        let bucket = match who {
+            Identity::Anonymous(ip) => self.anonymous.as_ref().map(|a| a.bucket(*ip)),
+            _ => None,
+        };
+        let limited = match &bucket {
+            Some(b) => b.try_acquire(),
+            None => policy
+                .bucket
+                .as_ref()
+                .map_or(Ok(()), TokenBucket::try_acquire),
+        };
+        limited.map_err(|retry_after| Denial::RateLimited { retry_after })
+    }
+
+    /// Checks every draft against the identity's policy; the permit it
+    /// returns is what the issuer signs with.
+    pub fn authorize(&self, who: &Identity, drafts: &[&Draft<'_>]) -> Result<Permit, Denial> {
+        let policy = self.policy_of(who)?;
+        for d in drafts {
+            policy.check(d)?;
+        }
+        Ok(Permit::new(policy.max_expire()))
+    }
+
+    /// The limits that shape the issuer's defaults for `who`.
+    pub fn limits(&self, who: &Identity) -> Limits {
+        self.policy_of(who)
+            .map_or_else(|_| Limits::default(), Policy::limits)
+    }
+
+    fn policy_of<'a>(&'a self, who: &'a Identity) -> Result<&'a Policy, Denial> {
         match who {
-            Identity::Open => {
-                self.open.check(req)?;
-                Ok(Permit {
-                    limits: self.open.limits(),
-                })
-            }
-            Identity::Caller(c) => {
-                c.policy.check(req)?;
-                Ok(Permit {
-                    limits: c.policy.limits(),
-                })
-            }
-            Identity::Anonymous(ip) => {
-                let Some(anon) = &self.anonymous else {
-                    return Err(Denial::Unauthenticated("credentials required"));
-                };
-                anon.policy.check(req)?;
-                anon.bucket(*ip)
-                    .try_acquire()
-                    .map_err(|retry_after| Denial::RateLimited { retry_after })?;
-                Ok(Permit {
-                    limits: anon.policy.limits(),
-                })
-            }
+            Identity::Open => Ok(&self.open),
+            Identity::Caller(c) => Ok(&c.policy),
+            Identity::Anonymous(_) => self
+                .anonymous
+                .as_ref()
+                .map(|a| &a.policy)
+                .ok_or(Denial::Unauthenticated("credentials required")),
         }
     }
 }
@@ -368,7 +371,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{RtcUser, TokenKind};
+    use crate::domain::{AppCredentials, Common, Issuer, RtcRequest, RtcUser, RtmRequest};
     use agora_token::Role;
 
     #[test]
@@ -411,11 +414,36 @@ mod tests {
         (a, key)
     }
 
+    const APP: &str = "970CA35de60c44645bbae8a215061b33";
+
+    fn issuer() -> Issuer {
+        Issuer::new(vec![AppCredentials {
+            app_id: agora_token::AppId::new(APP).unwrap(),
+            certificate: agora_token::AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b")
+                .unwrap(),
+            secondary: None,
+        }])
+    }
+
+    fn rtc_req(channel: &str, user: RtcUser, role: Role, expire: u32) -> RtcRequest {
+        RtcRequest {
+            common: Common {
+                app_id: None,
+                expire: Some(expire),
+            },
+            channel_name: channel.into(),
+            user,
+            role,
+            privilege_expire: None,
+        }
+    }
+
     #[test]
     fn policy_rules_each_deny_by_name() {
         let (a, key) = caller(PolicyConfig {
             rpcs: Some(vec!["BuildRtcToken".into()]),
-            apps: Some(vec!["app1".into()]),
+            kinds: Some(vec!["rtc".into(), "rtm".into()]),
+            apps: Some(vec![APP.into()]),
             channels: Some(vec!["agent-*".into()]),
             allow_wildcard: Some(false),
             uid_ranges: Some(vec!["1000-1999".into()]),
@@ -425,83 +453,81 @@ mod tests {
         });
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let who = a.authenticate(Some(&key), &[], ip, false).unwrap();
-        let ok = AccessRequest {
-            rpc: "BuildRtcToken",
-            kind: TokenKind::Rtc,
-            app_id: "app1",
-            channels: vec!["agent-1"],
-            users: vec![RtcUser::Uid(1500)],
-            roles: vec![Role::Subscriber],
-            expire: Some(600),
-        };
-        assert_eq!(a.authorize(&who, &ok).unwrap().limits().max_expire, 600);
-        let rule = |r: AccessRequest<'_>| match a.authorize(&who, &r) {
+        let iss = issuer();
+        let lim = Limits::default();
+        let rule_of = |r: Result<Permit, Denial>| match r {
             Err(Denial::Policy { rule, .. }) => rule,
             other => panic!("{other:?}"),
         };
+        let check = |req: RtcRequest| {
+            let d = iss.rtc(&req, &lim).unwrap();
+            a.authorize(&who, &[&d])
+        };
+        let ok = |c: &str, u: RtcUser, r: Role, e: u32| rtc_req(c, u, r, e);
+        let p = check(ok("agent-1", RtcUser::Uid(1500), Role::Subscriber, 600)).unwrap();
+        assert_eq!(p.max_expire(), 600);
+        assert!(a.admit(&who, "BuildRtcToken").is_ok());
         assert_eq!(
-            rule(AccessRequest {
-                rpc: "BuildRtmToken",
-                ..ok.clone()
-            }),
+            rule_of(a.admit(&who, "BuildRtmToken").map(|()| Permit::local())),
             "rpcs"
         );
-        assert_eq!(
-            rule(AccessRequest {
-                app_id: "app2",
-                ..ok.clone()
-            }),
-            "apps"
-        );
-        assert_eq!(
-            rule(AccessRequest {
-                channels: vec!["other"],
-                ..ok.clone()
-            }),
-            "channels"
-        );
-        assert_eq!(
-            rule(AccessRequest {
-                channels: vec![""],
-                ..ok.clone()
-            }),
-            "allow_wildcard"
-        );
-        assert_eq!(
-            rule(AccessRequest {
-                users: vec![RtcUser::Uid(0)],
-                ..ok.clone()
-            }),
-            "allow_wildcard"
-        );
-        assert_eq!(
-            rule(AccessRequest {
-                users: vec![RtcUser::Uid(5)],
-                ..ok.clone()
-            }),
-            "uid_ranges"
-        );
-        assert_eq!(
-            rule(AccessRequest {
-                users: vec![RtcUser::Account("x".into())],
-                ..ok.clone()
-            }),
-            "uid_ranges"
-        );
-        assert_eq!(
-            rule(AccessRequest {
-                roles: vec![Role::Publisher],
-                ..ok.clone()
-            }),
-            "roles"
-        );
-        assert_eq!(
-            rule(AccessRequest {
-                expire: Some(601),
-                ..ok.clone()
-            }),
-            "max_expire_seconds"
-        );
+        let sub = Role::Subscriber;
+        let cases = [
+            (ok("other", RtcUser::Uid(1500), sub, 600), "channels"),
+            (ok("", RtcUser::Uid(1500), sub, 600), "allow_wildcard"),
+            (ok("agent-1", RtcUser::Uid(0), sub, 600), "allow_wildcard"),
+            (ok("agent-1", RtcUser::Uid(5), sub, 600), "uid_ranges"),
+            (
+                ok("agent-1", RtcUser::Account("x".into()), sub, 600),
+                "uid_ranges",
+            ),
+            // "0042" is packed as the account "0042", not uid 42.
+            (
+                ok("agent-1", RtcUser::Account("01500".into()), sub, 600),
+                "uid_ranges",
+            ),
+            (
+                ok("agent-1", RtcUser::Uid(1500), Role::Publisher, 600),
+                "roles",
+            ),
+            (
+                ok("agent-1", RtcUser::Uid(1500), sub, 601),
+                "max_expire_seconds",
+            ),
+        ];
+        for (req, rule) in cases {
+            assert_eq!(rule_of(check(req.clone())), rule, "{req:?}");
+        }
+        // An RTM user id must be the token's own RTC identity here.
+        let rtm = |user: &str| {
+            let d = iss
+                .rtm(
+                    &RtmRequest {
+                        common: Common {
+                            app_id: None,
+                            expire: Some(600),
+                        },
+                        user_id: user.into(),
+                        rtm2: false,
+                        permissions: Vec::new(),
+                    },
+                    &lim,
+                )
+                .unwrap();
+            a.authorize(&who, &[&d])
+        };
+        assert_eq!(rule_of(rtm("ceo")), "user_ids");
+        // Another app.
+        let other = Issuer::new(vec![AppCredentials {
+            app_id: agora_token::AppId::new("00000000000000000000000000000000").unwrap(),
+            certificate: agora_token::AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b")
+                .unwrap(),
+            secondary: None,
+        }]);
+        let d = other
+            .rtc(&ok("agent-1", RtcUser::Uid(1500), sub, 600), &lim)
+            .unwrap();
+        assert_eq!(rule_of(a.authorize(&who, &[&d])), "apps");
         assert!(matches!(
             a.authenticate(Some("wrong"), &[], ip, false),
             Err(Denial::Unauthenticated(_))
@@ -520,6 +546,10 @@ mod tests {
                 name: "old".into(),
                 api_key_sha256: Some(hash.to_hex()),
                 revoked: true,
+                policy: PolicyConfig {
+                    kinds: Some(vec!["*".into()]),
+                    ..Default::default()
+                },
                 ..Default::default()
             }],
             None,
@@ -531,7 +561,8 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_key() {
-        let bad = |p: PolicyConfig| {
+        let bad = |mut p: PolicyConfig| {
+            p.kinds = p.kinds.or(Some(vec!["*".into()]));
             Authenticator::new(
                 &[CallerConfig {
                     name: "c".into(),

@@ -321,10 +321,13 @@ mod tests {
             role: agora_token::Role::Publisher,
             privilege_expire: None,
         };
-        shared
-            .current()
+        let snap = shared.current();
+        let draft = snap
             .issuer
             .rtc(&req, &crate::domain::Limits::default())
+            .unwrap();
+        snap.issuer
+            .sign(&draft, &crate::domain::Permit::local())
             .unwrap()
             .token
     }
@@ -421,7 +424,7 @@ mod tests {
             "listen = \"127.0.0.1:2\"\n[limits]\nmax_concurrent_requests = 5\n\
              [[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
              [[apps]]\napp_id = \"{ID2}\"\ncertificate_file = \"cert2\"\n\
-             [[callers]]\nname = \"x\"\napi_key_sha256 = \"{}\"\n",
+             [[callers]]\nname = \"x\"\napi_key_sha256 = \"{}\"\nkinds = [\"*\"]\n",
             "ab".repeat(32)
         );
         d.write("ta.toml", &text);

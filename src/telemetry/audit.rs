@@ -2,105 +2,184 @@
 //! `audit` log target (so it can be routed and shipped on its own, e.g.
 //! `RUST_LOG=info,audit=info` or `--audit-log FILE`).
 //!
-//! An event names the caller, the RPC, the app, the channel(s), uid(s) or
-//! account(s), role(s), requested expiry, and for issued tokens a short
-//! fingerprint (first 12 hex characters of the token's SHA-256) and the
-//! expiry time: never a token, a key or a certificate.
+//! An issued token is recorded from what it grants (its drafts: every
+//! service, every identity exactly as packed), not from what was asked:
+//! the app, the channel(s), the RTC uid(s) or account(s), the RTM / Chat
+//! user id(s), the role (publisher when any service publishes), the
+//! services, the lifetime, and a short fingerprint of each token (first 12
+//! hex characters of its SHA-256) with its expiry time. A refusal records
+//! what the request asked for, and what the token would have granted when
+//! the refusal came from the policy. Never a token, a key or a certificate.
 
 use std::fmt;
 
-use agora_token::Role;
+use agora_token::Payload;
+use agora_token::service::service_name;
 
-use crate::domain::{Issued, RtcUser, fingerprint};
-use crate::policy::AccessRequest;
+use super::asked::Asked;
+use crate::domain::{Draft, Issued, RtcUser, fingerprint};
 
 /// The log target of audit events.
 pub const TARGET: &str = "audit";
 
-/// Field values written straight into the log line (no intermediate
-/// strings): items separated by commas.
-struct List<'a, T>(&'a [T], fn(&T, &mut fmt::Formatter<'_>) -> fmt::Result);
+/// Items separated by commas, written straight into the log line.
+struct List<I>(I);
 
-impl<T> fmt::Display for List<'_, T> {
+impl<I, T> fmt::Display for List<I>
+where
+    I: Iterator<Item = T> + Clone,
+    T: fmt::Display,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, item) in self.0.iter().enumerate() {
+        for (i, item) in self.0.clone().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
-            (self.1)(item, f)?;
+            item.fmt(f)?;
         }
         Ok(())
     }
 }
 
-fn channel(c: &&str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    // A channel name with a comma is quoted, so that it is not read as
-    // two channels of the list.
-    if c.contains(',') {
-        write!(f, "{c:?}")
-    } else {
-        f.write_str(c)
+/// A channel name or identity as packed: as is (the log formatter escapes
+/// it), but quoted when it holds a comma, so that it is not read as two
+/// list items, or when it is not UTF-8.
+struct Item<'a>(&'a [u8]);
+
+impl fmt::Display for Item<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(self.0) {
+            Ok(s) if !s.contains(',') => f.write_str(s),
+            _ => write!(f, "{:?}", String::from_utf8_lossy(self.0)),
+        }
     }
 }
 
-fn user(u: &RtcUser, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    match u {
-        RtcUser::Uid(n) => write!(f, "{n}"),
-        // Quoted, so an account "42" is told apart from uid 42.
-        RtcUser::Account(s) => write!(f, "{s:?}"),
+/// A uid as asked: numbers bare, accounts quoted (account `"42"` is told
+/// apart from uid 42).
+struct AskedUser<'a>(&'a RtcUser);
+
+impl fmt::Display for AskedUser<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            RtcUser::Uid(n) => write!(f, "{n}"),
+            RtcUser::Account(s) => write!(f, "{s:?}"),
+        }
     }
 }
 
-fn role(r: &Role, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    f.write_str(match r {
-        Role::Publisher => "publisher",
-        Role::Subscriber => "subscriber",
+fn payloads<'d, 'a: 'd>(drafts: &'d [&'d Draft<'a>]) -> impl Iterator<Item = &'d Payload> + Clone {
+    drafts
+        .iter()
+        .flat_map(|d| d.services().iter().map(|s| &s.payload))
+}
+
+/// Channels (RTC, Streaming, FCDN) and APaaS rooms.
+fn channels<'d>(drafts: &'d [&'d Draft<'_>]) -> impl Iterator<Item = Item<'d>> + Clone {
+    payloads(drafts).filter_map(|p| match p {
+        Payload::Rtc { channel_name, .. }
+        | Payload::Streaming { channel_name, .. }
+        | Payload::Fcdn { channel_name, .. } => Some(Item(channel_name)),
+        Payload::Apaas { room_uuid, .. } if !room_uuid.is_empty() => Some(Item(room_uuid)),
+        _ => None,
     })
 }
 
-fn token_fingerprint(t: &&Issued, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    f.write_str(&fingerprint(&t.token))
+/// RTC identities as packed (`""`: any user).
+fn rtc_users<'d>(drafts: &'d [&'d Draft<'_>]) -> impl Iterator<Item = Item<'d>> + Clone {
+    payloads(drafts).filter_map(|p| match p {
+        Payload::Rtc { uid: u, .. }
+        | Payload::Streaming { account: u, .. }
+        | Payload::Fcdn { account: u, .. } => Some(Item(u)),
+        _ => None,
+    })
+}
+
+/// RTM / RTM2 / Chat user ids and APaaS user uuids.
+fn user_ids<'d>(drafts: &'d [&'d Draft<'_>]) -> impl Iterator<Item = Item<'d>> + Clone {
+    payloads(drafts).filter_map(|p| match p {
+        Payload::Rtm { user_id } | Payload::Chat { user_id } | Payload::Rtm2 { user_id, .. } => {
+            Some(Item(user_id))
+        }
+        Payload::Apaas { user_uuid, .. } if !user_uuid.is_empty() => Some(Item(user_uuid)),
+        _ => None,
+    })
+}
+
+fn services<'d>(drafts: &'d [&'d Draft<'_>]) -> impl Iterator<Item = &'static str> + Clone {
+    drafts
+        .iter()
+        .flat_map(|d| d.services().iter().map(|s| service_name(s.service_type())))
+}
+
+fn role(drafts: &[&Draft<'_>]) -> &'static str {
+    if drafts.iter().any(|d| d.grants().any(|g| g.publishes())) {
+        "publisher"
+    } else {
+        "subscriber"
+    }
 }
 
 /// Records issued tokens.
-pub fn issued(caller: &str, rpc: &str, a: &AccessRequest<'_>, tokens: &[&Issued]) {
+pub fn issued(caller: &str, rpc: &str, drafts: &[&Draft<'_>], tokens: &[&Issued]) {
     if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
         return;
     }
     let expires_at = tokens.first().map_or(0, |t| t.expires_at);
+    let (kind, app_id, expire) = drafts
+        .first()
+        .map_or(("", "", 0), |d| (d.kind().as_str(), d.app_id(), d.expire()));
     tracing::info!(
         target: TARGET,
         decision = "issued",
         caller,
         rpc,
-        kind = a.kind.as_str(),
-        app_id = a.app_id,
-        channel = %List(&a.channels, channel),
-        uid = %List(&a.users, user),
-        role = %List(&a.roles, role),
-        expire = a.expire,
+        kind,
+        app_id,
+        channel = %List(channels(drafts)),
+        uid = %List(rtc_users(drafts)),
+        role = %role(drafts),
+        user_id = %List(user_ids(drafts)),
+        services = %List(services(drafts)),
+        expire,
         expires_at,
-        token_fp = %List(tokens, token_fingerprint),
+        token_fp = %List(tokens.iter().map(|t| fingerprint(&t.token))),
         "token issued"
     );
 }
 
-/// Records a refusal and its reason (the error message the caller got).
-pub fn refused(caller: &str, rpc: &str, a: &AccessRequest<'_>, reason: &str) {
+/// Records a refusal and its reason (the error message the caller got):
+/// what the request asked for, and, when the policy refused drafted
+/// tokens, what they would have granted.
+pub fn refused(
+    caller: &str,
+    rpc: &str,
+    a: &Asked<'_>,
+    drafts: Option<&[&Draft<'_>]>,
+    reason: &str,
+) {
     if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
         return;
     }
+    let drafts = drafts.unwrap_or(&[]);
+    let app_id = drafts.first().map_or(a.app_id, |d| d.app_id());
     tracing::info!(
         target: TARGET,
         decision = "refused",
         caller,
         rpc,
         kind = a.kind.as_str(),
-        app_id = a.app_id,
-        channel = %List(&a.channels, channel),
-        uid = %List(&a.users, user),
-        role = %List(&a.roles, role),
+        app_id,
+        channel = %List(a.channels.iter().map(|c| Item(c.as_bytes()))),
+        uid = %List(a.users.iter().map(AskedUser)),
+        role = %List(a.roles.iter().map(|r| match r {
+            agora_token::Role::Publisher => "publisher",
+            agora_token::Role::Subscriber => "subscriber",
+        })),
         expire = a.expire,
+        granted_uid = %List(rtc_users(drafts)),
+        granted_user_id = %List(user_ids(drafts)),
+        granted_services = %List(services(drafts)),
         reason,
         "token refused"
     );

@@ -1,5 +1,6 @@
 //! What the service tells its operators: metrics, the audit trail and logs.
 
+pub mod asked;
 pub mod audit;
 pub mod logfmt;
 pub mod logging;

@@ -40,6 +40,7 @@ fn callers() -> Vec<CallerConfig> {
                     "BuildAgentSession".into(),
                     "InspectToken".into(),
                 ]),
+                kinds: Some(vec!["*".into()]),
                 apps: Some(vec![APP_ID.into()]),
                 channels: Some(vec!["agent-*".into(), "support-?".into()]),
                 allow_wildcard: Some(false),
@@ -54,12 +55,17 @@ fn callers() -> Vec<CallerConfig> {
             name: "old".into(),
             api_key_sha256: hash(REVOKED_KEY),
             revoked: true,
+            policy: PolicyConfig {
+                kinds: Some(vec!["*".into()]),
+                ..Default::default()
+            },
             ..Default::default()
         },
         CallerConfig {
             name: "limited".into(),
             api_key_sha256: hash(LIMITED_KEY),
             policy: PolicyConfig {
+                kinds: Some(vec!["*".into()]),
                 rate_per_second: Some(4.0),
                 burst: Some(2),
                 ..Default::default()
@@ -874,7 +880,7 @@ fn logs_never_contain_secrets_or_whole_tokens() {
     std::fs::write(
         dir.join("ta.toml"),
         format!(
-            "[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n\n[[callers]]\nname = \"svc\"\napi_key_sha256 = \"{}\"\n",
+            "[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n\n[[callers]]\nname = \"svc\"\napi_key_sha256 = \"{}\"\nkinds = [\"*\"]\n",
             ApiKeyHash::of_key(KEY).to_hex()
         ),
     )
@@ -1020,8 +1026,8 @@ async fn revocation_takes_effect_on_reload() {
             dir.join("ta.toml"),
             format!(
                 "listen = \"127.0.0.1:0\"\n{extra}\n[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n\n\
-                 [[callers]]\nname = \"svc\"\napi_key_sha256 = \"{}\"\nrevoked = {revoked}\n\n\
-                 [[callers]]\nname = \"other\"\napi_key_sha256 = \"{}\"\n",
+                 [[callers]]\nname = \"svc\"\napi_key_sha256 = \"{}\"\nkinds = [\"*\"]\nrevoked = {revoked}\n\n\
+                 [[callers]]\nname = \"other\"\napi_key_sha256 = \"{}\"\nkinds = [\"*\"]\n",
                 ApiKeyHash::of_key(KEY).to_hex(),
                 ApiKeyHash::of_key(LIMITED_KEY).to_hex(),
             ),

@@ -1,4 +1,6 @@
-//! What a request asks for, as far as policy is concerned.
+//! What a request asked for, as the audit trail records it when the request
+//! is refused before the issuer drafted a token (issued tokens are recorded
+//! from their drafts: what the token grants, not what was asked).
 
 use crate::domain::rules;
 use crate::domain::{
@@ -7,9 +9,9 @@ use crate::domain::{
 };
 use agora_token::Role;
 
-/// What a request asks for, as far as policy is concerned.
+/// What a request asked for (the audit record of a refusal).
 #[derive(Debug, Clone, Default)]
-pub struct AccessRequest<'a> {
+pub struct Asked<'a> {
     /// The RPC name (`BuildRtcToken` for the GET endpoint).
     pub rpc: &'a str,
     /// The token kind.
@@ -26,7 +28,7 @@ pub struct AccessRequest<'a> {
     pub expire: Option<u32>,
 }
 
-impl<'a> AccessRequest<'a> {
+impl<'a> Asked<'a> {
     /// A request that grants no channel or user (RTM, Chat, FPA, APaaS).
     pub fn plain(rpc: &'a str, kind: TokenKind, expire: Option<u32>) -> Self {
         Self {
