@@ -14,7 +14,6 @@
 
 pub mod audit;
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod env;

@@ -1,5 +1,5 @@
 //! The `token-authority` binary: `serve`, `token`, `inspect`, `healthcheck`,
-//! `bench`.
+//! `keygen`. (The load generator is a separate dev tool: `crates/loadgen`.)
 //! Thin: parses the command line and hands over to the library.
 
 use std::process::ExitCode;
@@ -29,8 +29,6 @@ enum Command {
     Healthcheck(token_authority::server::HealthcheckArgs),
     /// Print a new random caller API key and the SHA-256 to put in the config.
     Keygen,
-    /// Load generator: HTTP/1.1, JSON and gRPC scenarios with latency percentiles.
-    Bench(Box<token_authority::bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +39,5 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cli::inspect_main(&args),
         Command::Healthcheck(args) => token_authority::server::healthcheck_main(&args),
         Command::Keygen => cli::keygen_main(),
-        Command::Bench(args) => token_authority::bench::main(&args),
     }
 }
