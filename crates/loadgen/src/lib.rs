@@ -513,6 +513,60 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
+/// A run's timing from its options, as offsets from its start.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    workers: usize,
+    /// Requests scheduled before this are warm-up.
+    warmup: Duration,
+    /// The measured window's length (it ends at `warmup + duration`).
+    duration: Duration,
+    /// Open loop: time between one worker's requests.
+    interval: Option<Duration>,
+}
+
+impl Timing {
+    fn of(args: &BenchArgs) -> Self {
+        let workers = args.connections.max(1);
+        Self {
+            workers,
+            warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
+            duration: Duration::from_secs_f64(args.duration.max(0.05)),
+            interval: args
+                .open_loop_rate()
+                .map(|r| Duration::from_secs_f64(workers as f64 / r)),
+        }
+    }
+}
+
+/// Open loop: when worker `w` sends its first request, from the run's
+/// start; its `k`-th is due `k` intervals later. Worker `w`'s `k`-th request
+/// is due at (k + w/workers) intervals, so the workers together send at the
+/// total rate, evenly.
+fn first_due(interval: Duration, w: usize, workers: usize) -> Duration {
+    interval.mul_f64(w as f64 / workers as f64)
+}
+
+/// Open loop: how many requests one run schedules in its measured window,
+/// over all its workers, from the options alone (the same arithmetic as
+/// the workers' schedule). Each of them ends up answered (`ok`), failed
+/// (`errors`) or `unsent`, so a run where nothing failed and nothing was
+/// left unsent has exactly this many `ok`. `None` for the closed loop.
+pub fn scheduled_requests(args: &BenchArgs) -> Option<u64> {
+    let t = Timing::of(args);
+    let interval = t.interval.filter(|iv| !iv.is_zero())?;
+    let end = t.warmup + t.duration;
+    let mut n = 0;
+    for w in 0..t.workers {
+        let mut due = first_due(interval, w, t.workers);
+        while due < end {
+            n += u64::from(due >= t.warmup);
+            due += interval;
+        }
+    }
+    Some(n)
+}
+
 /// The timing of one run, shared by its workers.
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -552,11 +606,7 @@ async fn worker(
     let mut last_done = win.measure_from;
     let mut i = w as u64;
     let step = workers as u64;
-    // Open loop: worker w's k-th request is due at start + (k + w/workers)
-    // intervals, so the workers together send at the total rate, evenly.
-    let mut next = win
-        .interval
-        .map(|iv| start + iv.mul_f64(w as f64 / workers as f64));
+    let mut next = win.interval.map(|iv| start + first_due(iv, w, workers));
     loop {
         let scheduled = match (next, win.interval) {
             (Some(t), Some(iv)) => {
@@ -638,14 +688,15 @@ async fn run_one(args: &BenchArgs, addr: &str, scenario: Scenario) -> Result<Run
         let channel = (!chans.is_empty()).then(|| &chans[w % chans.len()]);
         conns.push(Conn::open(scenario, addr, channel).await?);
     }
-    let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
-    let duration = Duration::from_secs_f64(args.duration.max(0.05));
+    let Timing {
+        warmup,
+        duration,
+        interval,
+        ..
+    } = Timing::of(args);
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
-    let interval = args
-        .open_loop_rate()
-        .map(|r| Duration::from_secs_f64(workers as f64 / r));
     let win = Window {
         measure_from,
         end,
@@ -803,5 +854,28 @@ mod tests {
         let (c1, u1) = token_input(1);
         assert_ne!((c0, u0), (c1, u1));
         assert!((0..5000).all(|i| token_input(i).1 != 0));
+    }
+
+    #[test]
+    fn the_open_loop_schedules_rate_times_duration_requests() {
+        let mut args = BenchArgs::new("127.0.0.1:1");
+        assert_eq!(scheduled_requests(&args), None, "closed loop");
+        // 400 req/s over 4 workers: each every 10 ms, worker w first at
+        // w x 2.5 ms; the window [50 ms, 300 ms) holds 25 of each.
+        args.connections = 4;
+        args.rate = Some(400.0);
+        args.duration = 0.25;
+        args.warmup = 0.05;
+        assert_eq!(scheduled_requests(&args), Some(100));
+        // An interval that does not divide the window: 3 workers at 1000
+        // req/s, each every 3 ms from 0, 1 and 2 ms; [0, 100 ms) holds
+        // 34 + 33 + 33.
+        args.connections = 3;
+        args.rate = Some(1000.0);
+        args.duration = 0.1;
+        args.warmup = 0.0;
+        assert_eq!(scheduled_requests(&args), Some(100));
+        args.rate = Some(0.0);
+        assert_eq!(scheduled_requests(&args), None, "not a rate: closed loop");
     }
 }
