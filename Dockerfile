@@ -14,21 +14,25 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 
 # 1. Dependencies only, cached until Cargo.toml / Cargo.lock change: build
-#    the workspace with placeholder sources.
+#    the service with placeholder sources. Only the service (`-p`): the
+#    load generator (crates/loadgen) is a workspace member, so its manifest
+#    is needed to load the workspace, but it is a dev tool, not in the image.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/agora-token/Cargo.toml crates/agora-token/Cargo.toml
-RUN mkdir -p src crates/agora-token/src crates/agora-token/benches \
+COPY crates/loadgen/Cargo.toml crates/loadgen/Cargo.toml
+RUN mkdir -p src crates/agora-token/src crates/agora-token/benches crates/loadgen/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs crates/agora-token/src/lib.rs \
+ && touch src/lib.rs crates/agora-token/src/lib.rs crates/loadgen/src/lib.rs \
  && echo 'fn main() {}' > crates/agora-token/benches/token.rs \
+ && echo 'fn main() {}' > crates/loadgen/src/main.rs \
  && echo 'fn main() {}' > build.rs \
- && cargo build --release --locked \
- && rm -rf src crates/agora-token/src crates/agora-token/benches build.rs
+ && cargo build --release --locked -p token-authority \
+ && rm -rf src crates/agora-token/src crates/agora-token/benches crates/loadgen/src build.rs
 
-# 2. The project itself, with the same command CI runs.
+# 2. The service itself, locked as CI builds it.
 COPY . .
 RUN touch build.rs src/main.rs src/lib.rs crates/agora-token/src/lib.rs \
- && cargo build --release --locked \
+ && cargo build --release --locked -p token-authority \
  && install -D -m 0755 target/release/token-authority /out/token-authority
 
 # ---- runtime ---------------------------------------------------------------

@@ -18,9 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .build_server(true)
-        // The client is used by the integration tests and the CLI; it is
-        // generated without the `connect` helper so the service build does
-        // not need tonic's transport feature.
+        // The client is used by the integration tests (tests/service); it
+        // is generated without the `connect` helper so the service build
+        // does not need tonic's channel feature. (The load generator,
+        // crates/loadgen, generates its own client.)
         .build_client(true)
         .build_transport(false)
         .compile_fds(fds)?;

@@ -15,8 +15,8 @@
 # load at a time. Processes run at nice -10 when allowed (root), so that
 # background jobs at normal priority disturb less.
 #
-# Extra arguments go to `token-authority bench`. Uses the public SAMPLE
-# credentials (not a real project).
+# Extra arguments go to the load generator (`loadgen`, crates/loadgen; LOADGEN
+# overrides its path). Uses the public SAMPLE credentials (not a real project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-18080}
@@ -27,7 +27,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 BIN=${BIN:-target/release/token-authority}
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
+LOADGEN=${LOADGEN:-target/release/loadgen}
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p token-authority -p token-authority-loadgen
 export SHENGWANG_APP_ID=970CA35de60c44645bbae8a215061b33
 export SHENGWANG_APP_CERTIFICATE=5CFd2fd1755d40ecb72977518be15d3b
 LOG=$(mktemp)
@@ -60,7 +61,7 @@ rss() {
 }
 echo "machine: $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "server RSS idle:        $(rss)"
-"${NICE[@]}" taskset -c "$CLIENT_CPU" "$BIN" bench --addr "127.0.0.1:$PORT" "${COMPARE[@]}" \
+"${NICE[@]}" taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$PORT" "${COMPARE[@]}" \
   --runs "$RUNS" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" "$@"
 echo "server RSS after load (VmHWM = peak under load):  $(rss)"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

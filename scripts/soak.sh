@@ -16,7 +16,8 @@ PORT=${PORT:-18090}
 RATE=${RATE:-5000}
 SOAK_SECS=${SOAK_SECS:-600}
 BIN=${BIN:-target/release/token-authority}
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
+LOADGEN=${LOADGEN:-target/release/loadgen}
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p token-authority -p token-authority-loadgen
 export SHENGWANG_APP_ID=970CA35de60c44645bbae8a215061b33
 export SHENGWANG_APP_CERTIFICATE=5CFd2fd1755d40ecb72977518be15d3b
 LOG=$(mktemp)
@@ -33,7 +34,7 @@ echo "t=0s idle: $(rss)"
 HALF=$(awk "BEGIN {print $RATE / 2}")
 LOADERS=()
 for s in get grpc; do
-  taskset -c 1 "$BIN" bench --addr "127.0.0.1:$PORT" --scenario "$s" --rate "$HALF" \
+  taskset -c 1 "$LOADGEN" --addr "127.0.0.1:$PORT" --scenario "$s" --rate "$HALF" \
     --duration "$SOAK_SECS" --warmup 0 --connections 32 >"/tmp/soak-$s.txt" 2>&1 &
   LOADERS+=($!)
 done

@@ -1,5 +1,5 @@
-//! The command line: `serve`, `token`, `inspect`, `healthcheck`, `keygen`,
-//! `bench`.
+//! The command line: `serve`, `token`, `inspect`, `healthcheck`, `keygen`.
+//! (The load generator is the `loadgen` binary of `crates/loadgen`.)
 //!
 //! [`main`] parses the arguments and runs one command; every command
 //! returns `Result<(), CliError>`, and the error's kind is the exit code:
@@ -44,8 +44,6 @@ enum Command {
     Healthcheck(HealthcheckArgs),
     /// Print a new random caller API key and the SHA-256 to put in the config.
     Keygen,
-    /// Load generator: HTTP/1.1, JSON and gRPC scenarios with latency percentiles.
-    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Why a command failed: its exit code and the line to print on stderr
@@ -105,10 +103,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(args) => inspect_main(&args),
         Command::Healthcheck(args) => healthcheck_main(&args),
         Command::Keygen => keygen_main(),
-        Command::Bench(args) => match crate::bench::main(&args) {
-            c if c == ExitCode::SUCCESS => Ok(()),
-            _ => Err(CliError::silent(EXIT_FAILURE)),
-        },
     }
 }
 

@@ -15,13 +15,11 @@
 //!   of the HTTP query and JSON handling, secrets never in logs.
 //! - `lifecycle`: the binary under load: certificate rotation by SIGHUP and
 //!   by a changed file, a bad file, graceful shutdown with a delay.
-//! - `bench`: the load generator against the real server.
 
 // A test crate: a failing unwrap is a failing test (helpers included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
-mod bench;
 mod binary;
 mod common;
 mod grpc;
