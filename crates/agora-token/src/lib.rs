@@ -34,12 +34,11 @@
 #![warn(missing_docs)]
 
 pub mod builders;
-pub mod compress;
+mod compress;
 mod credentials;
 mod error;
 pub mod pack;
 pub mod service;
-pub mod small_deflate;
 mod token;
 pub mod v1;
 
