@@ -162,7 +162,7 @@ const BITMAP_WORDS: usize = L_CODES.div_ceil(64);
 /// every symbol that such a window covers, but the first of its run of
 /// consecutive symbols, as possibly folded into a repeat code (whatever
 /// the lengths): the others are counted per frequency in
-/// `groups.certain` (for frequencies below [`SMALL_FREQS`]; the larger
+/// `groups.certain` (for frequencies below [`SMALL_FREQS`](ties::SMALL_FREQS); the larger
 /// ones are left out). Returns the number of used symbols.
 fn scan_quick(bitmap: &[u64], freqs: &[u32], groups: &mut TieGroups, tally: &mut Tally) -> usize {
     groups.start();

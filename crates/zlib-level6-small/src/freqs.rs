@@ -10,7 +10,7 @@ pub(crate) struct Freqs {
     /// that the sparse table need not be scanned.
     pub(crate) used: [u64; L_CODES.div_ceil(64)],
     /// zlib's `static_len`: the bits of the symbols in the fixed code
-    /// (see [`static_bits`]), set by [`tokenize`] from the fixed block it
+    /// (see [`static_bits`](crate::block::static_bits)), set by [`tokenize`](crate::tokenize::tokenize) from the fixed block it
     /// writes.
     pub(crate) fixed_bits: u32,
 }

@@ -31,7 +31,7 @@ pub(crate) struct TieGroups {
     pub(super) small: [u32; SMALL_FREQS],
     small_mask: u64,
     /// Of those, the leaves whose lengths are certainly sent, as
-    /// [`scan_quick`] counts them.
+    /// [`scan_quick`](super::scan_quick) counts them.
     pub(super) certain: [u32; SMALL_FREQS],
     /// Frequencies of at least [`SMALL_FREQS`], sorted before use.
     pub(super) big: [u32; L_CODES],
