@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
 # token-authority: multi-stage build.
-#   docker build -t token-authority .
+#   docker build -t token-authority .      (BuildKit: the default since Docker 23)
 #   docker run --rm -p 8080:8080 \
 #     -e SHENGWANG_APP_ID=... -e SHENGWANG_APP_CERTIFICATE_FILE=/run/secrets/agora_cert \
 #     -v "$PWD/agora_cert:/run/secrets/agora_cert:ro" token-authority
@@ -13,26 +13,19 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 
-# 1. Dependencies only, cached until Cargo.toml / Cargo.lock change: build
-#    the service with placeholder sources. Only the service (`-p`): the
-#    load generator (crates/loadgen) is a workspace member, so its manifest
-#    is needed to load the workspace, but it is a dev tool, not in the image.
-COPY Cargo.toml Cargo.lock ./
-COPY crates/agora-token/Cargo.toml crates/agora-token/Cargo.toml
-COPY crates/loadgen/Cargo.toml crates/loadgen/Cargo.toml
-RUN mkdir -p src crates/agora-token/src crates/agora-token/benches crates/loadgen/src \
- && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs crates/agora-token/src/lib.rs crates/loadgen/src/lib.rs \
- && echo 'fn main() {}' > crates/agora-token/benches/token.rs \
- && echo 'fn main() {}' > crates/loadgen/src/main.rs \
- && echo 'fn main() {}' > build.rs \
- && cargo build --release --locked -p token-authority \
- && rm -rf src crates/agora-token/src crates/agora-token/benches crates/loadgen/src build.rs
-
-# 2. The service itself, locked as CI builds it.
+# The whole workspace (every crate under crates/, the service, build.rs,
+# proto/) is copied as is: no per-target placeholder files to keep in step
+# with the manifests. Only the service is built (`-p`): the load generator,
+# crates/loadgen, is a dev tool, not part of the image. Dependencies are cached by BuildKit cache mounts
+# instead of an image layer: the registry (downloaded crates) and the target
+# directory persist between builds, so a source change rebuilds only the
+# workspace's own crates. The cache mounts are not part of the image, hence
+# the binary is copied out in the same step.
 COPY . .
-RUN touch build.rs src/main.rs src/lib.rs crates/agora-token/src/lib.rs \
- && cargo build --release --locked -p token-authority \
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p token-authority \
  && install -D -m 0755 target/release/token-authority /out/token-authority
 
 # ---- runtime ---------------------------------------------------------------

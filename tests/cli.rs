@@ -306,18 +306,18 @@ fn issued_tokens_decode_with_the_requested_fields() {
     ]);
     let p = UnverifiedToken::parse(&t).unwrap();
     assert!(p.verify(&AppCertificate::new(CERT).unwrap()).is_ok());
-    assert_eq!(p.expire, 120);
-    assert_eq!(p.services.len(), 1);
+    assert_eq!(p.expire(), 120);
+    assert_eq!(p.services().len(), 1);
     assert_eq!(
-        p.services[0].privileges.iter().collect::<Vec<_>>(),
+        p.services()[0].privileges.iter().collect::<Vec<_>>(),
         [(1, 120)]
     );
-    assert!((1..=99_999_999).contains(&p.salt));
+    assert!((1..=99_999_999).contains(&p.salt()));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    assert!(u64::from(p.issue_ts).abs_diff(now) < 60);
+    assert!(u64::from(p.issue_ts()).abs_diff(now) < 60);
 
     // --privilege-expire 0 is packed as 0; rtc-rtm defaults the RTM id to the uid string.
     let t = token(&[
@@ -333,10 +333,10 @@ fn issued_tokens_decode_with_the_requested_fields() {
         "60",
     ]);
     let p = UnverifiedToken::parse(&t).unwrap();
-    assert_eq!(p.services[0].privileges.get(1), Some(0));
-    assert_eq!(p.services[1].privileges.get(1), Some(60));
+    assert_eq!(p.services()[0].privileges.get(1), Some(0));
+    assert_eq!(p.services()[1].privileges.get(1), Some(60));
     assert_eq!(
-        p.services[1].payload,
+        p.services()[1].payload,
         agora_token::Payload::Rtm {
             user_id: b"42".to_vec()
         }
@@ -437,7 +437,7 @@ fn unchecked_builds_what_the_format_can_pack() {
         "--unchecked",
     ]);
     let p = UnverifiedToken::parse(&t).unwrap();
-    assert_eq!(p.expire, 0);
+    assert_eq!(p.expire(), 0);
     let o = run(&[
         "token",
         "rtc",

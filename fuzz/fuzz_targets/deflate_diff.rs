@@ -1,4 +1,4 @@
-//! Differential fuzzing of `agora_token::small_deflate` against C zlib:
+//! Differential fuzzing of `zlib_level6_small` against C zlib:
 //! for every input it accepts, `zlib_compress_small` must produce exactly
 //! the bytes of C zlib at level 6 (flate2 over libz-sys, built from source),
 //! and it must refuse longer inputs without writing anything. (cargo fuzz
@@ -12,9 +12,9 @@
 
 use std::cell::RefCell;
 
-use agora_token::small_deflate::{MAX_SMALL_INPUT, zlib_compress_small};
 use flate2::{Compress, Compression, FlushCompress, Status};
 use libfuzzer_sys::fuzz_target;
+use zlib_level6_small::{MAX_SMALL_INPUT, zlib_compress_small};
 
 thread_local! {
     static ZLIB: RefCell<Compress> = RefCell::new(Compress::new(Compression::new(6), true));

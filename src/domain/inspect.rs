@@ -105,7 +105,7 @@ impl Issuer {
             return Ok(self.inspect_v1(&t, v1_identity, now));
         }
         let t = UnverifiedToken::parse(token).map_err(InspectError)?;
-        let certs = self.certificates_for(&t.app_id);
+        let certs = self.certificates_for(t.app_id());
         let signature = if certs.is_empty() {
             SignatureStatus::NotChecked
         } else if certs.iter().any(|c| t.verify(c).is_ok()) {
@@ -117,25 +117,25 @@ impl Issuer {
         if !t.app_id_is_valid() {
             notes.push("the embedded app id is not 32 hexadecimal characters".to_owned());
         }
-        if let Some(ty) = t.stopped_at_unknown_service_type {
+        if let Some(ty) = t.stopped_at_unknown_service_type() {
             notes.push(format!(
                 "reading stopped at unknown service type {ty}; later services cannot be read"
             ));
         }
-        if t.trailing_bytes > 0 && t.stopped_at_unknown_service_type.is_none() {
+        if t.trailing_bytes() > 0 && t.stopped_at_unknown_service_type().is_none() {
             notes.push(format!(
                 "{} signed bytes follow the last service (ignored)",
-                t.trailing_bytes
+                t.trailing_bytes()
             ));
         }
-        if t.bytes_after_zlib_stream > 0 {
+        if t.bytes_after_zlib_stream() > 0 {
             notes.push(format!(
                 "{} unsigned bytes follow the compressed content (ignored)",
-                t.bytes_after_zlib_stream
+                t.bytes_after_zlib_stream()
             ));
         }
         let services = t
-            .services
+            .services()
             .iter()
             .map(|s| {
                 let ty = s.service_type();
@@ -149,7 +149,7 @@ impl Issuer {
                             id,
                             name: privilege_name(ty, id),
                             expire: v,
-                            expires_at: u64::from(t.issue_ts) + u64::from(v),
+                            expires_at: u64::from(t.issue_ts()) + u64::from(v),
                         })
                         .collect(),
                     payload: s.payload.clone(),
@@ -159,17 +159,17 @@ impl Issuer {
         Ok(Inspection {
             version: TokenVersion::V007,
             app_id: t.app_id_lossy().into_owned(),
-            issued_at: t.issue_ts,
+            issued_at: t.issue_ts(),
             expires_at: t.expires_at(),
-            expire: t.expire,
-            salt: t.salt,
+            expire: t.expire(),
+            salt: t.salt(),
             services,
             expired: t.is_expired_at(now),
             signature,
-            service_count: t.service_count,
-            stopped_at_unknown_service_type: t.stopped_at_unknown_service_type,
-            trailing_bytes: t.trailing_bytes,
-            bytes_after_zlib_stream: t.bytes_after_zlib_stream,
+            service_count: t.service_count(),
+            stopped_at_unknown_service_type: t.stopped_at_unknown_service_type(),
+            trailing_bytes: t.trailing_bytes(),
+            bytes_after_zlib_stream: t.bytes_after_zlib_stream(),
             v1_crc: None,
             notes,
         })

@@ -109,6 +109,7 @@ impl From<BuildError> for IssueError {
         let field = match &e {
             BuildError::TooLong { field, .. } | BuildError::TooMany { field, .. } => *field,
             BuildError::NoService => "services",
+            _ => "token",
         };
         Self::Invalid(Violation::new(field, e.to_string()))
     }

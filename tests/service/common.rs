@@ -151,5 +151,5 @@ pub fn verified(token: &str, c: &str) -> UnverifiedToken {
 
 /// The privileges of service `i` as (id, expire) pairs.
 pub fn privileges(t: &UnverifiedToken, i: usize) -> Vec<(u16, u32)> {
-    t.services[i].privileges.iter().collect()
+    t.services()[i].privileges.iter().collect()
 }

@@ -29,11 +29,11 @@ async fn build_rtc_token_uid_and_account() {
         .into_inner();
     let t = verified(&r.token, CERT);
     assert_eq!(r.app_id, APP_ID);
-    assert_eq!(t.issue_ts, r.issued_at);
-    assert_eq!(t.expire, 600);
+    assert_eq!(t.issue_ts(), r.issued_at);
+    assert_eq!(t.expire(), 600);
     assert_eq!(r.expires_at, r.issued_at + 600);
-    assert_eq!(t.services.len(), 1);
-    assert_eq!(t.services[0].payload, rtc("lobby", "42"));
+    assert_eq!(t.services().len(), 1);
+    assert_eq!(t.services()[0].payload, rtc("lobby", "42"));
     assert_eq!(
         privileges(&t, 0),
         vec![(1, 600), (2, 600), (3, 600), (4, 600)]
@@ -52,9 +52,9 @@ async fn build_rtc_token_uid_and_account() {
         .unwrap()
         .into_inner();
     let t = verified(&r.token, CERT);
-    assert_eq!(t.expire, 3600);
+    assert_eq!(t.expire(), 3600);
     assert_eq!(r.expires_at - r.issued_at, 3600);
-    assert_eq!(t.services[0].payload, rtc("", "alice"));
+    assert_eq!(t.services()[0].payload, rtc("", "alice"));
     assert_eq!(privileges(&t, 0), vec![(1, 0)]);
 
     // No user: uid 0, packed as "" (any user).
@@ -66,7 +66,7 @@ async fn build_rtc_token_uid_and_account() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(verified(&r.token, CERT).services[0].payload, rtc("c", ""));
+    assert_eq!(verified(&r.token, CERT).services()[0].payload, rtc("c", ""));
 }
 
 #[tokio::test]
@@ -84,7 +84,7 @@ async fn app_id_selects_the_app() {
         .into_inner();
     assert_eq!(r.app_id, APP_ID2);
     let t = verified(&r.token, CERT2);
-    assert_eq!(t.app_id, APP_ID2.as_bytes());
+    assert_eq!(t.app_id(), APP_ID2.as_bytes());
     let e = c
         .build_rtc_token(pb::BuildRtcTokenRequest {
             app_id: "ffffffffffffffffffffffffffffffff".into(),
@@ -115,8 +115,8 @@ async fn build_rtc_token_with_privileges() {
         .unwrap()
         .into_inner();
     let t = verified(&r.token, CERT);
-    assert_eq!(t.expire, 1000);
-    assert_eq!(t.services[0].payload, rtc("stage", "9"));
+    assert_eq!(t.expire(), 1000);
+    assert_eq!(t.services()[0].payload, rtc("stage", "9"));
     assert_eq!(
         privileges(&t, 0),
         vec![(1, 900), (2, 0), (3, 1000), (4, 50)]
@@ -138,14 +138,14 @@ async fn build_rtc_rtm_token() {
         .unwrap()
         .into_inner();
     let t = verified(&r.token, CERT);
-    assert_eq!(t.services.len(), 2);
-    assert_eq!(t.services[0].payload, rtc("room", "7"));
+    assert_eq!(t.services().len(), 2);
+    assert_eq!(t.services()[0].payload, rtc("room", "7"));
     assert_eq!(
         privileges(&t, 0),
         vec![(1, 500), (2, 500), (3, 500), (4, 500)]
     );
     assert_eq!(
-        t.services[1].payload,
+        t.services()[1].payload,
         Payload::Rtm {
             user_id: b"7".to_vec()
         }
@@ -169,7 +169,7 @@ async fn build_rtc_rtm_token() {
     let t = verified(&r.token, CERT);
     assert_eq!(privileges(&t, 0), vec![(1, 3600)]);
     assert_eq!(
-        t.services[1].payload,
+        t.services()[1].payload,
         Payload::Rtm {
             user_id: b"agent-rtm".to_vec()
         }
@@ -192,7 +192,7 @@ async fn build_rtm_token_rtm_and_rtm2() {
         .into_inner();
     let t = verified(&r.token, CERT);
     assert_eq!(
-        t.services[0].payload,
+        t.services()[0].payload,
         Payload::Rtm {
             user_id: b"alice".to_vec()
         }
@@ -213,13 +213,13 @@ async fn build_rtm_token_rtm_and_rtm2() {
         .unwrap()
         .into_inner();
     let t = verified(&r.token, CERT);
-    assert_eq!(t.services[0].service_type(), 8);
+    assert_eq!(t.services()[0].service_type(), 8);
     let Payload::Rtm2 {
         user_id,
         permissions,
-    } = &t.services[0].payload
+    } = &t.services()[0].payload
     else {
-        panic!("not RTM2: {:?}", t.services[0].payload);
+        panic!("not RTM2: {:?}", t.services()[0].payload);
     };
     assert_eq!(user_id, b"alice");
     let g = &permissions.grants()[0];
@@ -242,7 +242,7 @@ async fn chat_and_fpa_tokens() {
         .into_inner();
     let t = verified(&r.token, CERT);
     assert_eq!(
-        t.services[0].payload,
+        t.services()[0].payload,
         Payload::Chat {
             user_id: b"bob".to_vec()
         }
@@ -256,7 +256,7 @@ async fn chat_and_fpa_tokens() {
         .into_inner();
     let t = verified(&r.token, CERT);
     assert_eq!(
-        t.services[0].payload,
+        t.services()[0].payload,
         Payload::Chat {
             user_id: Vec::new()
         }
@@ -269,8 +269,8 @@ async fn chat_and_fpa_tokens() {
         .unwrap()
         .into_inner();
     let t = verified(&r.token, CERT);
-    assert_eq!(t.expire, 86_400);
-    assert_eq!(t.services[0].payload, Payload::Fpa);
+    assert_eq!(t.expire(), 86_400);
+    assert_eq!(t.services()[0].payload, Payload::Fpa);
     assert_eq!(privileges(&t, 0), vec![(1, 0)]);
 }
 
@@ -349,17 +349,17 @@ async fn build_token_generic_covers_every_type() {
         .unwrap()
         .into_inner();
     let t = verified(&r.token, CERT);
-    assert_eq!(t.expire, 200);
+    assert_eq!(t.expire(), 200);
     let types: Vec<u16> = t
-        .services
+        .services()
         .iter()
         .map(agora_token::Service::service_type)
         .collect();
     assert_eq!(types, vec![1, 2, 3, 4, 5, 6, 7, 8]);
-    assert_eq!(t.services[0].payload, rtc("c", "5"));
+    assert_eq!(t.services()[0].payload, rtc("c", "5"));
     assert_eq!(privileges(&t, 2), vec![(1, 10), (2, 20)]);
     assert_eq!(
-        t.services[6].payload,
+        t.services()[6].payload,
         Payload::Apaas {
             room_uuid: b"room".to_vec(),
             user_uuid: b"user".to_vec(),
@@ -528,20 +528,20 @@ async fn build_agent_session() {
     assert_eq!(r.expires_at - r.issued_at, 900);
     assert_eq!(r.app_id, APP_ID);
     let agent = verified(&r.agent_token, CERT);
-    assert_eq!(agent.services.len(), 1);
-    assert_eq!(agent.services[0].payload, rtc("convo", "1001"));
+    assert_eq!(agent.services().len(), 1);
+    assert_eq!(agent.services()[0].payload, rtc("convo", "1001"));
     let user = verified(&r.user_token, CERT);
-    assert_eq!(user.services[0].payload, rtc("convo", "2002"));
+    assert_eq!(user.services()[0].payload, rtc("convo", "2002"));
     let rest = verified(&r.rest_token, CERT);
-    assert_eq!(rest.services.len(), 2);
-    assert_eq!(rest.services[0].payload, rtc("convo", "1001"));
+    assert_eq!(rest.services().len(), 2);
+    assert_eq!(rest.services()[0].payload, rtc("convo", "1001"));
     assert_eq!(
-        rest.services[1].payload,
+        rest.services()[1].payload,
         Payload::Rtm {
             user_id: b"1001".to_vec()
         }
     );
-    assert_eq!(rest.expire, 900);
+    assert_eq!(rest.expire(), 900);
 
     let r = c
         .build_agent_session(pb::BuildAgentSessionRequest {
@@ -556,16 +556,16 @@ async fn build_agent_session() {
         .unwrap()
         .into_inner();
     let agent = verified(&r.agent_token, CERT);
-    assert_eq!(agent.services[0].payload, rtc("convo", "agent"));
+    assert_eq!(agent.services()[0].payload, rtc("convo", "agent"));
     assert_eq!(
-        agent.services[1].payload,
+        agent.services()[1].payload,
         Payload::Rtm {
             user_id: b"agent".to_vec()
         }
     );
     let user = verified(&r.user_token, CERT);
     assert_eq!(
-        user.services[1].payload,
+        user.services()[1].payload,
         Payload::Rtm {
             user_id: b"human".to_vec()
         }
@@ -592,14 +592,14 @@ async fn build_apaas_token_kinds() {
         .into_inner();
     let t = verified(&r.token, CERT);
     let types: Vec<u16> = t
-        .services
+        .services()
         .iter()
         .map(agora_token::Service::service_type)
         .collect();
     // Packed in service-type order, as the official builders do.
     assert_eq!(types, vec![2, 5, 7]);
     assert_eq!(
-        t.services[2].payload,
+        t.services()[2].payload,
         Payload::Apaas {
             room_uuid: b"room-1".to_vec(),
             user_uuid: b"user-1".to_vec(),
@@ -607,7 +607,7 @@ async fn build_apaas_token_kinds() {
         }
     );
     assert_eq!(
-        t.services[1].payload,
+        t.services()[1].payload,
         Payload::Chat {
             user_id: agora_token::builders::md5_hex("user-1").into_bytes()
         }

@@ -21,9 +21,9 @@ async fn issues_a_plain_text_token() {
     );
     assert_eq!(r.headers["cache-control"], "no-store");
     let t = verified(&r.body, CERT);
-    assert_eq!(t.expire, 120);
+    assert_eq!(t.expire(), 120);
     assert_eq!(
-        t.services[0].payload,
+        t.services()[0].payload,
         Payload::Rtc {
             channel_name: b"lobby".to_vec(),
             uid: b"42".to_vec()
@@ -39,9 +39,9 @@ async fn defaults_wildcards_and_form_decoding() {
     let r = app.get("/api/agora/token?channelName=").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let t = verified(&r.body, CERT);
-    assert_eq!(t.expire, 3600);
+    assert_eq!(t.expire(), 3600);
     assert_eq!(
-        t.services[0].payload,
+        t.services()[0].payload,
         Payload::Rtc {
             channel_name: Vec::new(),
             uid: Vec::new()
@@ -58,7 +58,7 @@ async fn defaults_wildcards_and_form_decoding() {
     assert_eq!(r.status, 200, "{}", r.body);
     let t = verified(&r.body, CERT);
     assert_eq!(
-        t.services[0].payload,
+        t.services()[0].payload,
         Payload::Rtc {
             channel_name: b"a b+c".to_vec(),
             uid: b"4294967295".to_vec()

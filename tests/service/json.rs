@@ -19,7 +19,7 @@ fn check_response(v: &Value, lifetime: u64) -> agora_token::UnverifiedToken {
     let t = verified(&token_of(v, "token"), CERT);
     assert_eq!(v["appId"], APP_ID);
     let issued = v["issuedAt"].as_u64().unwrap();
-    assert_eq!(issued, u64::from(t.issue_ts));
+    assert_eq!(issued, u64::from(t.issue_ts()));
     assert_eq!(v["expiresAt"].as_u64().unwrap(), issued + lifetime);
     t
 }
@@ -88,7 +88,7 @@ async fn every_token_rpc_over_json() {
         assert_eq!(r.headers["content-type"], "application/json");
         let t = check_response(&r.json(), *lifetime);
         let got: Vec<u16> = t
-            .services
+            .services()
             .iter()
             .map(agora_token::Service::service_type)
             .collect();
@@ -103,7 +103,7 @@ async fn every_token_rpc_over_json() {
         .await;
     let t = verified(&token_of(&r.json(), "token"), CERT);
     assert_eq!(
-        t.services[1].payload,
+        t.services()[1].payload,
         Payload::Rtm {
             user_id: b"seven".to_vec()
         }
@@ -134,7 +134,7 @@ async fn agent_session_over_json() {
     let v = r.json();
     for key in ["agentToken", "userToken", "restToken"] {
         let t = verified(&token_of(&v, key), CERT);
-        assert_eq!(t.services.len(), 2, "{key}");
+        assert_eq!(t.services().len(), 2, "{key}");
     }
     assert_eq!(
         v["expiresAt"].as_u64().unwrap() - v["issuedAt"].as_u64().unwrap(),

@@ -353,7 +353,7 @@ async fn each_policy_rule_denies_by_name_on_both_transports() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(verified(&t.token, CERT).expire, 3600);
+    assert_eq!(verified(&t.token, CERT).expire(), 3600);
     // BuildAgentSession: both uids are checked.
     let e = g
         .build_agent_session(with_key(

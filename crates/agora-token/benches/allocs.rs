@@ -8,7 +8,7 @@
 use std::alloc::System;
 use std::hint::black_box;
 
-use agora_token::{AppCertificate, AppId, UnverifiedToken, builders, builders::Role, compress};
+use agora_token::{AppCertificate, AppId, UnverifiedToken, builders, builders::Role};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -64,7 +64,7 @@ fn main() {
         .unwrap();
     report("deflate only (reused out)", |_| {
         let mut out = Vec::with_capacity(512);
-        compress::zlib_compress(&content, &mut out);
+        zlib_level6_small::zlib_compress_small(&content, &mut out);
         black_box(out);
     });
     let token = builders::rtc_with_uid("channel-00000001", 7, Role::Publisher, 3600, 3600)

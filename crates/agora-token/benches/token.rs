@@ -1,6 +1,8 @@
 //! Criterion benches of the token core: the common builders, parse, verify,
-//! and the primitives a build is made of (three HMAC-SHA256, the deflate,
-//! base64), plus the cost of a fresh zlib encoder per token for comparison.
+//! and the primitives a build is made of (three HMAC-SHA256, base64, the
+//! whole pack and sign). The deflate benches (this project's encoder against
+//! C zlib, warm and cold) are in `zlib-level6-small`:
+//! `cargo bench -p zlib-level6-small --bench deflate`.
 //!
 //! Inputs vary per iteration (channel, uid, salt) so nothing is cached.
 
@@ -9,12 +11,10 @@
 use std::hint::black_box;
 
 use agora_token::{
-    AppCertificate, AppId, Rtm2Permissions, UnverifiedToken, builders, builders::Role, compress,
-    signing_key,
+    AppCertificate, AppId, Rtm2Permissions, UnverifiedToken, builders, builders::Role, signing_key,
 };
 use base64::Engine as _;
 use criterion::{Criterion, criterion_group, criterion_main};
-use flate2::{Compress, Compression, FlushCompress};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -160,75 +160,11 @@ fn primitives(c: &mut Criterion) {
             black_box(mac.finalize().into_bytes())
         });
     });
-    g.bench_function("deflate_exact_small", |b| {
-        let mut out = Vec::with_capacity(512);
-        b.iter(|| {
-            k = (k + 1) % contents.len();
-            out.clear();
-            compress::zlib_compress(&contents[k], &mut out);
-            black_box(out.len())
-        });
-    });
-    g.bench_function("deflate_c_zlib_reset", |b| {
-        let mut z = Compress::new(Compression::new(6), true);
-        let mut out = Vec::with_capacity(512);
-        b.iter(|| {
-            k = (k + 1) % contents.len();
-            out.clear();
-            z.reset();
-            z.compress_vec(&contents[k], &mut out, FlushCompress::Finish)
-                .unwrap();
-            black_box(out.len())
-        });
-    });
-    g.bench_function("deflate_fresh_encoder", |b| {
-        let mut out = Vec::with_capacity(512);
-        b.iter(|| {
-            k = (k + 1) % contents.len();
-            out.clear();
-            let mut z = Compress::new(Compression::new(6), true);
-            z.compress_vec(&contents[k], &mut out, FlushCompress::Finish)
-                .unwrap();
-            black_box(out.len())
-        });
-    });
-    // The same encodes with cold caches, as inside the server, where the
-    // requests in between evict the encoders' tables: before each timed
-    // encode, a buffer twice the size of this machine's L2 is written.
-    let mut evict = vec![0u8; 8 << 20];
-    let mut cold = |b: &mut criterion::Bencher<'_>, c_zlib: bool| {
-        let mut z = Compress::new(Compression::new(6), true);
-        let mut out = Vec::with_capacity(512);
-        b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            for _ in 0..iters {
-                for line in evict.chunks_mut(64) {
-                    line[0] = line[0].wrapping_add(1);
-                }
-                black_box(&mut evict);
-                k = (k + 1) % contents.len();
-                out.clear();
-                let start = std::time::Instant::now();
-                if c_zlib {
-                    z.reset();
-                    z.compress_vec(&contents[k], &mut out, FlushCompress::Finish)
-                        .unwrap();
-                } else {
-                    compress::zlib_compress(&contents[k], &mut out);
-                }
-                black_box(out.len());
-                total += start.elapsed();
-            }
-            total
-        });
-    };
-    g.bench_function("deflate_exact_small_cold", |b| cold(b, false));
-    g.bench_function("deflate_c_zlib_reset_cold", |b| cold(b, true));
     let compressed: Vec<Vec<u8>> = contents
         .iter()
         .map(|c| {
             let mut out = Vec::new();
-            compress::zlib_compress(c, &mut out);
+            zlib_level6_small::zlib_compress_small(c, &mut out);
             out
         })
         .collect();

@@ -80,6 +80,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name: `"publisher"` or `"subscriber"` (what
+    /// [`Role::from_str`](std::str::FromStr::from_str) reads back).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Publisher => "publisher",
+            Self::Subscriber => "subscriber",
+        }
+    }
+
     /// The official numeric role: 1 is publisher, anything else subscriber.
     pub fn from_official(role: u16) -> Self {
         if role == 1 {
@@ -89,6 +98,25 @@ impl Role {
         }
     }
 }
+
+impl std::str::FromStr for Role {
+    type Err = ParseRoleError;
+
+    /// Reads `"publisher"` or `"subscriber"` (exactly, as [`Role::as_str`]
+    /// writes them).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "publisher" => Ok(Self::Publisher),
+            "subscriber" => Ok(Self::Subscriber),
+            _ => Err(ParseRoleError),
+        }
+    }
+}
+
+/// A string that is not `"publisher"` or `"subscriber"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a role is \"publisher\" or \"subscriber\"")]
+pub struct ParseRoleError;
 
 /// Separate expiries (seconds after the issue time) for the four RTC privileges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -319,6 +347,18 @@ pub fn apaas_app(expire: u32) -> Grant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_read_back_their_names() {
+        for role in [Role::Publisher, Role::Subscriber] {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert_eq!(Role::Publisher.as_str(), "publisher");
+        assert_eq!(Role::Subscriber.as_str(), "subscriber");
+        for bad in ["", "Publisher", "admin", " subscriber"] {
+            assert_eq!(bad.parse::<Role>(), Err(ParseRoleError));
+        }
+    }
 
     #[test]
     fn roles_follow_the_official_rule() {

@@ -2,8 +2,8 @@
 //!
 //! Tokens are byte-identical to the official python3 / C++ builders because
 //! both use C zlib at level 6. Inputs up to
-//! [`crate::small_deflate::MAX_SMALL_INPUT`] bytes (every real token) go
-//! through [`crate::small_deflate`], an encoder for small inputs that makes
+//! [`zlib_level6_small::MAX_SMALL_INPUT`] bytes (every real token) go
+//! through [`zlib_level6_small`], an encoder for small inputs that makes
 //! exactly zlib level 6's decisions, proven byte-identical by differential
 //! tests and fuzzing, and about 2-3.5x faster on token-sized input. Anything
 //! larger falls back to C zlib itself (flate2 over `libz-sys`, built from
@@ -29,7 +29,7 @@ thread_local! {
 /// Appends the zlib stream (RFC 1950, level 6) of `input` to `out`:
 /// byte-identical to C zlib's.
 pub fn zlib_compress(input: &[u8], out: &mut Vec<u8>) {
-    if crate::small_deflate::zlib_compress_small(input, out) {
+    if zlib_level6_small::zlib_compress_small(input, out) {
         return;
     }
     zlib_compress_c(input, out);

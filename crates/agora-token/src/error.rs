@@ -4,6 +4,7 @@ use thiserror::Error;
 
 /// Why a token could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// A string does not fit its `u16` length prefix.
     #[error("{field} is {len} bytes; the token format allows at most 65535")]
@@ -28,6 +29,7 @@ pub enum BuildError {
 
 /// Why a string is not an AccessToken2 (or a legacy 006 token).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// The version prefix is not `007`.
     #[error("not an AccessToken2: the token must start with \"007\"")]
@@ -71,6 +73,7 @@ pub struct VerifyError;
 
 /// Why a string is not a valid app id or app certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum CredentialError {
     /// Not 32 characters.
     #[error("must be 32 hexadecimal characters, got {len} characters")]

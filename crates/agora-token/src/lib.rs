@@ -34,16 +34,15 @@
 #![warn(missing_docs)]
 
 pub mod builders;
-pub mod compress;
+mod compress;
 mod credentials;
 mod error;
-pub mod pack;
+mod pack;
 pub mod service;
-pub mod small_deflate;
 mod token;
 pub mod v1;
 
-pub use builders::{Grant, Role, RtcPrivilegeExpires};
+pub use builders::{Grant, ParseRoleError, Role, RtcPrivilegeExpires};
 pub use credentials::{AppCertificate, AppId, is_hex32};
 pub use error::{BuildError, CredentialError, ParseError, VerifyError};
 pub use service::{Payload, Privileges, Rtm2Grant, Rtm2Permissions, Service};

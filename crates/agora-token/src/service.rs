@@ -378,6 +378,41 @@ pub enum Payload {
     Other(u16),
 }
 
+impl Payload {
+    /// The channel name the service carries (RTC, streaming and FCDN; `""`
+    /// means any channel), or `None` for a service without one. An APaaS
+    /// room uuid is not a channel name: `None`.
+    pub fn channel_name(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Rtc { channel_name, .. }
+            | Payload::Streaming { channel_name, .. }
+            | Payload::Fcdn { channel_name, .. } => Some(channel_name),
+            Payload::Rtm { .. }
+            | Payload::Fpa
+            | Payload::Chat { .. }
+            | Payload::Apaas { .. }
+            | Payload::Rtm2 { .. }
+            | Payload::Other(_) => None,
+        }
+    }
+
+    /// The user the service carries, whichever field names it: the RTC
+    /// uid string, the RTM / RTM2 / Chat user id, the streaming / FCDN
+    /// account, or the APaaS user uuid (possibly `""`: any uid, an app
+    /// token). `None` for FPA and unknown types, which carry no user.
+    pub fn user(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Rtc { uid, .. } => Some(uid),
+            Payload::Rtm { user_id }
+            | Payload::Chat { user_id }
+            | Payload::Rtm2 { user_id, .. } => Some(user_id),
+            Payload::Streaming { account, .. } | Payload::Fcdn { account, .. } => Some(account),
+            Payload::Apaas { user_uuid, .. } => Some(user_uuid),
+            Payload::Fpa | Payload::Other(_) => None,
+        }
+    }
+}
+
 /// One service of a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
@@ -665,5 +700,32 @@ mod tests {
     fn uid_zero_is_wildcard() {
         assert_eq!(uid_string(0), "");
         assert_eq!(uid_string(4_294_967_295), "4294967295");
+    }
+
+    #[test]
+    fn payload_channel_and_user() {
+        let check = |s: Service, channel: Option<&str>, user: Option<&str>| {
+            assert_eq!(
+                s.payload.channel_name(),
+                channel.map(str::as_bytes),
+                "{s:?}"
+            );
+            assert_eq!(s.payload.user(), user.map(str::as_bytes), "{s:?}");
+        };
+        check(Service::rtc("ch", "42"), Some("ch"), Some("42"));
+        check(Service::rtc("", ""), Some(""), Some(""));
+        check(Service::rtm("u1"), None, Some("u1"));
+        check(Service::streaming("ch", "acc"), Some("ch"), Some("acc"));
+        check(Service::fpa(), None, None);
+        check(Service::chat("u2"), None, Some("u2"));
+        check(Service::fcdn("ch", "acc"), Some("ch"), Some("acc"));
+        check(Service::apaas("room", "u3", 1), None, Some("u3"));
+        check(
+            Service::rtm2("u4", Rtm2Permissions::new()),
+            None,
+            Some("u4"),
+        );
+        assert_eq!(Payload::Other(9).channel_name(), None);
+        assert_eq!(Payload::Other(9).user(), None);
     }
 }

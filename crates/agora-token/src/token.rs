@@ -166,31 +166,52 @@ pub(crate) fn encode_token(content: &[u8]) -> String {
 
 /// A parsed but **not verified** token. Nothing in it can be trusted until
 /// [`UnverifiedToken::verify`] returns a [`VerifiedToken`].
+///
+/// Its fields are read-only: what [`UnverifiedToken::verify`] checks is
+/// exactly what was parsed, so a [`VerifiedToken`] proves every field:
+///
+/// ```
+/// # use agora_token::{AppCertificate, AppId, UnverifiedToken, builders};
+/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33").unwrap();
+/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap();
+/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1).unwrap();
+/// let t = UnverifiedToken::parse(&token).unwrap();
+/// assert_eq!((t.issue_ts(), t.services().len()), (1, 1));
+/// assert!(t.verify(&cert).is_ok());
+/// ```
+///
+/// Nothing can be changed between parse and verify:
+///
+/// ```compile_fail
+/// # use agora_token::{AppCertificate, AppId, UnverifiedToken, builders};
+/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33").unwrap();
+/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap();
+/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1).unwrap();
+/// let mut t = UnverifiedToken::parse(&token).unwrap();
+/// t.expire = u32::MAX; // error: the field is private
+/// ```
+///
+/// ```compile_fail
+/// # use agora_token::{AppCertificate, AppId, UnverifiedToken, builders};
+/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33").unwrap();
+/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap();
+/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1).unwrap();
+/// let mut t = UnverifiedToken::parse(&token).unwrap();
+/// t.services.clear(); // error: the field is private
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnverifiedToken {
-    /// The signature field as received (32 bytes in a well-formed token).
-    pub signature: Vec<u8>,
+    signature: Vec<u8>,
     signing_info: Vec<u8>,
-    /// The embedded app id, as raw bytes.
-    pub app_id: Vec<u8>,
-    /// Issue time, unix seconds.
-    pub issue_ts: u32,
-    /// Token lifetime in seconds after `issue_ts`.
-    pub expire: u32,
-    /// Salt.
-    pub salt: u32,
-    /// The service count field.
-    pub service_count: u16,
-    /// The services read, in token order.
-    pub services: Vec<Service>,
-    /// The type at which reading stopped because it is not 1..=8 (the
-    /// reference parsers stop there too: its length is not self-describing).
-    pub stopped_at_unknown_service_type: Option<u16>,
-    /// Bytes after the last service read (covered by the signature; ignored).
-    /// When reading stopped at an unknown type, this counts from that type.
-    pub trailing_bytes: usize,
-    /// Bytes after the end of the zlib stream (not signed; ignored).
-    pub bytes_after_zlib_stream: usize,
+    app_id: Vec<u8>,
+    issue_ts: u32,
+    expire: u32,
+    salt: u32,
+    service_count: u16,
+    services: Vec<Service>,
+    stopped_at_unknown_service_type: Option<u16>,
+    trailing_bytes: usize,
+    bytes_after_zlib_stream: usize,
 }
 
 impl UnverifiedToken {
@@ -253,9 +274,61 @@ impl UnverifiedToken {
         })
     }
 
+    /// The signature field as received (32 bytes in a well-formed token).
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+
     /// The signed bytes exactly as received (everything after the signature field).
     pub fn signing_info(&self) -> &[u8] {
         &self.signing_info
+    }
+
+    /// The embedded app id, as raw bytes.
+    pub fn app_id(&self) -> &[u8] {
+        &self.app_id
+    }
+
+    /// Issue time, unix seconds.
+    pub fn issue_ts(&self) -> u32 {
+        self.issue_ts
+    }
+
+    /// Token lifetime in seconds after [`UnverifiedToken::issue_ts`].
+    pub fn expire(&self) -> u32 {
+        self.expire
+    }
+
+    /// Salt.
+    pub fn salt(&self) -> u32 {
+        self.salt
+    }
+
+    /// The service count field.
+    pub fn service_count(&self) -> u16 {
+        self.service_count
+    }
+
+    /// The services read, in token order.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// The type at which reading stopped because it is not 1..=8 (the
+    /// reference parsers stop there too: its length is not self-describing).
+    pub fn stopped_at_unknown_service_type(&self) -> Option<u16> {
+        self.stopped_at_unknown_service_type
+    }
+
+    /// Bytes after the last service read (covered by the signature; ignored).
+    /// When reading stopped at an unknown type, this counts from that type.
+    pub fn trailing_bytes(&self) -> usize {
+        self.trailing_bytes
+    }
+
+    /// Bytes after the end of the zlib stream (not signed; ignored).
+    pub fn bytes_after_zlib_stream(&self) -> usize {
+        self.bytes_after_zlib_stream
     }
 
     /// The embedded app id as text (lossy for bytes that are not UTF-8).

@@ -1,14 +1,14 @@
-//! Differential tests: `small_deflate::zlib_compress_small` must produce the
+//! Differential tests: `zlib_compress_small` must produce the
 //! very bytes of C zlib at level 6 (flate2 over libz-sys) for every input it
 //! accepts.
 //!
 //! The timing comparison is an ignored test; run it with
-//! `cargo test --release -p agora-token --test small_deflate_diff -- --ignored --nocapture`.
+//! `cargo test --release -p zlib-level6-small --test differential -- --ignored --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use agora_token::small_deflate::{MAX_SMALL_INPUT, zlib_compress_small};
 use flate2::{Compress, Compression, FlushCompress, Status};
+use zlib_level6_small::{MAX_SMALL_INPUT, zlib_compress_small};
 
 /// C zlib, level 6, zlib wrapper, one stream reused through `reset`.
 struct CZlib(Compress);
@@ -199,9 +199,10 @@ fn hex_decode(s: &str) -> Vec<u8> {
 
 #[test]
 fn identical_on_test_vectors() {
+    // The token contents of agora-token's test vectors.
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/vectors.json"
+        "/../agora-token/tests/data/vectors.json"
     ))
     .unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -325,7 +326,7 @@ fn timing_against_c_zlib() {
         }
         let (c, o) = (median(c_runs), median(ours_runs));
         println!(
-            "{len:>4} bytes: C zlib (reset stream) {c:>7.0} ns, small_deflate {o:>6.0} ns, x{:.1}",
+            "{len:>4} bytes: C zlib (reset stream) {c:>7.0} ns, zlib-level6-small {o:>6.0} ns, x{:.1}",
             c / o
         );
     }
