@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::domain::Issuer;
 use crate::policy::Authenticator;
+use crate::policy::throttle::AuthThrottle;
 use crate::telemetry::metrics::Metrics;
 
 /// What a reload replaces as one unit.
@@ -53,6 +54,8 @@ pub struct Shared {
     current: ArcSwap<Snapshot>,
     /// The service's metrics.
     pub metrics: Metrics,
+    /// Failed authentications per client (kept across reloads).
+    pub auth_throttle: AuthThrottle,
     ready: AtomicBool,
 }
 
@@ -68,6 +71,7 @@ impl Shared {
         Self {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
+            auth_throttle: AuthThrottle::new(),
             ready: AtomicBool::new(false),
         }
     }

@@ -17,6 +17,7 @@ mod config;
 mod keys;
 mod networks;
 mod rate;
+pub mod throttle;
 
 pub use compiled::*;
 pub use config::*;

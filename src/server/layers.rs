@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::api::{ApiError, Code};
-use crate::policy::{Authn, Identity};
+use crate::policy::Authn;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
@@ -29,8 +29,9 @@ pub(crate) fn bearer(req: &Request) -> Option<&str> {
 }
 
 /// A refusal before routing, in the caller's protocol: a gRPC status for
-/// gRPC requests, otherwise the plain-text rendering of the HTTP routes.
-pub(crate) fn early_refusal(grpc: bool, e: ApiError) -> Response {
+/// gRPC requests, a Connect error for the JSON routes, one line of text
+/// for the GET endpoint.
+pub(crate) fn early_refusal(grpc: bool, get: bool, e: ApiError) -> Response {
     if grpc {
         let mut r = tonic::Status::from(e.clone()).into_http::<axum::body::Body>();
         if let Some(v) = e
@@ -40,8 +41,10 @@ pub(crate) fn early_refusal(grpc: bool, e: ApiError) -> Response {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
         r
-    } else {
+    } else if get {
         crate::transport::http::text_error(&e)
+    } else {
+        crate::transport::http::connect_error(&e)
     }
 }
 
@@ -90,55 +93,48 @@ pub(super) async fn guard(
             .insert(header::VARY, HeaderValue::from_static("origin"));
         return r;
     }
-    let label: Option<Arc<str>>;
-    let Ok(permit) = Arc::clone(&g.in_flight).try_acquire_owned() else {
-        return early_refusal(
-            grpc,
-            ApiError::busy(
-                "the server is at its concurrency limit; retry shortly",
-                Duration::from_secs(1),
-            ),
-        );
-    };
-    {
-        let snap = g.shared.current();
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        let xff = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let ip = snap.auth.client_ip(peer, xff);
-        let names = req
-            .extensions()
-            .get::<TlsClientNames>()
-            .map(|n| Arc::clone(&n.0))
-            .unwrap_or_default();
-        let identity = snap.auth.authenticate(bearer(&req), &names, ip, get);
-        label = identity.as_ref().ok().and_then(Identity::label);
-        let authn = Authn::pinned(identity, arc_swap::Guard::into_inner(snap));
-        req.extensions_mut().insert(authn);
-    }
-    // Metrics of this request are labelled with its caller (task-local).
-    let run = async {
-        match label {
-            Some(l) => crate::telemetry::metrics::with_caller(l, next.run(req)).await,
-            None => next.run(req).await,
+    let start = Instant::now();
+    let mut resp = match authenticate(&g, &mut req, get) {
+        Err(e) => {
+            // Refused before anything of the request was read, and before
+            // it took a concurrency slot: counted, logged and audited here.
+            refused_early(&g, &req, grpc, get, start, "unauthenticated", &e);
+            early_refusal(grpc, get, e)
         }
+        Ok(label) => match Arc::clone(&g.in_flight).try_acquire_owned() {
+            Err(_) => {
+                let e = ApiError::busy(
+                    "the server is at its concurrency limit; retry shortly",
+                    Duration::from_secs(1),
+                );
+                let caller = label.as_deref().unwrap_or("open");
+                refused_early(&g, &req, grpc, get, start, caller, &e);
+                early_refusal(grpc, get, e)
+            }
+            Ok(permit) => {
+                // Metrics of this request are labelled with its caller (task-local).
+                let run = async {
+                    match label {
+                        Some(l) => crate::telemetry::metrics::with_caller(l, next.run(req)).await,
+                        None => next.run(req).await,
+                    }
+                };
+                let resp = match lazy_timeout(g.timeout, run).await {
+                    Some(r) => r,
+                    None => early_refusal(
+                        grpc,
+                        get,
+                        ApiError::new(
+                            Code::DeadlineExceeded,
+                            "the request took longer than the server's timeout",
+                        ),
+                    ),
+                };
+                drop(permit);
+                resp
+            }
+        },
     };
-    let mut resp = match lazy_timeout(g.timeout, run).await {
-        Some(r) => r,
-        None => early_refusal(
-            grpc,
-            ApiError::new(
-                Code::DeadlineExceeded,
-                "the request took longer than the server's timeout",
-            ),
-        ),
-    };
-    drop(permit);
     if get && origin.is_some() {
         if let Some(o) = allowed_origin {
             resp.headers_mut()
@@ -148,6 +144,89 @@ pub(super) async fn guard(
             .insert(header::VARY, HeaderValue::from_static("origin"));
     }
     resp
+}
+
+/// Identifies the caller of a token request and attaches the result
+/// ([`Authn`], with the snapshot it was checked against) to the request;
+/// `Ok` carries the caller's metrics label. A request whose credentials
+/// fail is refused here (401), and so is every request with credentials
+/// from a client that failed too often recently (429, see
+/// [`crate::policy::throttle`]).
+fn authenticate(g: &Guard, req: &mut Request, get: bool) -> Result<Option<Arc<str>>, ApiError> {
+    let snap = g.shared.current();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = snap.auth.client_ip(peer, xff);
+    let names = req
+        .extensions()
+        .get::<TlsClientNames>()
+        .map(|n| Arc::clone(&n.0))
+        .unwrap_or_default();
+    let key = bearer(req);
+    if key.is_some() || !names.is_empty() {
+        if let Err(wait) = g.shared.auth_throttle.check(ip) {
+            return Err(ApiError::new(
+                Code::ResourceExhausted,
+                "too many failed authentications from this address; retry later",
+            )
+            .retry_after(wait));
+        }
+    }
+    let identity = snap.auth.authenticate(key, &names, ip, get);
+    let identity = match identity {
+        Ok(i) => i,
+        Err(d) => {
+            g.shared.auth_throttle.failed(ip);
+            return Err(d.into());
+        }
+    };
+    let label = identity.label();
+    let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
+    req.extensions_mut().insert(authn);
+    Ok(label)
+}
+
+/// Counts, logs and audits a request refused by the guard.
+fn refused_early(
+    g: &Guard,
+    req: &Request,
+    grpc: bool,
+    get: bool,
+    start: Instant,
+    caller: &str,
+    e: &ApiError,
+) {
+    use crate::telemetry::metrics::{Method, Transport};
+    let (transport, method) = if get {
+        (Transport::Http, Some(Method::GetToken))
+    } else {
+        let name = req.uri().path().strip_prefix(TOKEN_PREFIX).unwrap_or("");
+        let t = if grpc {
+            Transport::Grpc
+        } else {
+            Transport::Json
+        };
+        (t, Method::from_rpc_name(name))
+    };
+    if let Some(m) = method {
+        g.shared
+            .metrics
+            .request(transport, m, e.code, start.elapsed());
+    }
+    let rpc = method.map_or("unknown", |m| m.as_str());
+    tracing::info!(
+        rpc,
+        code = e.code_name(),
+        reason = e.message.as_str(),
+        "request refused"
+    );
+    crate::telemetry::audit::refused_early(caller, rpc, &e.message);
 }
 
 /// `f`, or `None` when it has not completed `limit` after the call.

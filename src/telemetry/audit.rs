@@ -184,3 +184,21 @@ pub fn refused(
         "token refused"
     );
 }
+
+/// Records a request refused before it was read: bad or missing
+/// credentials and the failed-authentication throttle (caller
+/// `unauthenticated`), the server's concurrency limit. The log context adds
+/// the request id and the peer.
+pub fn refused_early(caller: &str, rpc: &str, reason: &str) {
+    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        return;
+    }
+    tracing::info!(
+        target: TARGET,
+        decision = "refused",
+        caller,
+        rpc,
+        reason,
+        "token refused"
+    );
+}
