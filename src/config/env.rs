@@ -8,12 +8,42 @@
 //! means "no secondary certificate", so a Kubernetes Secret key can come and
 //! go during a rotation; every other `*_FILE` must exist.
 //! `.env` in the working directory fills in
-//! variables that are not set (it never overrides one that is). Values are
+//! variables that are not set (it never overrides one that is); the process
+//! environment itself is never modified. Values are
 //! read through the [`Env`] trait, so tests use a map instead of the process
 //! environment. Errors say what is wrong and where to get the values; they
 //! never contain the certificate.
+//!
+//! # `.env` syntax
+//!
+//! The file is read with [`dotenvy`]'s parser (never its loader, which
+//! would set process variables):
+//!
+//! - `KEY=VALUE`, one per line, optionally preceded by `export `; spaces
+//!   around `=` are allowed. A key starts with a letter or `_` and holds
+//!   letters, digits, `_` and `.`.
+//! - Blank lines and lines starting with `#` are ignored. A `#` after
+//!   whitespace starts a comment (`KEY=value # note` is `value`); without
+//!   whitespace it is part of the value (`KEY=a#b` is `a#b`).
+//! - `'single quotes'` keep everything literally; `"double quotes"` allow
+//!   `\"`, `\\`, `\$` and `\n` escapes and may span several lines. An
+//!   unquoted value may not contain unescaped whitespace (`KEY=a b` is an
+//!   error: quote it).
+//! - `${NAME}` in unquoted or double-quoted values is replaced by the
+//!   process variable, else by an earlier line of the file, else by nothing
+//!   (`$NAME` too, but it ends at the first character that is not a letter
+//!   or digit: `$A_B` is `${A}_B`); use single quotes or `\$` for a
+//!   literal `$`.
+//! - A key given twice: the last line wins.
+//!
+//! A line that does not parse is skipped with a warning on stderr naming the
+//! file and line number, never the line's content (it may hold a secret);
+//! the other lines are still used. An unclosed quote swallows the rest of
+//! the file, and the warning says so. A missing `.env` is not an error.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 
 use agora_token::{AppCertificate, AppId};
@@ -56,10 +86,23 @@ impl ProcessEnv {
     }
 
     /// The process environment plus the given dotenv file, if it exists.
+    /// Lines that do not parse, and a file that exists but cannot be read,
+    /// are reported on stderr (line numbers only, never values).
     pub fn with_dotenv(path: &Path) -> Self {
-        let dotenv = std::fs::read_to_string(path)
-            .map(|s| parse_dotenv(&s))
-            .unwrap_or_default();
+        let dotenv = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let parsed = parse_dotenv(&text);
+                for bad in &parsed.bad_lines {
+                    eprintln!("warning: {}: {bad}", path.display());
+                }
+                parsed.vars
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => {
+                eprintln!("warning: {}: not read: {e}", path.display());
+                HashMap::new()
+            }
+        };
         Self { dotenv }
     }
 }
@@ -78,28 +121,89 @@ impl Env for HashMap<String, String> {
     }
 }
 
-/// Parses `KEY=VALUE` lines (`export ` prefix, `#` comments, single or
-/// double quotes around the value).
-pub fn parse_dotenv(text: &str) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+/// A parsed `.env` file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dotenv {
+    /// The variables (for a key given twice, the last value).
+    pub vars: HashMap<String, String>,
+    /// One message per line that did not parse, naming its line number
+    /// (1-based) but not its content.
+    pub bad_lines: Vec<String>,
+}
+
+/// Parses a `.env` file's text with dotenvy (see the module docs for the
+/// syntax), without touching the process environment.
+pub fn parse_dotenv(text: &str) -> Dotenv {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let consumed = Cell::new(0);
+    let reader = LineByLine {
+        rest: text.as_bytes(),
+        consumed: &consumed,
+    };
+    // Line number (1-based) of the last line dotenvy has read.
+    let line_at = |offset: usize| {
+        let read = &text.as_bytes()[..offset];
+        read.iter().filter(|&&b| b == b'\n').count() + usize::from(!read.ends_with(b"\n"))
+    };
+    let mut out = Dotenv::default();
+    let mut last_line = 0;
+    for item in dotenvy::from_read_iter(reader) {
+        let end = consumed.get();
+        let line = line_at(end);
+        match item {
+            Ok((k, v)) => {
+                out.vars.insert(k, v);
+            }
+            Err(_) => {
+                // The entry starts at the first line after the previous one
+                // that is not blank or a comment (dotenvy skips those).
+                let first = text
+                    .lines()
+                    .enumerate()
+                    .skip(last_line)
+                    .find(|(_, l)| {
+                        let l = l.trim_start();
+                        !l.is_empty() && !l.starts_with('#')
+                    })
+                    .map_or(line, |(i, _)| (i + 1).min(line));
+                out.bad_lines.push(if first == line {
+                    format!("line {line}: does not parse (see the .env syntax in the README); skipped")
+                } else if end == text.len() {
+                    format!(
+                        "lines {first} to {line} (the end of the file): does not parse (an unclosed quote?); skipped"
+                    )
+                } else {
+                    format!("lines {first} to {line}: does not parse (see the .env syntax in the README); skipped")
+                });
+            }
         }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(v);
-        map.insert(k.trim().to_owned(), v.to_owned());
+        last_line = line;
     }
-    map
+    out
+}
+
+/// Hands dotenvy one line per `read`, so that the bytes it has read (and so
+/// the line it has reached) are known whenever it yields an entry: its
+/// buffered reader never gets ahead of the line it is parsing.
+struct LineByLine<'a> {
+    rest: &'a [u8],
+    consumed: &'a Cell<usize>,
+}
+
+impl Read for LineByLine<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let line = self
+            .rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(self.rest.len(), |i| i + 1);
+        let n = line.min(buf.len());
+        let (now, rest) = self.rest.split_at(n);
+        buf[..n].copy_from_slice(now);
+        self.rest = rest;
+        self.consumed.set(self.consumed.get() + n);
+        Ok(n)
+    }
 }
 
 /// Why credentials could not be loaded.
@@ -337,9 +441,123 @@ mod tests {
 
     #[test]
     fn dotenv_syntax() {
-        let m = parse_dotenv("# c\nexport A=1\nB=\"two words\"\nC='x'\nnoise\n");
+        let d = parse_dotenv("# c\nexport A=1\nB=\"two words\"\nC='x'\nnoise\n");
+        let m = &d.vars;
         assert_eq!(m["A"], "1");
         assert_eq!(m["B"], "two words");
         assert_eq!(m["C"], "x");
+        assert_eq!(m.len(), 3);
+        assert_eq!(d.bad_lines.len(), 1);
+        assert!(d.bad_lines[0].starts_with("line 5: "), "{:?}", d.bad_lines);
+    }
+
+    #[test]
+    fn dotenv_inline_comments() {
+        let d = parse_dotenv(concat!(
+            "A=value # comment\n",
+            "B=value\t# tab before the comment\n",
+            "C=a#b\n",
+            "D=\"quoted # not a comment\" # comment\n",
+            "E='single # too'\n",
+            "F= # nothing but a comment\n",
+            "  # indented comment\n",
+            "G = spaced\n",
+        ));
+        assert!(d.bad_lines.is_empty(), "{:?}", d.bad_lines);
+        let m = &d.vars;
+        assert_eq!(m["A"], "value");
+        assert_eq!(m["B"], "value");
+        assert_eq!(m["C"], "a#b");
+        assert_eq!(m["D"], "quoted # not a comment");
+        assert_eq!(m["E"], "single # too");
+        assert_eq!(m["F"], "");
+        assert_eq!(m["G"], "spaced");
+        assert_eq!(m.len(), 7);
+    }
+
+    #[test]
+    fn dotenv_quotes_escapes_substitution_and_line_endings() {
+        let d = parse_dotenv(concat!(
+            "\u{feff}A=1\r\n",
+            "B=${A}x\r\n",
+            "C='$A literal'\n",
+            "D=\"$A \\$A \\\"q\\\" a\\nb\"\n",
+            "E=\"two\n",
+            "lines\"\n",
+            "A=2\n",
+            "F=$A\n",
+        ));
+        assert!(d.bad_lines.is_empty(), "{:?}", d.bad_lines);
+        let m = &d.vars;
+        assert_eq!(m["A"], "2", "the last line wins");
+        assert_eq!(m["B"], "1x");
+        assert_eq!(m["C"], "$A literal");
+        assert_eq!(m["D"], "1 $A \"q\" a\nb");
+        assert_eq!(m["E"], "two\nlines");
+        assert_eq!(m["F"], "2");
+    }
+
+    #[test]
+    fn dotenv_bad_lines_are_numbered_and_never_echoed() {
+        const SECRET: &str = "5CFd2fd1755d40ecb72977518be15d3b";
+        let text = format!(
+            "# header\n\nOK1=1\nKEY={SECRET} trailing\n{SECRET}\n1KEY={SECRET}\nKEY-DASH={SECRET}\n\n# c\nOK2=2\nBAD=\\q{SECRET}\nOK3=3"
+        );
+        let d = parse_dotenv(&text);
+        assert_eq!(d.vars.len(), 3, "{:?}", d.vars.keys());
+        assert_eq!(
+            (&d.vars["OK1"][..], &d.vars["OK2"][..], &d.vars["OK3"][..]),
+            ("1", "2", "3")
+        );
+        let lines: Vec<&str> = d
+            .bad_lines
+            .iter()
+            .map(|m| m.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(lines, ["line 4", "line 5", "line 6", "line 7", "line 11"]);
+        for m in &d.bad_lines {
+            assert!(!m.contains(SECRET) && !m.contains("5CF"), "{m}");
+        }
+    }
+
+    #[test]
+    fn dotenv_unclosed_quote_is_reported_with_the_lines_it_swallowed() {
+        let d = parse_dotenv("A=1\n# c\nB=\"open\nC=3\nD=4\n");
+        assert_eq!(d.vars.len(), 1);
+        assert_eq!(d.bad_lines.len(), 1);
+        assert!(
+            d.bad_lines[0].starts_with("lines 3 to 5 (the end of the file)"),
+            "{:?}",
+            d.bad_lines
+        );
+        // Spanning lines but closed before the end: the range is given.
+        let d = parse_dotenv("B=\"x\ny\" junk\nC=3\n");
+        assert_eq!(d.vars["C"], "3");
+        assert!(
+            d.bad_lines[0].starts_with("lines 1 to 2: "),
+            "{:?}",
+            d.bad_lines
+        );
+    }
+
+    #[test]
+    fn dotenv_never_overrides_or_sets_process_variables() {
+        let dir = std::env::temp_dir().join(format!("ta-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        let fresh = format!("TA_DOTENV_TEST_{}", std::process::id());
+        std::fs::write(&path, format!("PATH=/nowhere\n{fresh}=from-file # c\n")).unwrap();
+        let e = ProcessEnv::with_dotenv(&path);
+        assert_ne!(e.var("PATH").as_deref(), Some("/nowhere"));
+        assert_eq!(e.var(&fresh).as_deref(), Some("from-file"));
+        assert!(
+            std::env::var(&fresh).is_err(),
+            "the process environment is untouched"
+        );
+        assert!(
+            ProcessEnv::with_dotenv(&dir.join("missing"))
+                .dotenv
+                .is_empty()
+        );
     }
 }

@@ -146,14 +146,7 @@ impl fmt::Debug for Issued {
 /// characters of its SHA-256.
 pub fn fingerprint(token: &str) -> String {
     use sha2::{Digest, Sha256};
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = Sha256::digest(token.as_bytes());
-    let mut s = String::with_capacity(12);
-    for b in d.iter().take(6) {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
+    hex::encode(&Sha256::digest(token.as_bytes())[..6])
 }
 
 /// An RTC user: a numeric uid (0 = any user) or a string account.

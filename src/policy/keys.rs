@@ -15,23 +15,24 @@ impl ApiKeyHash {
         Self(Sha256::digest(key.as_bytes()).into())
     }
 
-    /// Parses 64 hexadecimal characters.
+    /// Parses 64 hexadecimal characters (either case; surrounding
+    /// whitespace ignored).
     pub fn from_hex(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("must be 64 hexadecimal characters (the SHA-256 of the key)".to_owned());
-        }
         let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("00"), 16)
-                .map_err(|_| "must be hexadecimal".to_owned())?;
-        }
+        hex::decode_to_slice(s, &mut out).map_err(|_| {
+            let what = match s.chars().position(|c| !c.is_ascii_hexdigit()) {
+                Some(i) => format!("character {} is not hexadecimal", i + 1),
+                None => format!("got {}", s.len()),
+            };
+            format!("must be 64 hexadecimal characters (the SHA-256 of the key); {what}")
+        })?;
         Ok(Self(out))
     }
 
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 
     /// Constant-time equality.
@@ -73,5 +74,36 @@ mod tests {
         assert!(!ApiKeyHash::of_key("other").ct_eq(&hash));
         assert!(ApiKeyHash::from_hex("abc").is_err());
         assert!(!format!("{hash:?}").contains(&hash.to_hex()));
+    }
+
+    #[test]
+    fn hex_forms_and_errors() {
+        let lower = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let h = ApiKeyHash::from_hex(lower).unwrap();
+        assert_eq!(h, ApiKeyHash::of_key("test"));
+        assert_eq!(h.to_hex(), lower);
+        // Upper case and surrounding whitespace are accepted; output is lower case.
+        let upper = format!("  {}\n", lower.to_ascii_uppercase());
+        assert_eq!(ApiKeyHash::from_hex(&upper).unwrap().to_hex(), lower);
+        // Wrong length (odd or even) and a non-hex character are explained.
+        for (bad, n) in [
+            ("", 0),
+            ("abc", 3),
+            (&lower[..62], 62),
+            (&format!("{lower}00"), 66),
+        ] {
+            let e = ApiKeyHash::from_hex(bad).unwrap_err();
+            assert!(e.contains("64 hexadecimal characters"), "{e}");
+            assert!(e.ends_with(&format!("got {n}")), "{e}");
+        }
+        let e = ApiKeyHash::from_hex(&format!("{}g", &lower[..63])).unwrap_err();
+        assert!(
+            e.contains("64 hexadecimal") && e.contains("character 64"),
+            "{e}"
+        );
+        // Also when the length is wrong too (a multi-byte character).
+        let e = ApiKeyHash::from_hex(&format!("{}é", &lower[..63])).unwrap_err();
+        assert!(e.contains("character 64 is not hexadecimal"), "{e}");
+        assert!(ApiKeyHash::from_hex(&format!("+{}", &lower[1..])).is_err());
     }
 }

@@ -1,57 +1,139 @@
 //! Client addresses: CIDR blocks of trusted proxies.
 
+use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// An address block, `ADDR` or `ADDR/BITS`.
+/// An address block, `ADDR` or `ADDR/BITS` (an [`IpNet`]).
+///
+/// IPv4 clients seen through an IPv6 socket (`::ffff:a.b.c.d`) are matched
+/// as the IPv4 address they are, and so are blocks written that way
+/// (`::ffff:10.0.0.0/104` is `10.0.0.0/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    bits: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
-    /// Parses `ADDR` or `ADDR/BITS`.
+    /// Parses `ADDR` (a single address) or `ADDR/BITS`; host bits after the
+    /// prefix are ignored (`10.1.2.3/8` is `10.0.0.0/8`). Errors name the
+    /// entry and say what is wrong with it.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (a, bits) = match s.split_once('/') {
-            Some((a, b)) => (
-                a,
-                Some(
-                    b.parse::<u8>()
-                        .map_err(|_| format!("{s:?}: bad prefix length"))?,
-                ),
-            ),
-            None => (s, None),
+        let t = s.trim();
+        let net = match t.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => match t.parse::<IpAddr>() {
+                Ok(addr) => IpNet::from(addr),
+                Err(_) => return Err(explain(s)),
+            },
         };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let bits = bits.unwrap_or(max);
-        if bits > max {
-            return Err(format!("{s:?}: prefix longer than the address"));
-        }
-        Ok(Self { addr, bits })
+        Ok(Self(unmap(net).trunc()))
+    }
+
+    /// The block.
+    pub fn net(&self) -> IpNet {
+        self.0
     }
 
     /// Whether `ip` is inside the block.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
-                u32::from(a) & mask == u32::from(b) & mask
-            }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.bits))
-                    .unwrap_or(0);
-                u128::from(a) & mask == u128::from(b) & mask
-            }
-            _ => false,
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+/// An IPv4-mapped IPv6 block (`::ffff:0:0/96` or longer) as the IPv4
+/// block it is; any other block unchanged.
+fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+/// Why `s` is not `ADDR` or `ADDR/BITS`.
+fn explain(s: &str) -> String {
+    let t = s.trim();
+    let (addr, bits) = match t.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (t, None),
+    };
+    let Ok(addr) = addr.parse::<IpAddr>() else {
+        return format!("{s:?}: not an IP address (expected ADDR or ADDR/BITS)");
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match bits.map(str::parse::<u8>) {
+        Some(Ok(b)) if b > max => {
+            format!("{s:?}: prefix longer than the address (at most /{max})")
+        }
+        _ => format!("{s:?}: bad prefix length (expected /0 to /{max})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn single_addresses_and_blocks() {
+        let one = Cidr::parse("192.0.2.7").unwrap();
+        assert_eq!(one.net().to_string(), "192.0.2.7/32");
+        assert!(one.contains(ip("192.0.2.7")));
+        assert!(!one.contains(ip("192.0.2.8")));
+        let c = Cidr::parse(" 10.0.0.0/8 ").unwrap();
+        assert!(c.contains(ip("10.255.0.1")) && !c.contains(ip("11.0.0.0")));
+        // Host bits are ignored.
+        assert_eq!(Cidr::parse("10.1.2.3/8").unwrap(), c);
+        let all = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains(ip("203.0.113.1")) && !all.contains(ip("2001:db8::1")));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:1::5")) && !v6.contains(ip("2001:db9::")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        let lo6 = Cidr::parse("::1").unwrap();
+        assert!(lo6.contains(ip("::1")) && !lo6.contains(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains(ip("::ffff:10.0.0.1")));
+        assert!(!c.contains(ip("::ffff:11.0.0.1")));
+        // A block written in the mapped form is the IPv4 block.
+        let mapped = Cidr::parse("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(mapped, c);
+        assert!(mapped.contains(ip("10.9.9.9")) && mapped.contains(ip("::ffff:10.9.9.9")));
+        let one = Cidr::parse("::ffff:127.0.0.1").unwrap();
+        assert!(one.contains(ip("127.0.0.1")));
+        // Shorter IPv6 blocks stay IPv6 (as before): they match no IPv4 client.
+        assert!(!Cidr::parse("::/0").unwrap().contains(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn errors_name_the_entry_and_the_problem() {
+        for (bad, why) in [
+            (
+                "10.0.0.0/33",
+                "prefix longer than the address (at most /32)",
+            ),
+            ("::/129", "prefix longer than the address (at most /128)"),
+            ("10.0.0.0/x", "bad prefix length (expected /0 to /32)"),
+            ("10.0.0.0/", "bad prefix length"),
+            ("10.0.0.0/-1", "bad prefix length"),
+            ("10.0.0.0/8/8", "bad prefix length"),
+            ("10.0.0/8", "not an IP address"),
+            ("proxy.internal", "not an IP address"),
+            ("", "not an IP address"),
+        ] {
+            let e = Cidr::parse(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{bad:?}: ")) && e.contains(why),
+                "{e}"
+            );
         }
     }
 }

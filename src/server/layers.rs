@@ -271,12 +271,18 @@ pub(crate) fn request_id(req: &Request) -> HeaderValue {
         let _ = getrandom::fill(&mut b);
         u64::from_le_bytes(b)
     });
-    let id = splitmix64(key.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)));
+    hex_id(splitmix64(
+        key.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)),
+    ))
+}
+
+/// `id` as 16 lowercase hex digits, most significant first, without
+/// allocating beyond the header value itself.
+fn hex_id(id: u64) -> HeaderValue {
     let mut hex = [0u8; 16];
-    for (i, h) in hex.iter_mut().enumerate() {
-        *h = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    // Invariant: 16 lowercase hex digits are a valid header value.
+    // Invariant: 8 bytes fill exactly 16 hex digits, so this cannot fail,
+    // and 16 lowercase hex digits are a valid header value.
+    let _ = hex::encode_to_slice(id.to_be_bytes(), &mut hex);
     HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
@@ -339,4 +345,34 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_16_hex_digits_or_the_callers() {
+        for id in [0, 1, 0xf, 0x0123_4567_89ab_cdef, u64::MAX, splitmix64(7)] {
+            assert_eq!(hex_id(id).as_bytes(), format!("{id:016x}").as_bytes());
+        }
+        let new = || request_id(&Request::new(axum::body::Body::empty()));
+        let (a, b) = (new(), new());
+        assert_ne!(a, b);
+        for v in [&a, &b] {
+            assert!(
+                v.len() == 16
+                    && v.as_bytes()
+                        .iter()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
+        let mut req = Request::new(axum::body::Body::empty());
+        req.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("req-1.a:b_c"));
+        assert_eq!(request_id(&req), "req-1.a:b_c");
+        req.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("no spaces"));
+        assert_eq!(request_id(&req).len(), 16);
+    }
 }

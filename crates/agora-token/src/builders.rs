@@ -302,14 +302,7 @@ pub fn fpa() -> Grant {
 
 /// Lower-case hex MD5 of the UTF-8 bytes: the Chat user id of an APaaS room user.
 pub fn md5_hex(s: &str) -> String {
-    let digest = Md5::digest(s.as_bytes());
-    let mut out = String::with_capacity(32);
-    for b in digest {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    out
+    hex::encode(Md5::digest(s.as_bytes()))
 }
 
 /// `ApaasTokenBuilder.build_room_user_token` (= Education): APaaS roomUser,

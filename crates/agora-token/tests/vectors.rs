@@ -24,7 +24,7 @@ fn load() -> Value {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
