@@ -119,11 +119,8 @@ pub const RPCS: [&str; 11] = [
 ];
 
 pub(crate) fn parse_role(s: &str) -> Result<Role, String> {
-    match s {
-        "publisher" => Ok(Role::Publisher),
-        "subscriber" => Ok(Role::Subscriber),
-        other => Err(format!("role {other:?}: use publisher or subscriber")),
-    }
+    s.parse()
+        .map_err(|_| format!("role {s:?}: use publisher or subscriber"))
 }
 
 /// A compiled policy.
@@ -445,10 +442,7 @@ impl Policy {
                 "roles",
                 format!(
                     "this caller may not request role {} ({what})",
-                    match role {
-                        Role::Publisher => "publisher",
-                        Role::Subscriber => "subscriber",
-                    }
+                    role.as_str()
                 ),
             ),
             _ => Ok(()),

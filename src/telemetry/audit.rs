@@ -13,8 +13,8 @@
 
 use std::fmt;
 
-use agora_token::Payload;
 use agora_token::service::service_name;
+use agora_token::{Payload, Role};
 
 use super::asked::Asked;
 use crate::domain::{Draft, Issued, RtcUser, fingerprint};
@@ -114,9 +114,9 @@ fn services<'d>(drafts: &'d [&'d Draft<'_>]) -> impl Iterator<Item = &'static st
 
 fn role(drafts: &[&Draft<'_>]) -> &'static str {
     if drafts.iter().any(|d| d.grants().any(|g| g.publishes())) {
-        "publisher"
+        Role::Publisher.as_str()
     } else {
-        "subscriber"
+        Role::Subscriber.as_str()
     }
 }
 
@@ -172,10 +172,7 @@ pub fn refused(
         app_id,
         channel = %List(a.channels.iter().map(|c| Item(c.as_bytes()))),
         uid = %List(a.users.iter().map(AskedUser)),
-        role = %List(a.roles.iter().map(|r| match r {
-            agora_token::Role::Publisher => "publisher",
-            agora_token::Role::Subscriber => "subscriber",
-        })),
+        role = %List(a.roles.iter().map(|r| r.as_str())),
         expire = a.expire,
         granted_uid = %List(rtc_users(drafts)),
         granted_user_id = %List(user_ids(drafts)),

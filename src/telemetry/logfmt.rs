@@ -207,7 +207,7 @@ where
 fn timestamp(out: &mut String, secs: u64, micros: u32) {
     let days = secs / 86_400;
     let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::domain::civil_from_days(days);
     let mut b = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, width: usize, mut v: u64| {
         for i in (at..at + width).rev() {
@@ -224,21 +224,6 @@ fn timestamp(out: &mut String, secs: u64, micros: u32) {
     put(20, 6, u64::from(micros));
     // Invariant: only ASCII digits were written into an ASCII template.
     out.push_str(std::str::from_utf8(&b).unwrap_or("0000-00-00T00:00:00.000000Z"));
-}
-
-/// Year, month, day of the proleptic Gregorian calendar for a day count
-/// since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Is `c` a character a log line must not carry as is: a control

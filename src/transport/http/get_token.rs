@@ -74,9 +74,10 @@ pub(crate) fn get_token_inner(
         Some(s) => rules::parse_uid("uid", s).map_err(|v| ApiError::invalid("uid", v.rule))?,
     };
     let role = match p.role.as_deref() {
-        None | Some("publisher") => agora_token::Role::Publisher,
-        Some("subscriber") => agora_token::Role::Subscriber,
-        Some(_) => return Err(ApiError::invalid("role", "must be publisher or subscriber")),
+        None => agora_token::Role::Publisher,
+        Some(r) => r
+            .parse()
+            .map_err(|_| ApiError::invalid("role", "must be publisher or subscriber"))?,
     };
     let expire = match p.expire_seconds.as_deref() {
         None => None,
