@@ -214,11 +214,6 @@ impl Authenticator {
         self.callers.is_empty()
     }
 
-    /// The names of the configured callers.
-    pub fn caller_names(&self) -> impl Iterator<Item = &str> {
-        self.callers.iter().map(|c| &*c.name)
-    }
-
     /// Identifies a request. `bearer` is the value after `Bearer `;
     /// `tls_names` are the verified client certificate's names; `get_endpoint`
     /// says whether the anonymous policy may apply.

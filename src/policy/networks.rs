@@ -27,11 +27,6 @@ impl Cidr {
         Ok(Self(unmap(net).trunc()))
     }
 
-    /// The block.
-    pub fn net(&self) -> IpNet {
-        self.0
-    }
-
     /// Whether `ip` is inside the block.
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.contains(&ip.to_canonical())
@@ -82,7 +77,7 @@ mod tests {
     #[test]
     fn single_addresses_and_blocks() {
         let one = Cidr::parse("192.0.2.7").unwrap();
-        assert_eq!(one.net().to_string(), "192.0.2.7/32");
+        assert_eq!(one.0.to_string(), "192.0.2.7/32");
         assert!(one.contains(ip("192.0.2.7")));
         assert!(!one.contains(ip("192.0.2.8")));
         let c = Cidr::parse(" 10.0.0.0/8 ").unwrap();
