@@ -95,9 +95,9 @@ impl Shared {
     }
 
     /// Whether the service accepts work (credentials loaded, listeners
-    /// bound, not shutting down).
+    /// bound, not shutting down, and the audit file, if any, writable).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && crate::telemetry::audit_file::healthy()
     }
 
     /// Sets readiness.

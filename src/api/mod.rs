@@ -19,8 +19,8 @@ use crate::domain::{AgentSession, Issued, Issuer, Limits, Unsigned};
 use crate::policy::{Authenticator, Authn, Identity};
 use crate::state::Shared;
 use crate::telemetry::asked::Asked;
-use crate::telemetry::audit;
 use crate::telemetry::metrics::{Method, Transport};
+use crate::telemetry::{audit, audit_file};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
@@ -183,15 +183,36 @@ impl TokenApi {
         result
     }
 
-    /// Runs one call for `transport`: times it, then [`Self::finish`].
-    pub fn observe<T>(
+    /// Runs one call for `transport` ([`Self::run`]), timed, then
+    /// [`Self::finish`].
+    pub async fn call<T>(
         &self,
         transport: Transport,
         method: Method,
         f: impl FnOnce(&Self) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let start = Instant::now();
-        let result = f(self);
+        let result = self.run(f).await;
         self.finish(transport, method, start, result)
+    }
+
+    /// Runs the synchronous part of a call (`f`: draft, authorize, sign,
+    /// audit) and, with an audit file, waits until the records of the
+    /// tokens it issued are written: a token whose record cannot be
+    /// written is not returned (UNAVAILABLE). Every transport goes through
+    /// here.
+    pub async fn run<T>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let (result, receipts) = audit_file::collect(|| f(self));
+        if result.is_ok() && !receipts.is_empty() && !audit_file::committed(receipts).await {
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "the audit log cannot be written: no token is issued until it can",
+            )
+            .retry_after(std::time::Duration::from_secs(1)));
+        }
+        result
     }
 }

@@ -20,7 +20,11 @@ pub fn serve_main(args: ServeArgs) -> Result<(), CliError> {
             ));
         }
     };
-    let _log_guards = match init_logging(config.log_format, config.audit_log.as_deref()) {
+    let _log_guards = match init_logging(
+        config.log_format,
+        config.audit_log.as_deref(),
+        config.audit_fsync,
+    ) {
         Ok(g) => g,
         Err(e) => {
             return Err(CliError::new(
@@ -49,6 +53,11 @@ pub fn serve_main(args: ServeArgs) -> Result<(), CliError> {
                 return Err(CliError::new(1, format!("token-authority: cannot handle SIGHUP: {e}")));
             }
         };
+        // A file-size limit (RLIMIT_FSIZE) must fail the audit write with
+        // EFBIG, which the audit file handles, instead of SIGXFSZ ending
+        // the process: the signal gets a handler (and is then ignored).
+        #[cfg(unix)]
+        let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
         let server = match Server::bind(&config).await {
             Ok(s) => s,
             Err(e) => {

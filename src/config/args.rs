@@ -15,7 +15,7 @@ Credentials (when the config file has no [[apps]]):
   .env in the working directory fills in variables that are not set.
 Config file (TOML; flags override it, it overrides the environment):
   listen, admin_listen, log_format, shutdown_delay_seconds, shutdown_grace_seconds,
-  max_request_bytes, metrics, audit_log, [[callers]], [anonymous], [tls], [cors], [limits]
+  max_request_bytes, metrics, audit_log, audit_fsync, [[callers]], [anonymous], [tls], [cors], [limits]
   [[apps]] app_id, certificate_file, secondary_certificate_file (first app = default;
            relative paths are relative to the config file; unknown keys are errors;
            a secondary_certificate_file that does not exist = no secondary)
@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// this file [file: audit_log].
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// With --audit-log: a token is returned only after its record is on
+    /// disk (fdatasync), not only written to the file [file: audit_fsync].
+    #[arg(long)]
+    pub audit_fsync: bool,
     /// Verify client certificates against this PEM CA (mTLS) [file: tls.client_ca_file].
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,

@@ -26,6 +26,7 @@ pub(crate) struct FileConfig {
     pub(crate) cors: Option<CorsConfig>,
     pub(crate) limits: Option<FileLimits>,
     pub(crate) audit_log: Option<PathBuf>,
+    pub(crate) audit_fsync: Option<bool>,
 }
 
 /// `[cors]`: browser origins allowed to call the GET endpoint.

@@ -137,8 +137,11 @@ pub struct Config {
     pub request_timeout: Duration,
     /// The flags this config was loaded from (a reload loads them again).
     pub args: ServeArgs,
-    /// Audit events also go to this file.
+    /// Audit events also go to this file; a token is returned only after
+    /// its record is written there.
     pub audit_log: Option<PathBuf>,
+    /// Whether the audit file is synced (fdatasync) before a token is returned.
+    pub audit_fsync: bool,
     /// The files the reloadable settings were read from (the config file,
     /// the apps' certificate files, the environment's `*_FILE` files),
     /// existing or not: a reload is due when one of them changes.
@@ -176,6 +179,7 @@ impl Config {
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT),
             args: ServeArgs::default(),
             audit_log: None,
+            audit_fsync: false,
             watch_files: Vec::new(),
             metrics: true,
         }
@@ -340,6 +344,7 @@ impl Config {
                 .audit_log
                 .clone()
                 .or_else(|| file.audit_log.as_deref().map(|p| PathBuf::from(rel(p)))),
+            audit_fsync: args.audit_fsync || file.audit_fsync.unwrap_or(false),
             watch_files,
             metrics: !args.no_metrics && file.metrics.unwrap_or(true),
         };

@@ -229,6 +229,31 @@ impl Server {
         let api = TokenApi::new(Arc::clone(&self.shared));
         let (reporter, health_service) = tonic_health::server::health_reporter();
         reporter.set_serving::<TokenServiceServer<TokenApi>>().await;
+        // gRPC health follows the audit file: NOT_SERVING while it cannot
+        // be written (as /readyz), SERVING again when it can.
+        let audit_health = crate::telemetry::audit_file::device().map(|device| {
+            let reporter = reporter.clone();
+            tokio::spawn(async move {
+                let mut was = true;
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let now = device.is_healthy();
+                    if now != was {
+                        let status = if now {
+                            ServingStatus::Serving
+                        } else {
+                            ServingStatus::NotServing
+                        };
+                        reporter
+                            .set_service_status("agora.token.v1.TokenService", status)
+                            .await;
+                        reporter.set_service_status("", status).await;
+                        was = now;
+                    }
+                }
+            })
+        });
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -304,6 +329,9 @@ impl Server {
         }
 
         self.shared.set_ready(false);
+        if let Some(t) = &audit_health {
+            t.abort();
+        }
         reporter
             .set_not_serving::<TokenServiceServer<TokenApi>>()
             .await;

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use agora_token::service::service_name;
+use agora_token::service::{privilege_name, service_name};
 use agora_token::{Payload, Role};
 
 use super::asked::Asked;
@@ -112,6 +112,39 @@ fn services<'d>(drafts: &'d [&'d Draft<'_>]) -> impl Iterator<Item = &'static st
         .flat_map(|d| d.services().iter().map(|s| service_name(s.service_type())))
 }
 
+/// One privilege as packed: `SERVICE/name=seconds` (`SERVICE/id` for ids
+/// without a name).
+struct Privilege(u16, u16, u32);
+
+impl fmt::Display for Privilege {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let service = service_name(self.0);
+        match privilege_name(self.0, self.1) {
+            Some(name) => write!(f, "{service}/{name}={}", self.2),
+            None => write!(f, "{service}/{}={}", self.1, self.2),
+        }
+    }
+}
+
+/// Every privilege of the drafts, comma-separated.
+struct Privileges<'d, 'a>(&'d [&'d Draft<'a>]);
+
+impl fmt::Display for Privileges<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for s in self.0.iter().flat_map(|d| d.services()) {
+            for (id, v) in s.privileges.iter() {
+                if !first {
+                    f.write_str(",")?;
+                }
+                first = false;
+                Privilege(s.service_type(), id, v).fmt(f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn role(drafts: &[&Draft<'_>]) -> &'static str {
     if drafts.iter().any(|d| d.grants().any(|g| g.publishes())) {
         Role::Publisher.as_str()
@@ -141,6 +174,7 @@ pub fn issued(caller: &str, rpc: &str, drafts: &[&Draft<'_>], tokens: &[&Issued]
         role = %role(drafts),
         user_id = %List(user_ids(drafts)),
         services = %List(services(drafts)),
+        privileges = %Privileges(drafts),
         expire,
         expires_at,
         token_fp = %List(tokens.iter().map(|t| fingerprint(&t.token))),

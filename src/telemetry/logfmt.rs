@@ -203,6 +203,14 @@ where
     }
 }
 
+/// The current time as [`timestamp`] writes it.
+pub(crate) fn push_timestamp(out: &mut String) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    timestamp(out, now.as_secs(), now.subsec_micros());
+}
+
 /// RFC 3339 UTC with microseconds: `2026-11-29T04:35:31.123456Z`.
 fn timestamp(out: &mut String, secs: u64, micros: u32) {
     let days = secs / 86_400;

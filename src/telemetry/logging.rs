@@ -1,6 +1,7 @@
 //! Installs the global `tracing` subscriber: the line formatter, the
 //! batched stdout writer and the audit file.
 
+use crate::telemetry::audit_file::{AuditFile, AuditWriter};
 use crate::telemetry::logfmt::LineFormat;
 use crate::telemetry::logwriter::{BatchedStdout, FlushGuard};
 use serde::Deserialize;
@@ -20,17 +21,19 @@ pub enum LogFormat {
 #[derive(Debug, Default)]
 pub struct LogGuards {
     _stdout: Option<FlushGuard>,
-    _files: Vec<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 /// Installs the global `tracing` subscriber (`RUST_LOG`, default `info`).
 ///
 /// Log lines are formatted on the request path but written to stdout in
-/// batches by a background thread ([`crate::telemetry::logwriter`]). Audit events (target `audit`) go to the main log and, with
-/// `audit_log`, also to that file as JSON lines, written without loss.
+/// batches by a background thread ([`crate::telemetry::logwriter`]). Audit
+/// events (target `audit`) go to the main log and, with `audit_log`, also
+/// to that file as JSON lines through the fail-closed device of
+/// [`crate::telemetry::audit_file`] (with `audit_fsync`, synced to disk).
 pub fn init_logging(
     format: LogFormat,
     audit_log: Option<&std::path::Path>,
+    audit_fsync: bool,
 ) -> Result<LogGuards, String> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -58,21 +61,15 @@ pub fn init_logging(
     let audit = match audit_log {
         None => None,
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("--audit-log {}: {e}", path.display()))?;
-            let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .lossy(false)
-                .finish(file);
-            guards._files.push(g);
+            let device = AuditFile::open(path, audit_fsync)
+                .map_err(|e| format!("--audit-log {}: {e}", path.display()))?
+                .install();
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
                     .event_format(LineFormat::json())
                     .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-                    .with_writer(w)
+                    .with_writer(AuditWriter(device))
                     .with_filter(
                         tracing_subscriber::filter::Targets::new()
                             .with_target(crate::telemetry::audit::TARGET, tracing::Level::INFO),

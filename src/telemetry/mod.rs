@@ -2,6 +2,7 @@
 
 pub mod asked;
 pub mod audit;
+pub mod audit_file;
 pub mod logfmt;
 pub mod logging;
 pub mod logwriter;

@@ -23,13 +23,14 @@ impl From<ApiError> for Status {
     }
 }
 
-/// Runs one gRPC call through the API (counted and logged there).
-fn call<T>(
+/// Runs one gRPC call through the API (audited, counted and logged there).
+async fn call<T>(
     api: &TokenApi,
     method: Method,
     f: impl FnOnce(&TokenApi) -> Result<T, ApiError>,
 ) -> Result<Response<T>, Status> {
-    api.observe(Transport::Grpc, method, f)
+    api.call(Transport::Grpc, method, f)
+        .await
         .map(Response::new)
         .map_err(Status::from)
 }
@@ -56,6 +57,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildRtcToken, |a| {
             a.build_rtc_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_rtc_token_with_privileges(
@@ -66,6 +68,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildRtcTokenWithPrivileges, |a| {
             a.build_rtc_token_with_privileges(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_rtc_rtm_token(
@@ -76,6 +79,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildRtcRtmToken, |a| {
             a.build_rtc_rtm_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_rtm_token(
@@ -86,6 +90,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildRtmToken, |a| {
             a.build_rtm_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_chat_user_token(
@@ -96,6 +101,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildChatUserToken, |a| {
             a.build_chat_user_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_chat_app_token(
@@ -106,6 +112,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildChatAppToken, |a| {
             a.build_chat_app_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_fpa_token(
@@ -116,6 +123,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildFpaToken, |a| {
             a.build_fpa_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_apaas_token(
@@ -126,6 +134,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildApaasToken, |a| {
             a.build_apaas_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_token(
@@ -136,6 +145,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildToken, |a| {
             a.build_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn inspect_token(
@@ -146,6 +156,7 @@ impl TokenService for TokenApi {
         call(self, Method::InspectToken, |a| {
             a.inspect_token(&who, request.into_inner())
         })
+        .await
     }
 
     async fn build_agent_session(
@@ -156,6 +167,7 @@ impl TokenService for TokenApi {
         call(self, Method::BuildAgentSession, |a| {
             a.build_agent_session(&who, request.into_inner())
         })
+        .await
     }
 }
 

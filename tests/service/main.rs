@@ -19,6 +19,7 @@
 // A test crate: a failing unwrap is a failing test (helpers included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_file;
 mod bad_input;
 mod binary;
 mod common;

@@ -128,7 +128,8 @@ pub(crate) async fn get_token(
 ) -> Response {
     let start = Instant::now();
     let who = authn_of(who);
-    let result = get_token_inner(&s.api, &who, uri.query().unwrap_or(""));
+    let query = uri.query().unwrap_or("");
+    let result = s.api.run(|api| get_token_inner(api, &who, query)).await;
     let result = s
         .api
         .finish(Transport::Http, Method::GetToken, start, result);

@@ -105,7 +105,8 @@ pub(crate) async fn json_rpc(
             return Err(unsupported_media_type());
         }
         let bytes = read_body(body, s.max_body).await?;
-        dispatch(&s.api, &authn_of(who), method, &bytes)
+        let who = authn_of(who);
+        s.api.run(|api| dispatch(api, &who, method, &bytes)).await
     }
     .await;
     match s.api.finish(Transport::Json, method, start, result) {

@@ -21,6 +21,11 @@ pub(crate) async fn readyz(State(s): State<HttpState>) -> Response {
         } else {
             text(StatusCode::OK, "ready\n")
         }
+    } else if !crate::telemetry::audit_file::healthy() {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready (the audit log cannot be written: no token is issued until it can)\n",
+        )
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
@@ -47,6 +52,22 @@ pub(crate) async fn metrics(State(s): State<HttpState>) -> Response {
         "token_authority_open_mode {open}
 "
     ));
+    if let Some(a) = crate::telemetry::audit_file::device() {
+        body.push_str(&format!(
+            "# HELP token_authority_audit_write_failures_total Audit log writes that failed (no token was returned for their records).\n\
+             # TYPE token_authority_audit_write_failures_total counter\n\
+             token_authority_audit_write_failures_total {}\n\
+             # HELP token_authority_audit_records_total Audit records written to the audit log.\n\
+             # TYPE token_authority_audit_records_total counter\n\
+             token_authority_audit_records_total {}\n\
+             # HELP token_authority_audit_healthy 1 when the last audit log write succeeded.\n\
+             # TYPE token_authority_audit_healthy gauge\n\
+             token_authority_audit_healthy {}\n",
+            a.failures(),
+            a.records(),
+            u8::from(a.is_healthy())
+        ));
+    }
     let mut r = text(StatusCode::OK, body);
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,457 @@
+//! The audit file as a device that fails closed (`audit_log`).
+//!
+//! Audit events are formatted as JSON lines by the audit layer of the log
+//! subscriber ([`super::logging`]), whose writer hands each line to
+//! [`AuditFile::submit`]. A single writer thread appends the queued lines in
+//! batches (group commit: one `write` for every line queued meanwhile, then
+//! `fdatasync` when `audit_fsync` is on) and answers each line's receipt.
+//!
+//! * **A token is returned only after its record is written.** The API runs
+//!   the synchronous part of a call inside [`collect`], which gathers the
+//!   receipts of the records it emits, and awaits them ([`committed`])
+//!   before the response leaves; a failed or refused write turns the call
+//!   into UNAVAILABLE / 503 and the token is dropped. Written means handed
+//!   to the kernel (it survives the process being killed); with
+//!   `audit_fsync`, on the disk.
+//! * **No partial lines.** The writer remembers the file's length after the
+//!   last complete batch; a failed write (ENOSPC, EIO) is cut back to it.
+//! * **Health.** After a failure the device is unhealthy: readiness and
+//!   gRPC health turn NOT_SERVING, `token_authority_audit_write_failures_total`
+//!   counts the failed batches. While unhealthy the writer tries to write a
+//!   probe record every second, and issuance resumes by itself when writes
+//!   succeed again.
+//! * **Rotation.** Before each batch the writer checks that the path still
+//!   names the open file; after a rename (logrotate) or a removal it opens
+//!   (creates) the path again.
+//! * **Bounded.** At most [`MAX_QUEUED`] lines wait for the writer; beyond
+//!   that a line's receipt fails at once (fail closed, no unbounded memory).
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// Most lines waiting for the writer.
+pub const MAX_QUEUED: usize = 65_536;
+/// Most bytes written in one batch.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// How often an unhealthy writer tries again without new records.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The answer of one record: written, or not.
+pub type Receipt = oneshot::Receiver<bool>;
+
+struct Job {
+    line: Vec<u8>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    healthy: AtomicBool,
+    failures: AtomicU64,
+    records: AtomicU64,
+}
+
+/// The audit file device.
+#[derive(Debug, Clone)]
+pub struct AuditFile {
+    tx: SyncSender<Job>,
+    shared: Arc<Shared>,
+}
+
+static DEVICE: OnceLock<AuditFile> = OnceLock::new();
+
+thread_local! {
+    static PENDING: RefCell<Option<Vec<Receipt>>> = const { RefCell::new(None) };
+}
+
+impl AuditFile {
+    /// Opens (creates) `path` for appending and starts the writer thread.
+    /// Fails when the file cannot be opened now (a configuration error).
+    pub fn open(path: &Path, fsync: bool) -> std::io::Result<Self> {
+        let file = Opened::open(path)?;
+        let (tx, rx) = mpsc::sync_channel(MAX_QUEUED);
+        let shared = Arc::new(Shared {
+            healthy: AtomicBool::new(true),
+            failures: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+        });
+        let writer = Writer {
+            path: path.to_path_buf(),
+            file: Some(file),
+            fsync,
+            shared: Arc::clone(&shared),
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Self { tx, shared })
+    }
+
+    /// Makes this the process's audit file (the one the audit layer writes
+    /// to and health reads). Only the first call takes effect.
+    pub fn install(self) -> Self {
+        let _ = DEVICE.set(self.clone());
+        self
+    }
+
+    /// Queues one complete line; its receipt joins the current
+    /// [`collect`] scope, if any.
+    pub fn submit(&self, line: Vec<u8>) {
+        let (done, receipt) = oneshot::channel();
+        let collecting = PENDING.with(|p| p.borrow().is_some());
+        let done = if collecting {
+            PENDING.with(|p| {
+                if let Some(v) = p.borrow_mut().as_mut() {
+                    v.push(receipt);
+                }
+            });
+            Some(done)
+        } else {
+            None
+        };
+        match self.tx.try_send(Job { line, done }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                // Queue full or writer gone: the record is not written.
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
+                self.shared.healthy.store(false, Ordering::Release);
+                if let Some(d) = job.done {
+                    let _ = d.send(false);
+                }
+            }
+        }
+    }
+
+    /// Whether the last write succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// Failed batches (and lines refused because the queue was full).
+    pub fn failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Records written.
+    pub fn records(&self) -> u64 {
+        self.shared.records.load(Ordering::Relaxed)
+    }
+}
+
+/// The process's audit file, when `audit_log` is configured.
+pub fn device() -> Option<&'static AuditFile> {
+    DEVICE.get()
+}
+
+/// Whether issuance may go on as far as the audit file is concerned: no
+/// audit file, or a healthy one.
+pub fn healthy() -> bool {
+    device().is_none_or(AuditFile::is_healthy)
+}
+
+/// Runs `f` (synchronous: it does not yield) and returns what it returned
+/// with the receipts of the audit records it emitted.
+pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Vec<Receipt>) {
+    if device().is_none() {
+        return (f(), Vec::new());
+    }
+    struct Reset(Option<Vec<Receipt>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            PENDING.with(|p| *p.borrow_mut() = prev);
+        }
+    }
+    let prev = PENDING.with(|p| p.borrow_mut().replace(Vec::new()));
+    let reset = Reset(prev);
+    let out = f();
+    let receipts = PENDING.with(|p| p.borrow_mut().take()).unwrap_or_default();
+    drop(reset);
+    (out, receipts)
+}
+
+/// Whether every record of `receipts` was written.
+pub async fn committed(receipts: Vec<Receipt>) -> bool {
+    let mut all = true;
+    for r in receipts {
+        all &= r.await.unwrap_or(false);
+    }
+    all
+}
+
+/// The open file, the length of its complete lines, and its identity.
+struct Opened {
+    file: File,
+    len: u64,
+    id: (u64, u64),
+}
+
+impl Opened {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let meta = file.metadata()?;
+        Ok(Self {
+            len: meta.len(),
+            id: identity(&meta),
+            file,
+        })
+    }
+}
+
+#[cfg(unix)]
+fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+struct Writer {
+    path: PathBuf,
+    file: Option<Opened>,
+    fsync: bool,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Job>) {
+        let mut batch: Vec<Job> = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        loop {
+            let first = if self.shared.healthy.load(Ordering::Acquire) {
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                }
+            } else {
+                match rx.recv_timeout(PROBE_INTERVAL) {
+                    Ok(j) => j,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.probe();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            buf.clear();
+            buf.extend_from_slice(&first.line);
+            batch.push(first);
+            while buf.len() < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        buf.extend_from_slice(&j.line);
+                        batch.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let ok = self.write(&buf);
+            if ok {
+                self.shared
+                    .records
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            for j in batch.drain(..) {
+                if let Some(d) = j.done {
+                    let _ = d.send(ok);
+                }
+            }
+        }
+    }
+
+    /// Appends `buf` (complete lines) or nothing; updates health.
+    fn write(&mut self, buf: &[u8]) -> bool {
+        let result = self.try_write(buf);
+        let ok = result.is_ok();
+        let was = self.shared.healthy.swap(ok, Ordering::AcqRel);
+        match result {
+            Ok(()) if !was => tracing::warn!(
+                target: "audit_file",
+                path = %self.path.display(),
+                "audit log writable again: issuing tokens"
+            ),
+            Ok(()) => {}
+            Err(e) => {
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
+                if was {
+                    tracing::error!(
+                        target: "audit_file",
+                        path = %self.path.display(),
+                        error = %e,
+                        "audit log write failed: refusing to issue tokens until it can be written"
+                    );
+                }
+            }
+        }
+        ok
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        // Follow renames and removals (logrotate): the path must name the
+        // open file, else open (create) it again.
+        let current = std::fs::metadata(&self.path).ok().map(|m| identity(&m));
+        if self.file.as_ref().map(|f| Some(f.id)) != Some(current) {
+            self.file = Some(Opened::open(&self.path)?);
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Err(std::io::Error::other("the audit log is not open"));
+        };
+        // A failed write before may have left part of a line: cut it. A
+        // file made shorter from outside (logrotate's copytruncate) is
+        // taken as it is.
+        let len = f.file.metadata()?.len();
+        if len > f.len {
+            f.file.set_len(f.len)?;
+        } else {
+            f.len = len;
+        }
+        match f.file.write_all(buf).and_then(|()| {
+            if self.fsync {
+                f.file.sync_data()
+            } else {
+                Ok(())
+            }
+        }) {
+            Ok(()) => {
+                f.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // No partial lines: back to the last complete batch.
+                let _ = f.file.set_len(f.len);
+                Err(e)
+            }
+        }
+    }
+
+    /// While unhealthy: tries to write a probe record.
+    fn probe(&mut self) {
+        let mut line = String::with_capacity(160);
+        line.push_str("{\"timestamp\":\"");
+        super::logfmt::push_timestamp(&mut line);
+        line.push_str("\",\"level\":\"WARN\",\"target\":\"audit\",\"message\":\"audit log probe: writable again\",\"decision\":\"probe\"}\n");
+        self.write(line.as_bytes());
+    }
+}
+
+/// The `MakeWriter` of the audit layer: each formatted event (one JSON
+/// line) goes to the device as one record.
+#[derive(Debug, Clone)]
+pub struct AuditWriter(pub AuditFile);
+
+/// One event's line, submitted when the formatter is done with it.
+#[derive(Debug)]
+pub struct LineWriter {
+    device: AuditFile,
+    line: Vec<u8>,
+}
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.device.submit(std::mem::take(&mut self.line));
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for AuditWriter {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter {
+            device: self.0.clone(),
+            line: Vec::with_capacity(512),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ta-audit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("audit.jsonl")
+    }
+
+    #[tokio::test]
+    async fn records_are_written_before_their_receipts_answer_and_follow_renames() {
+        let path = tmp("rename");
+        let dev = AuditFile::open(&path, false).unwrap();
+        // Not installed globally: submit and collect by hand.
+        PENDING.with(|p| *p.borrow_mut() = Some(Vec::new()));
+        dev.submit(b"{\"n\":1}\n".to_vec());
+        dev.submit(b"{\"n\":2}\n".to_vec());
+        let receipts = PENDING.with(|p| p.borrow_mut().take()).unwrap();
+        assert!(committed(receipts).await);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n"
+        );
+        // logrotate: rename, then the next record goes to a new file.
+        let rotated = path.with_extension("1");
+        std::fs::rename(&path, &rotated).unwrap();
+        PENDING.with(|p| *p.borrow_mut() = Some(Vec::new()));
+        dev.submit(b"{\"n\":3}\n".to_vec());
+        let receipts = PENDING.with(|p| p.borrow_mut().take()).unwrap();
+        assert!(committed(receipts).await);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":3}\n");
+        assert_eq!(dev.records(), 3);
+        assert!(dev.is_healthy());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_failed_write_leaves_no_partial_line_and_recovers() {
+        // /dev/full fails every write with ENOSPC; a directory in the way
+        // of the path makes reopening fail.
+        let path = tmp("fail");
+        let dev = AuditFile::open(&path, true).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        PENDING.with(|p| *p.borrow_mut() = Some(Vec::new()));
+        dev.submit(b"{\"n\":1}\n".to_vec());
+        let receipts = PENDING.with(|p| p.borrow_mut().take()).unwrap();
+        assert!(!committed(receipts).await);
+        assert!(!dev.is_healthy());
+        assert!(dev.failures() >= 1);
+        // The path becomes writable again: the probe (or the next record)
+        // makes the device healthy without anyone's help.
+        std::fs::remove_dir(&path).unwrap();
+        let mut healthy = false;
+        for _ in 0..50 {
+            if dev.is_healthy() {
+                healthy = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(healthy);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n') && text.contains("probe"), "{text}");
+    }
+}
