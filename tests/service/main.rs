@@ -4,6 +4,8 @@
 //!
 //! Modules:
 //! - `common`: spawning the server, clients, token checks.
+//! - `grants`: policy checks what each token grants: the former bypasses,
+//!   every BuildToken service and field against one restricted caller.
 //! - `grpc`: every RPC over gRPC, tokens decoded and verified.
 //! - `json`: every RPC over JSON (proto3 mapping, both field spellings).
 //! - `http_get`: the compatible `GET /api/agora/token`.
@@ -22,6 +24,7 @@
 mod bad_input;
 mod binary;
 mod common;
+mod grants;
 mod grpc;
 mod http_get;
 mod json;
