@@ -936,3 +936,447 @@ async fn failed_authentications_are_throttled() {
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.metadata().get("retry-after").is_some());
 }
+
+// ---------------------------------------------------------------------------
+// Every service and field of BuildToken against restricted callers
+// ---------------------------------------------------------------------------
+
+mod table {
+    use super::*;
+    use pb::ServiceType as T;
+
+    fn svc(t: T, p: &[(u32, u32)]) -> pb::Service {
+        pb::Service {
+            r#type: t as i32,
+            privileges: p.iter().map(|&(id, e)| pb_priv(id, e)).collect(),
+            ..Default::default()
+        }
+    }
+    fn rtc(ch: &str, uid: &str, p: &[(u32, u32)]) -> pb::Service {
+        pb::Service {
+            channel_name: ch.into(),
+            uid: uid.into(),
+            ..svc(T::Rtc, p)
+        }
+    }
+    fn rtm(user: &str) -> pb::Service {
+        pb::Service {
+            user_id: user.into(),
+            ..svc(T::Rtm, &[(1, 0)])
+        }
+    }
+    fn streaming(ch: &str, account: &str, p: &[(u32, u32)]) -> pb::Service {
+        pb::Service {
+            channel_name: ch.into(),
+            account: account.into(),
+            ..svc(T::Streaming, p)
+        }
+    }
+    fn fcdn(ch: &str, account: &str, p: &[(u32, u32)]) -> pb::Service {
+        pb::Service {
+            r#type: T::Fcdn as i32,
+            ..streaming(ch, account, p)
+        }
+    }
+    fn chat(user: &str, p: &[(u32, u32)]) -> pb::Service {
+        pb::Service {
+            user_id: user.into(),
+            ..svc(T::Chat, p)
+        }
+    }
+    fn apaas(room: &str, user: &str, role: i32, p: &[(u32, u32)]) -> pb::Service {
+        pb::Service {
+            room_uuid: room.into(),
+            user_uuid: user.into(),
+            role: Some(role),
+            ..svc(T::Apaas, p)
+        }
+    }
+    fn rtm2(user: &str, perms: &[(u32, u32, &[&str])]) -> pb::Service {
+        pb::Service {
+            user_id: user.into(),
+            permissions: perms.iter().map(|(r, p, x)| pb_perm(*r, *p, x)).collect(),
+            ..svc(T::Rtm2, &[(1, 0)])
+        }
+    }
+
+    /// What a service must decode to: written from the proto message,
+    /// field by field, independently of the server's conversion.
+    fn expected(s: &pb::Service) -> Service {
+        let b = |x: &str| x.as_bytes().to_vec();
+        let payload = match T::try_from(s.r#type).unwrap() {
+            T::Rtc => Payload::Rtc {
+                channel_name: b(&s.channel_name),
+                uid: b(&s.uid),
+            },
+            T::Rtm => Payload::Rtm {
+                user_id: b(&s.user_id),
+            },
+            T::Streaming => Payload::Streaming {
+                channel_name: b(&s.channel_name),
+                account: b(&s.account),
+            },
+            T::Fcdn => Payload::Fcdn {
+                channel_name: b(&s.channel_name),
+                account: b(&s.account),
+            },
+            T::Fpa => Payload::Fpa,
+            T::Chat => Payload::Chat {
+                user_id: b(&s.user_id),
+            },
+            T::Apaas => Payload::Apaas {
+                room_uuid: b(&s.room_uuid),
+                user_uuid: b(&s.user_uuid),
+                role: i16::try_from(s.role.unwrap_or(-1)).unwrap(),
+            },
+            T::Rtm2 => {
+                let mut p = Rtm2Permissions::new();
+                for g in &s.permissions {
+                    p.add(
+                        u16::try_from(g.resource_type).unwrap(),
+                        u16::try_from(g.permission_type).unwrap(),
+                        g.resources.iter().map(String::as_str),
+                    );
+                }
+                Payload::Rtm2 {
+                    user_id: b(&s.user_id),
+                    permissions: p,
+                }
+            }
+            T::Unspecified => unreachable!(),
+        };
+        let p: Vec<(u16, u32)> = s
+            .privileges
+            .iter()
+            .map(|p| (u16::try_from(p.id).unwrap(), p.expire_seconds))
+            .collect();
+        Service::new(payload, privs(&p))
+    }
+
+    fn restricted(roles: &[&str]) -> PolicyConfig {
+        PolicyConfig {
+            kinds: strs(&[
+                "generic",
+                "rtc",
+                "rtm",
+                "rtm2",
+                "chat_user",
+                "fpa",
+                "apaas_room_user",
+                "apaas_user",
+            ]),
+            channels: strs(&["room-*", "lobby"]),
+            allow_wildcard: Some(false),
+            uid_ranges: strs(&["100-199"]),
+            accounts: strs(&["acct-*"]),
+            user_ids: strs(&["u-*", "150"]),
+            roles: strs(roles),
+            max_expire_seconds: Some(600),
+            ..Default::default()
+        }
+    }
+
+    fn callers() -> Vec<CallerConfig> {
+        vec![
+            // Subscriber only.
+            caller("sub", restricted(&["subscriber"])),
+            // Publisher only.
+            caller("pub", restricted(&["publisher"])),
+            // Only generic: Streaming and FCDN, nothing with a kind of its own.
+            caller(
+                "generic",
+                PolicyConfig {
+                    kinds: strs(&["generic"]),
+                    ..Default::default()
+                },
+            ),
+            // Every kind but generic.
+            caller(
+                "no-generic",
+                PolicyConfig {
+                    kinds: strs(&[
+                        "*",
+                        "chat_app",
+                        "fpa",
+                        "apaas_room_user",
+                        "apaas_user",
+                        "apaas_app",
+                    ]),
+                    ..Default::default()
+                },
+            ),
+            // Identities bound, no user_ids: user ids are the token's RTC identity.
+            caller(
+                "bound",
+                PolicyConfig {
+                    kinds: strs(&["*", "generic", "apaas_user"]),
+                    uid_ranges: strs(&["100-199"]),
+                    ..Default::default()
+                },
+            ),
+        ]
+    }
+
+    use Want::{Denied as D, Invalid as I, Issued as OK};
+
+    #[allow(clippy::too_many_lines)]
+    fn rows() -> Vec<(&'static str, Vec<pb::Service>, Want)> {
+        let one = |who, s: pb::Service, w| (who, vec![s], w);
+        let mut rows = vec![
+            // RTC: channel, uid / account, role, privilege expiry.
+            one("sub", rtc("room-1", "150", &[(1, 0)]), OK),
+            one("sub", rtc("lobby", "acct-x", &[(1, 600)]), OK),
+            one("sub", rtc("other", "150", &[(1, 0)]), D("channels")),
+            one("sub", rtc("room", "150", &[(1, 0)]), D("channels")),
+            one("sub", rtc("lobby2", "150", &[(1, 0)]), D("channels")),
+            one("sub", rtc("", "150", &[(1, 0)]), D("allow_wildcard")),
+            one("sub", rtc("room-1", "", &[(1, 0)]), D("allow_wildcard")),
+            one("sub", rtc("room-1", "99", &[(1, 0)]), D("uid_ranges")),
+            one("sub", rtc("room-1", "200", &[(1, 0)]), D("uid_ranges")),
+            one("sub", rtc("room-1", "0150", &[(1, 0)]), D("accounts")),
+            one("sub", rtc("room-1", "0", &[(1, 0)]), D("accounts")),
+            one("sub", rtc("room-1", "ceo", &[(1, 0)]), D("accounts")),
+            one(
+                "sub",
+                rtc("room-1", "150", &[(1, 601)]),
+                D("max_expire_seconds"),
+            ),
+            one("pub", rtc("room-1", "150", &[(1, 0)]), D("roles")),
+            one(
+                "pub",
+                rtc("room-1", "150", &[(1, 0), (2, 0), (3, 0), (4, 0)]),
+                OK,
+            ),
+            one("sub", rtc("room-1", "150", &[(1, 0), (2, 0)]), D("roles")),
+            one("sub", rtc("room-1", "150", &[(3, 0)]), D("roles")),
+            one("sub", rtc("room-1", "150", &[(4, 0)]), D("roles")),
+            one("generic", rtc("any", "", &[(1, 0)]), D("kinds")),
+            one("no-generic", rtc("any", "1", &[(1, 0)]), D("kinds")),
+            // RTM: user id.
+            one("sub", rtm("u-1"), OK),
+            one("sub", rtm("150"), OK),
+            one("sub", rtm("ceo"), D("user_ids")),
+            one("sub", rtm("u"), D("user_ids")),
+            one("generic", rtm("u-1"), D("kinds")),
+            // Streaming: both privileges publish.
+            one("sub", streaming("room-1", "150", &[(1, 0)]), D("roles")),
+            one("sub", streaming("room-1", "150", &[(2, 0)]), D("roles")),
+            one("pub", streaming("room-1", "150", &[(1, 0), (2, 600)]), OK),
+            one("pub", streaming("room-1", "acct-1", &[(1, 0)]), OK),
+            one("pub", streaming("other", "150", &[(1, 0)]), D("channels")),
+            one("pub", streaming("", "150", &[(1, 0)]), D("allow_wildcard")),
+            one(
+                "pub",
+                streaming("room-1", "", &[(1, 0)]),
+                D("allow_wildcard"),
+            ),
+            one("pub", streaming("room-1", "99", &[(1, 0)]), D("uid_ranges")),
+            one("pub", streaming("room-1", "bob", &[(2, 0)]), D("accounts")),
+            one(
+                "pub",
+                streaming("room-1", "150", &[(1, 601)]),
+                D("max_expire_seconds"),
+            ),
+            one("generic", streaming("", "", &[(1, 0)]), OK),
+            one("no-generic", streaming("c", "1", &[(1, 0)]), D("kinds")),
+            // FCDN: publish (1) or play (2).
+            one("sub", fcdn("room-1", "150", &[(2, 0)]), OK),
+            one("sub", fcdn("room-1", "acct-2", &[(2, 0)]), OK),
+            one("sub", fcdn("room-1", "150", &[(1, 0)]), D("roles")),
+            one("sub", fcdn("room-1", "150", &[(1, 0), (2, 0)]), D("roles")),
+            one("pub", fcdn("room-1", "150", &[(1, 0)]), OK),
+            one("pub", fcdn("room-1", "150", &[(2, 0)]), D("roles")),
+            one("sub", fcdn("other", "150", &[(2, 0)]), D("channels")),
+            one("sub", fcdn("", "150", &[(2, 0)]), D("allow_wildcard")),
+            one("sub", fcdn("room-1", "", &[(2, 0)]), D("allow_wildcard")),
+            one("sub", fcdn("room-1", "7", &[(2, 0)]), D("uid_ranges")),
+            one("sub", fcdn("room-1", "bob", &[(2, 0)]), D("accounts")),
+            one("generic", fcdn("", "", &[(1, 0)]), OK),
+            // FPA.
+            one("sub", svc(T::Fpa, &[(1, 0)]), OK),
+            one("sub", svc(T::Fpa, &[(1, 601)]), D("max_expire_seconds")),
+            one("generic", svc(T::Fpa, &[(1, 0)]), D("kinds")),
+            // Chat: user (1) or app (2); an empty user id is not checked.
+            one("sub", chat("u-1", &[(1, 0)]), OK),
+            one("sub", chat("", &[(1, 0)]), OK),
+            one("sub", chat("ceo", &[(1, 0)]), D("user_ids")),
+            one("sub", chat("", &[(2, 0)]), D("kinds")),
+            one("sub", chat("u-1", &[(2, 0)]), D("kinds")),
+            one("sub", chat("u-1", &[(1, 0), (2, 0)]), D("kinds")),
+            one("generic", chat("u-1", &[(1, 0)]), D("kinds")),
+            one("no-generic", chat("", &[(2, 0)]), D("kinds")),
+            // APaaS: room user (1), user (2), app (3); rooms are channels.
+            one("sub", apaas("room-1", "u-1", 1, &[(1, 0)]), OK),
+            one("sub", apaas("", "", -1, &[(1, 0)]), OK),
+            one("sub", apaas("other", "u-1", 1, &[(1, 0)]), D("channels")),
+            one("sub", apaas("room-1", "ceo", 1, &[(1, 0)]), D("user_ids")),
+            one("sub", apaas("", "u-2", -1, &[(2, 0)]), OK),
+            one("sub", apaas("lobby", "u-2", 2, &[(2, 0)]), OK),
+            one("sub", apaas("", "ceo", -1, &[(2, 0)]), D("user_ids")),
+            one("sub", apaas("", "", -1, &[(3, 0)]), D("kinds")),
+            one(
+                "sub",
+                apaas("room-1", "u-1", 1, &[(1, 0), (3, 0)]),
+                D("kinds"),
+            ),
+            one(
+                "sub",
+                apaas("room-1", "u-1", 1, &[(1, 601)]),
+                D("max_expire_seconds"),
+            ),
+            one("generic", apaas("", "u-1", -1, &[(1, 0)]), D("kinds")),
+            one("generic", apaas("", "u-1", -1, &[(2, 0)]), D("kinds")),
+            // RTM2: user id and the users resource.
+            one("sub", rtm2("u-1", &[]), OK),
+            one("sub", rtm2("ceo", &[]), D("user_ids")),
+            one("sub", rtm2("u-1", &[(4, 0, &["u-2", "150"])]), OK),
+            one(
+                "sub",
+                rtm2("u-1", &[(4, 0, &["u-2", "ceo"])]),
+                D("user_ids"),
+            ),
+            one("sub", rtm2("u-1", &[(4, 1, &["u-2"])]), D("roles")),
+            one("pub", rtm2("u-1", &[(4, 1, &["u-2"])]), OK),
+            one("generic", rtm2("u-1", &[]), D("kinds")),
+            // Input rules come before policy: a malformed service is 400.
+            one(
+                "sub",
+                rtc("room-1", "150", &[]),
+                I("services[0].privileges"),
+            ),
+            one(
+                "sub",
+                rtc("room/1", "150", &[(1, 0)]),
+                I("services[0].channel_name"),
+            ),
+            one(
+                "sub",
+                rtm2("u-1", &[(5, 0, &["x"])]),
+                I("services[0].permissions[0]"),
+            ),
+            // Every service a subscriber caller may have, in one token.
+            (
+                "sub",
+                vec![
+                    rtc("room-1", "150", &[(1, 0)]),
+                    rtm("150"),
+                    fcdn("lobby", "acct-1", &[(2, 300)]),
+                    svc(T::Fpa, &[(1, 0)]),
+                    chat("u-9", &[(1, 0)]),
+                    apaas("room-2", "u-9", 0, &[(1, 0)]),
+                    rtm2("u-9", &[(0, 0, &["room-3"]), (4, 0, &["u-1"])]),
+                ],
+                OK,
+            ),
+            // One forbidden service refuses the whole token.
+            (
+                "sub",
+                vec![
+                    rtc("room-1", "150", &[(1, 0)]),
+                    rtm("150"),
+                    rtm2("u-9", &[(0, 0, &["room-3"]), (1, 0, &["nope"])]),
+                ],
+                D("channels"),
+            ),
+            // User ids bound to the token's own RTC identity.
+            one("bound", rtm("150"), D("user_ids")),
+            ("bound", vec![rtc("c", "150", &[(1, 0)]), rtm("150")], OK),
+            (
+                "bound",
+                vec![rtc("c", "150", &[(1, 0)]), rtm("151")],
+                D("user_ids"),
+            ),
+            (
+                "bound",
+                vec![rtc("c", "150", &[(1, 0)]), chat("0150", &[(1, 0)])],
+                D("user_ids"),
+            ),
+            (
+                "bound",
+                vec![
+                    rtc("c", "150", &[(1, 0)]),
+                    rtc("d", "151", &[(1, 0)]),
+                    rtm2("151", &[(4, 0, &["150"])]),
+                ],
+                OK,
+            ),
+            (
+                "bound",
+                vec![rtc("c", "150", &[(1, 0)]), rtm2("150", &[(4, 0, &["151"])])],
+                D("user_ids"),
+            ),
+            (
+                "bound",
+                vec![rtc("c", "150", &[(1, 0)]), apaas("", "150", -1, &[(2, 0)])],
+                OK,
+            ),
+            // A wildcard RTC identity is no identity.
+            (
+                "bound",
+                vec![rtc("c", "", &[(1, 0)]), rtm("")],
+                I("services[1].user_id"),
+            ),
+            (
+                "bound",
+                vec![rtc("c", "", &[(1, 0)]), chat("", &[(1, 0)])],
+                OK,
+            ),
+        ];
+        // RTM2 channel resources, every type and permission type.
+        for rt in 0..=3 {
+            rows.extend([
+                one("sub", rtm2("u-1", &[(rt, 0, &["room-1", "lobby"])]), OK),
+                one("sub", rtm2("u-1", &[(rt, 1, &["room-1"])]), D("roles")),
+                one("pub", rtm2("u-1", &[(rt, 1, &["room-1"])]), OK),
+                one(
+                    "pub",
+                    rtm2("u-1", &[(rt, 0, &["room-1"]), (rt, 1, &["lobby"])]),
+                    OK,
+                ),
+                one("sub", rtm2("u-1", &[(rt, 0, &["other"])]), D("channels")),
+                one("sub", rtm2("u-1", &[(rt, 0, &["room-*"])]), OK),
+                one("sub", rtm2("u-1", &[(rt, 0, &["room-?"])]), D("channels")),
+                one("sub", rtm2("u-1", &[(rt, 0, &["*"])]), D("channels")),
+                one("sub", rtm2("u-1", &[(rt, 0, &["room-1*"])]), D("channels")),
+                one("pub", rtm2("u-1", &[(rt, 1, &["lob*"])]), D("channels")),
+                one("generic", rtm2("u-1", &[(rt, 1, &["*"])]), D("kinds")),
+            ]);
+        }
+        rows
+    }
+
+    /// Each row: a BuildToken call of a caller, refused by the rule (or
+    /// field) named, or issued as exactly the services asked for.
+    #[tokio::test]
+    async fn every_build_token_service_and_field_against_restricted_callers() {
+        let app = app_with(callers()).await;
+        for (who, services, want) in rows() {
+            let rpc = Rpc::Token(pb::BuildTokenRequest {
+                services: services.clone(),
+                expire_seconds: Some(600),
+                ..Default::default()
+            });
+            let issued = check(&app, who, &rpc, want).await;
+            if want == Want::Issued {
+                // Packed in service-type order (stable), as the official builders do.
+                let mut each: Vec<Service> = services.iter().map(expected).collect();
+                each.sort_by_key(Service::service_type);
+                assert_tokens(&issued, 600, &[&each]);
+            }
+        }
+        // The token's own lifetime is capped too.
+        let rpc = Rpc::Token(pb::BuildTokenRequest {
+            services: vec![rtm("u-1")],
+            expire_seconds: Some(601),
+            ..Default::default()
+        });
+        check(&app, "sub", &rpc, Want::Denied("max_expire_seconds")).await;
+        // Without an expiry: min(3600, the caller's maximum).
+        let rpc = Rpc::Token(pb::BuildTokenRequest {
+            services: vec![rtm("u-1")],
+            ..Default::default()
+        });
+        let issued = check(&app, "sub", &rpc, Want::Issued).await;
+        assert_tokens(&issued, 600, &[&[expected(&rtm("u-1"))]]);
+    }
+}
