@@ -1310,6 +1310,23 @@ mod table {
                 vec![rtc("c", "150", &[(1, 0)]), apaas("", "150", -1, &[(2, 0)])],
                 OK,
             ),
+            // Streaming and FCDN accounts are RTC identities too.
+            ("bound", vec![fcdn("c", "150", &[(2, 0)]), rtm("150")], OK),
+            (
+                "bound",
+                vec![streaming("c", "acct", &[(1, 0)]), rtm("acct")],
+                D("uid_ranges"),
+            ),
+            (
+                "bound",
+                vec![streaming("c", "151", &[(1, 0)]), chat("151", &[(1, 0)])],
+                OK,
+            ),
+            (
+                "bound",
+                vec![fcdn("c", "150", &[(2, 0)]), rtm("151")],
+                D("user_ids"),
+            ),
             // A wildcard RTC identity is no identity.
             (
                 "bound",
