@@ -52,10 +52,15 @@ impl<'a> Draft<'a> {
         self.grant.services.iter().map(Granted::of)
     }
 
-    /// The RTC identities of the token, as packed (`""` is the wildcard).
+    /// The RTC identities of the token, as packed (`""` is the wildcard):
+    /// the RTC uids and the Streaming / FCDN accounts, which policy checks
+    /// with the same rule.
     pub fn rtc_identities(&self) -> impl Iterator<Item = &[u8]> {
         self.grant.services.iter().filter_map(|s| match &s.payload {
             Payload::Rtc { uid, .. } => Some(uid.as_slice()),
+            Payload::Streaming { account, .. } | Payload::Fcdn { account, .. } => {
+                Some(account.as_slice())
+            }
             _ => None,
         })
     }

@@ -4,6 +4,10 @@
 //!
 //! Modules:
 //! - `common`: spawning the server, clients, token checks.
+//! - `grants`: policy checks what each token grants: the former bypasses,
+//!   every BuildToken service and field against one restricted caller.
+//! - `grants_prop`: random policies and requests in-process; whatever is
+//!   issued decodes to grants an independent oracle allows.
 //! - `grpc`: every RPC over gRPC, tokens decoded and verified.
 //! - `json`: every RPC over JSON (proto3 mapping, both field spellings).
 //! - `http_get`: the compatible `GET /api/agora/token`.
@@ -23,6 +27,8 @@ mod audit_file;
 mod bad_input;
 mod binary;
 mod common;
+mod grants;
+mod grants_prop;
 mod grpc;
 mod http_get;
 mod json;
