@@ -329,18 +329,10 @@ impl Issuer {
     }
 
     /// An FPA token (24 h, login privilege 0, as the official builder).
-    pub fn fpa<'a>(&'a self, common: &Common, limits: &Limits) -> Result<Draft<'a>, IssueError> {
+    pub fn fpa<'a>(&'a self, common: &Common, _limits: &Limits) -> Result<Draft<'a>, IssueError> {
+        // The official builder's 24 h token: a caller whose maximum is
+        // shorter is refused by its policy (`max_expire_seconds`).
         let app = self.app(common.app_id.as_deref())?;
-        if self.strict() && limits.max_expire < builders::FPA_TOKEN_EXPIRE {
-            return Err(Violation::new(
-                "expire_seconds",
-                format!(
-                    "an FPA token lasts {} seconds, more than this caller's maximum",
-                    builders::FPA_TOKEN_EXPIRE
-                ),
-            )
-            .into());
-        }
         Ok(self.draft(app, builders::fpa(), TokenKind::Fpa))
     }
 

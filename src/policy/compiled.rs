@@ -308,13 +308,28 @@ impl Policy {
         }
         self.check_expire("the token", draft.expire())?;
         let rtc: Vec<&[u8]> = draft.rtc_identities().collect();
+        // The Chat user id an APaaS room-user token derives from its user
+        // uuid (its MD5, as the official builder packs it): covered by the
+        // check of that user uuid.
+        let derived: Vec<String> = draft
+            .services()
+            .iter()
+            .filter_map(|s| match &s.payload {
+                Payload::Apaas { user_uuid, .. } if !user_uuid.is_empty() => {
+                    std::str::from_utf8(user_uuid)
+                        .ok()
+                        .map(agora_token::builders::md5_hex)
+                }
+                _ => None,
+            })
+            .collect();
         for g in draft.grants() {
             if draft.kind() == TokenKind::Generic {
                 // A generic token may compose anything: each service needs
                 // the kind that issues it.
                 self.check_service_kind(&g)?;
             }
-            self.check_service(&g, &rtc)?;
+            self.check_service(&g, &rtc, &derived)?;
         }
         Ok(())
     }
@@ -355,7 +370,7 @@ impl Policy {
     }
 
     /// The rules of one service (SECURITY.md's table, row by row).
-    fn check_service(&self, g: &Granted<'_>, rtc: &[&[u8]]) -> Check {
+    fn check_service(&self, g: &Granted<'_>, rtc: &[&[u8]], derived: &[String]) -> Check {
         let s: &Service = g.service;
         let name = agora_token::service::service_name(g.service_type());
         for (id, v) in g.privileges() {
@@ -391,8 +406,12 @@ impl Policy {
                 self.check_rtc_identity(account)
             }
             Payload::Rtm { user_id } | Payload::Chat { user_id } => {
-                if g.service_type() == service_type::CHAT && user_id.is_empty() {
-                    // The Chat app token: no user; its kind was checked.
+                if g.service_type() == service_type::CHAT
+                    && (user_id.is_empty()
+                        || derived.iter().any(|d| d.as_bytes() == user_id.as_slice()))
+                {
+                    // The Chat app token (no user; its kind was checked),
+                    // or an APaaS user's derived Chat id.
                     return Ok(());
                 }
                 self.check_user_id(user_id, rtc)
@@ -408,7 +427,7 @@ impl Policy {
                     }
                     for r in &p.resources {
                         match p.resource_type {
-                            resource_type::USERS => self.check_user_id(r, rtc)?,
+                            resource_type::USERS => self.check_resource_user(r, rtc)?,
                             _ => self.check_resource_channel(r)?,
                         }
                     }
@@ -496,6 +515,27 @@ impl Policy {
             return Ok(());
         }
         self.check_glob_channel(r)
+    }
+
+    /// An RTM2 `users` resource: a user id; one containing `*` or `?`
+    /// asks for many users, which only `user_ids` holding `"*"` or that
+    /// exact pattern grants.
+    fn check_resource_user(&self, r: &[u8], rtc: &[&[u8]]) -> Check {
+        if r.iter().any(|b| matches!(b, b'*' | b'?')) {
+            if let Some(globs) = &self.user_ids {
+                if !globs.iter().any(|g| g == "*" || g.as_bytes() == r) {
+                    return deny(
+                        "user_ids",
+                        format!(
+                            "resource pattern {:?} is wider than this caller's user_ids",
+                            lossy(r)
+                        ),
+                    );
+                }
+                return Ok(());
+            }
+        }
+        self.check_user_id(r, rtc)
     }
 
     /// An RTC uid / account as packed (RTC, Streaming and FCDN).

@@ -535,6 +535,75 @@ mod tests {
     }
 
     #[test]
+    fn app_wide_and_derived_grants() {
+        let iss = issuer();
+        let lim = Limits::default();
+        let rule_of = |r: Result<Permit, Denial>| match r {
+            Err(Denial::Policy { rule, .. }) => rule,
+            other => panic!("{other:?}"),
+        };
+        // FPA (a 24 h token): refused by the policy, not by the issuer.
+        let (a, key) = caller(PolicyConfig {
+            kinds: Some(vec!["*".into(), "fpa".into()]),
+            max_expire_seconds: Some(600),
+            ..Default::default()
+        });
+        let who = a
+            .authenticate(Some(&key), &[], "127.0.0.1".parse().unwrap(), false)
+            .unwrap();
+        let d = iss.fpa(&Common::default(), &lim).unwrap();
+        assert_eq!(rule_of(a.authorize(&who, &[&d])), "max_expire_seconds");
+        let (a, key) = caller(PolicyConfig {
+            kinds: Some(vec!["*".into()]),
+            ..Default::default()
+        });
+        let who = a
+            .authenticate(Some(&key), &[], "127.0.0.1".parse().unwrap(), false)
+            .unwrap();
+        assert_eq!(rule_of(a.authorize(&who, &[&d])), "kinds");
+        // An APaaS room user's derived Chat id is covered by its user uuid;
+        // an RTM2 `users` pattern needs user_ids "*" or the same pattern.
+        let (a, key) = caller(PolicyConfig {
+            kinds: Some(vec!["apaas_room_user".into(), "rtm2".into()]),
+            user_ids: Some(vec!["u-*".into()]),
+            ..Default::default()
+        });
+        let who = a
+            .authenticate(Some(&key), &[], "127.0.0.1".parse().unwrap(), false)
+            .unwrap();
+        let room = |user: &str| {
+            iss.apaas_room_user(
+                &crate::domain::ApaasRoomUserRequest {
+                    common: Common::default(),
+                    room_uuid: "room".into(),
+                    user_uuid: user.into(),
+                    role: 1,
+                },
+                &lim,
+            )
+            .unwrap()
+        };
+        assert!(a.authorize(&who, &[&room("u-1")]).is_ok());
+        assert_eq!(rule_of(a.authorize(&who, &[&room("admin")])), "user_ids");
+        let rtm2 = |resource: &str| {
+            iss.rtm(
+                &RtmRequest {
+                    common: Common::default(),
+                    user_id: "u-1".into(),
+                    rtm2: true,
+                    permissions: vec![(4, 0, vec![resource.into()])],
+                },
+                &lim,
+            )
+            .unwrap()
+        };
+        assert!(a.authorize(&who, &[&rtm2("u-2")]).is_ok());
+        assert!(a.authorize(&who, &[&rtm2("u-*")]).is_ok());
+        assert_eq!(rule_of(a.authorize(&who, &[&rtm2("u?")])), "user_ids");
+        assert_eq!(rule_of(a.authorize(&who, &[&rtm2("*")])), "user_ids");
+    }
+
+    #[test]
     fn revoked_callers_are_refused() {
         let (key, hash) = generate_key().unwrap();
         let a = Authenticator::new(
