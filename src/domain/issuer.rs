@@ -83,7 +83,7 @@ impl Issuer {
                 .apps
                 .iter()
                 .find(|a| a.app_id.as_str() == id)
-                .ok_or_else(|| IssueError::UnknownApp(id.chars().take(64).collect())),
+                .ok_or_else(|| IssueError::UnknownApp(rules::redact(id))),
         }
     }
 

@@ -170,6 +170,25 @@ pub fn canonical_uid(field: &str, s: &str) -> Result<u32, Violation> {
     Ok(n)
 }
 
+/// A value from a request that may be a secret (an app id field holding a
+/// certificate, a key pasted into a field name) as errors and logs may
+/// show it: at most 8 characters, escaped, with `…` when cut.
+pub fn redact(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == 8 {
+            out.push('…');
+            break;
+        }
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +218,13 @@ mod tests {
         assert!(account("a", "").is_err());
         assert!(account("a", &"a".repeat(256)).is_err());
         assert!(user_id("u", &"u".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn redacted_values_keep_eight_characters() {
+        assert_eq!(redact("970CA35de60c44645bbae8a215061b33"), "970CA35d…");
+        assert_eq!(redact("short"), "short");
+        assert_eq!(redact("a\nb"), "a\\nb");
+        assert_eq!(redact(""), "");
     }
 }

@@ -179,3 +179,20 @@ async fn inspect_over_json_shows_defaults() {
     served["expired"] = cli["expired"].clone();
     assert_eq!(served, cli);
 }
+
+/// A certificate pasted into `appId`, or into a field name, is not echoed
+/// in the error (at most an 8-character prefix).
+#[tokio::test]
+async fn values_that_may_be_secrets_are_not_echoed() {
+    let app = spawn_app().await;
+    for body in [
+        format!(r#"{{"channelName":"c","appId":"{CERT}"}}"#),
+        format!(r#"{{"channelName":"c","{CERT}":1}}"#),
+        format!(r#"{{"channelName":"c","role":"{CERT}"}}"#),
+    ] {
+        let r = app.post_json("BuildRtcToken", &body).await;
+        assert!(r.status == 404 || r.status == 400, "{}", r.status);
+        assert!(!r.body.contains(&CERT[..9]), "{}", r.body);
+        assert!(r.body.contains("5CFd2fd1…"), "{}", r.body);
+    }
+}

@@ -7,6 +7,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::domain::rules::redact;
+
 /// Why a JSON body could not be decoded: the field (the JSON path as sent,
 /// or `body` for syntax errors) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,16 +42,51 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
         } else {
             path
         };
-        DecodeError {
-            field,
-            problem: explain(&strip_position(&inner.to_string())),
-        }
+        let problem = explain(&strip_position(&inner.to_string()));
+        let (field, problem) = redact_values(field, &problem);
+        DecodeError { field, problem }
     })?;
     de.end().map_err(|e| DecodeError {
         field: "body".to_owned(),
         problem: format!("malformed JSON: {e}"),
     })?;
     Ok(value)
+}
+
+/// Values the caller sent, quoted in serde's messages (an unknown field's
+/// name, an unknown enum value, a string of the wrong type), are cut to 8
+/// characters ([`redact`]): a secret pasted into the wrong place must not
+/// be echoed. The expected names after `expected` are the schema's and
+/// stay. An unknown field's name is also the last segment of the path.
+fn redact_values(field: String, problem: &str) -> (String, String) {
+    let (sent, expected) = match problem.find(", expected") {
+        Some(i) => problem.split_at(i),
+        None => (problem, ""),
+    };
+    let mut out = String::with_capacity(problem.len());
+    let mut rest = sent;
+    let mut first_value: Option<String> = None;
+    while let Some(start) = rest.find(['`', '"']) {
+        let quote = rest[start..].chars().next().unwrap_or('`');
+        let Some(len) = rest[start + 1..].find(quote) else {
+            break;
+        };
+        let value = &rest[start + 1..start + 1 + len];
+        first_value.get_or_insert_with(|| value.to_owned());
+        out.push_str(&rest[..=start]);
+        out.push_str(&redact(value));
+        out.push(quote);
+        rest = &rest[start + 2 + len..];
+    }
+    out.push_str(rest);
+    out.push_str(expected);
+    let field = match first_value {
+        Some(v) if problem.starts_with("unknown field") && field.ends_with(&v) => {
+            format!("{}{}", &field[..field.len() - v.len()], redact(&v))
+        }
+        _ => field,
+    };
+    (field, out)
 }
 
 /// Makes pbjson's number errors say what the field needs.
@@ -119,5 +156,31 @@ mod tests {
         let e = decode::<pb::BuildRtcTokenRequest>(br#"{"nope":1}"#).unwrap_err();
         assert!(e.problem.contains("nope"), "{e}");
         assert!(decode::<pb::BuildRtcTokenRequest>(b"").is_ok());
+    }
+
+    #[test]
+    fn values_that_may_be_secrets_are_not_echoed() {
+        let secret = "5CFd2fd1755d40ecb72977518be15d3b";
+        let cases = [
+            format!(r#"{{"channelName":"c","{secret}":1}}"#),
+            format!(r#"{{"role":"{secret}"}}"#),
+            format!(r#"{{"uid":"{secret}"}}"#),
+        ];
+        for body in &cases {
+            let e = decode::<pb::BuildRtcTokenRequest>(body.as_bytes()).unwrap_err();
+            let text = e.to_string();
+            assert!(!text.contains(&secret[..9]), "{text}");
+            assert!(
+                text.contains("5CFd2fd1…") || text.starts_with("uid: must be a number"),
+                "{text}"
+            );
+        }
+        let e = decode::<pb::BuildTokenRequest>(
+            format!(r#"{{"services":[{{"type":"SERVICE_TYPE_RTC","x{secret}":1}}]}}"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "services[0].x5CFd2fd…");
+        // The schema's names are kept.
+        assert!(e.problem.contains("`channelName`"), "{}", e.problem);
     }
 }
