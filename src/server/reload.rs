@@ -23,7 +23,7 @@
 //! [`AccessChange`]) is logged at WARN with a summary of the change; other
 //! reloads at INFO.
 //!
-//! Triggers (wired in [`crate::cli::serve`]): SIGHUP, and a change of the
+//! Triggers (wired in `token-authority serve`): SIGHUP, and a change of the
 //! CONTENT of a watched file, checked every [`POLL_INTERVAL`]. Watched are
 //! the config file, every app's certificate files and the environment's
 //! `*_FILE` credential files, whether they exist or not (a secondary

@@ -844,7 +844,9 @@ async fn an_in_place_rewrite_never_widens_access_and_the_complete_file_is_applie
             let mut longest = Duration::ZERO;
             let mut file = std::fs::File::create(&cfg).unwrap();
             let mut last = Instant::now();
-            for chunk in new.as_bytes().chunks(4) {
+            // About 3.5 s in all: longer than the poll interval (2 s),
+            // so the poller sees the file mid-rewrite at least once.
+            for chunk in new.as_bytes().chunks(3) {
                 std::thread::sleep(Duration::from_millis(30));
                 file.write_all(chunk).unwrap();
                 longest = longest.max(last.elapsed());
@@ -853,9 +855,14 @@ async fn an_in_place_rewrite_never_widens_access_and_the_complete_file_is_applie
             (Instant::now(), longest)
         })
     };
+    let started = Instant::now();
     let (written, longest) = tokio::task::spawn_blocking(move || writer.join().unwrap())
         .await
         .unwrap();
+    assert!(
+        written - started > Duration::from_millis(2_500),
+        "the rewrite was too quick"
+    );
     // The stable, complete file is applied within a poll and the window.
     let change = p
         .wait_new_log(0, is_access_change("file change"), Duration::from_secs(10))
