@@ -119,8 +119,10 @@ async fn next_hangup(_: &mut Hangup) {
     std::future::pending::<()>().await;
 }
 
-/// Reloads on SIGHUP and when a watched file changes (checked every
-/// [`reload::POLL_INTERVAL`]). The file I/O runs on the blocking pool.
+/// Reloads on SIGHUP (at once) and when a watched file changed and then
+/// stayed the same (checked every [`reload::POLL_INTERVAL`], and again
+/// [`reload::STABLE_WINDOW`] after a change was seen; see
+/// [`crate::server::reload`]). The file I/O runs on the blocking pool.
 async fn reload_loop<F, E>(mut reloader: Reloader<F>, mut hangup: Hangup)
 where
     F: Fn() -> E + Send + 'static,
@@ -131,13 +133,11 @@ where
         .map(|p| p.display().to_string())
         .collect();
     tracing::info!(files = ?files, "reloading on SIGHUP and on changes of these files");
-    let mut tick = tokio::time::interval(reload::POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+    let mut next = tokio::time::Instant::now() + reload::POLL_INTERVAL;
     loop {
         let trigger = tokio::select! {
             () = next_hangup(&mut hangup) => Some(Trigger::Signal),
-            _ = tick.tick() => None,
+            () = tokio::time::sleep_until(next) => None,
         };
         if trigger.is_some() {
             tracing::info!("SIGHUP received: reloading");
@@ -157,5 +157,13 @@ where
                 return;
             }
         };
+        if trigger.is_none() {
+            next = tokio::time::Instant::now()
+                + if reloader.settling() {
+                    reload::STABLE_WINDOW
+                } else {
+                    reload::POLL_INTERVAL
+                };
+        }
     }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
+    /// `mode = "open"`: run without `[[callers]]` on purpose.
+    pub(crate) mode: Option<Mode>,
     pub(crate) listen: Option<String>,
     pub(crate) admin_listen: Option<String>,
     pub(crate) log_format: Option<LogFormat>,
@@ -27,6 +29,15 @@ pub(crate) struct FileConfig {
     pub(crate) limits: Option<FileLimits>,
     pub(crate) audit_log: Option<PathBuf>,
     pub(crate) audit_fsync: Option<bool>,
+}
+
+/// The top-level `mode` key. Its only value is `"open"`: a config file
+/// without `[[callers]]` must say so, or it is refused (fail closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// No callers: anyone who can reach the service gets tokens.
+    Open,
 }
 
 /// `[cors]`: browser origins allowed to call the GET endpoint.

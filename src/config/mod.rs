@@ -7,6 +7,12 @@
 //! [`crate::config::env`]). Errors say what is missing or malformed and where to get
 //! it; they never contain a certificate.
 //!
+//! Fail closed: a config file without `[[callers]]` is an error unless it
+//! says `mode = "open"` at the top level; `mode = "open"` with `[[callers]]`
+//! and `[anonymous]` without `[[callers]]` are errors too. Only the
+//! environment-only setup (no `--config`) runs open without saying so (it
+//! warns at start-up). A reload applies the same rules.
+//!
 //! ```toml
 //! listen = "0.0.0.0:8080"          # --listen
 //! admin_listen = "127.0.0.1:9090"  # --admin-listen
@@ -22,12 +28,14 @@
 //! secondary_certificate_file = "/run/secrets/old"    # optional (rotation);
 //!                                                     # a missing file = none
 //!
-//! [[callers]]                       # absent: the service runs open (and says so)
+//! # mode = "open"                   # only without [[callers]]: run open on purpose
+//!
+//! [[callers]]                       # required unless mode = "open" (fail closed)
 //! name = "convoai-orchestrator"
 //! api_key_sha256 = "<64 hex>"       # `token-authority keygen` makes one
 //! channels = ["agent-*"]            # see crate::policy for every policy key
 //!
-//! [anonymous]                       # optional: browsers on the GET endpoint
+//! [anonymous]                       # optional, needs [[callers]]: browsers on the GET endpoint
 //! channels = ["public-*"]
 //!
 //! [tls]                             # optional: TLS / mTLS on the main port
@@ -43,6 +51,7 @@
 //! request_timeout_seconds = 10          # 1 ..= 86400
 //! ```
 
+pub mod access;
 mod args;
 pub mod env;
 mod file;
@@ -199,6 +208,14 @@ impl Config {
         })
     }
 
+    /// The callers and the anonymous policy (what a reload compares).
+    pub fn access(&self) -> access::Access {
+        access::Access {
+            callers: self.callers.clone(),
+            anonymous: self.anonymous.clone(),
+        }
+    }
+
     /// Flags, then the config file they name, then `env`.
     pub fn load(args: &ServeArgs, env: &impl Env) -> Result<Self, ConfigError> {
         let (file, base) = match &args.config {
@@ -298,6 +315,9 @@ impl Config {
                 problem,
             })?;
         }
+        if args.config.is_some() {
+            access_mode(file.mode, file.callers.len(), file.anonymous.is_some())?;
+        }
         let cors_origins = file.cors.map(|c| c.allowed_origins).unwrap_or_default();
         for o in &cors_origins {
             if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
@@ -384,6 +404,48 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+}
+
+/// Fail closed: a config file runs open only when it says `mode = "open"`
+/// and has no `[[callers]]`. Without a config file (the environment-only
+/// quickstart) there is nothing to check: the service runs open and warns.
+fn access_mode(mode: Option<Mode>, callers: usize, anonymous: bool) -> Result<(), ConfigError> {
+    match (mode, callers) {
+        (Some(Mode::Open), 0) if anonymous => Err(ConfigError::Invalid {
+            what: "anonymous".to_owned(),
+            problem: "[anonymous] needs [[callers]]: with mode = \"open\" every request is \
+                      allowed and [anonymous] would restrict nothing; remove [anonymous], or \
+                      remove mode = \"open\" and add [[callers]]"
+                .to_owned(),
+        }),
+        (Some(Mode::Open), 0) => Ok(()),
+        (Some(Mode::Open), n) => Err(ConfigError::Invalid {
+            what: "mode".to_owned(),
+            problem: format!(
+                "mode = \"open\" contradicts the {n} [[callers]] entr{}: open mode lets anyone \
+                 get tokens, callers require a key; remove mode = \"open\" to require a key, \
+                 or remove every [[callers]] entry to run open",
+                if n == 1 { "y" } else { "ies" }
+            ),
+        }),
+        (None, 0) if anonymous => Err(ConfigError::Invalid {
+            what: "anonymous".to_owned(),
+            problem: "[anonymous] needs [[callers]]: without callers the service would run \
+                      open and [anonymous] would restrict nothing; add [[callers]] (each with \
+                      api_key_sha256 or tls_client_names, and kinds; docs/POLICY.md), or \
+                      remove [anonymous]"
+                .to_owned(),
+        }),
+        (None, 0) => Err(ConfigError::Invalid {
+            what: "callers".to_owned(),
+            problem: "the config file has no [[callers]], so anyone could get tokens; add \
+                      [[callers]] (each with api_key_sha256 or tls_client_names, and kinds; \
+                      `token-authority keygen` makes a key; docs/POLICY.md), or, to run open on \
+                      purpose, put mode = \"open\" at the top level of the file"
+                .to_owned(),
+        }),
+        (None, _) => Ok(()),
+    }
 }
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -523,7 +585,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "listen = \"127.0.0.1:9000\"\nlog_format = \"json\"\nshutdown_grace_seconds = 3\n\
+                "mode = \"open\"\nlisten = \"127.0.0.1:9000\"\nlog_format = \"json\"\nshutdown_grace_seconds = 3\n\
                  [[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n"
             ),
         )
@@ -590,7 +652,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "shutdown_delay_seconds = 5\n[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
+                "mode = \"open\"\nshutdown_delay_seconds = 5\n[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
                  secondary_certificate_file = \"old\"\n"
             ),
         )
@@ -630,12 +692,13 @@ mod tests {
 
     #[test]
     fn file_without_apps_takes_the_app_from_the_environment() {
-        // The Kubernetes manifests: the file holds callers only, the
-        // certificate is a mounted file named by the environment.
+        // The Kubernetes manifests: the file holds callers (or, as shipped,
+        // only `mode = "open"`), the certificate is a mounted file named by
+        // the environment.
         let d = tmpdir("noapps");
         std::fs::write(d.join("certificate"), format!("{CERT}\n")).unwrap();
         let path = d.join("ta.toml");
-        std::fs::write(&path, "# callers only\n").unwrap();
+        std::fs::write(&path, "mode = \"open\"\n").unwrap();
         let cert = d.join("certificate").display().to_string();
         let missing = d.join("certificate-secondary").display().to_string();
         let args = ServeArgs {
@@ -658,6 +721,82 @@ mod tests {
             c.watch_files,
             vec![path, PathBuf::from(cert), PathBuf::from(missing)]
         );
+    }
+
+    /// `body` after an `[[apps]]` entry, as a config file in `d`.
+    fn load_file(d: &Path, top: &str, rest: &str) -> Result<Config, ConfigError> {
+        std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+        let path = d.join("ta.toml");
+        std::fs::write(
+            &path,
+            format!("{top}[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n{rest}"),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        Config::load(&args, &env(&[]))
+    }
+
+    const CALLER: &str = "[[callers]]\nname = \"svc\"\napi_key_sha256 = \"abababababababababababababababababababababababababababababababab\"\nkinds = [\"rtc\"]\n";
+
+    #[test]
+    fn a_file_without_callers_must_say_mode_open() {
+        let d = tmpdir("nomode");
+        let e = load_file(&d, "", "").unwrap_err().to_string();
+        assert!(
+            e.starts_with("callers: ")
+                && e.contains("[[callers]]")
+                && e.contains("mode = \"open\""),
+            "{e}"
+        );
+        let c = load_file(&d, "mode = \"open\"\n", "").unwrap();
+        assert!(c.callers.is_empty() && c.snapshot().unwrap().auth.is_open());
+        // An unknown mode is a parse error naming the allowed value.
+        let e = load_file(&d, "mode = \"closed\"\n", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("`open`"), "{e}");
+        // With callers, no mode is needed.
+        let c = load_file(&d, "", CALLER).unwrap();
+        assert!(!c.snapshot().unwrap().auth.is_open());
+    }
+
+    #[test]
+    fn mode_open_with_callers_is_a_contradiction() {
+        let d = tmpdir("contradiction");
+        let e = load_file(&d, "mode = \"open\"\n", CALLER)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("mode: ") && e.contains("contradicts the 1 [[callers]] entry"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn anonymous_without_callers_is_an_error() {
+        let d = tmpdir("anon");
+        let anon = "[anonymous]\nchannels = [\"public-*\"]\n";
+        for top in ["", "mode = \"open\"\n"] {
+            let e = load_file(&d, top, anon).unwrap_err().to_string();
+            assert!(
+                e.starts_with("anonymous: ") && e.contains("[anonymous] needs [[callers]]"),
+                "{e}"
+            );
+        }
+        load_file(&d, "", &format!("{CALLER}{anon}")).unwrap();
+    }
+
+    #[test]
+    fn without_a_config_file_the_service_stays_open() {
+        let c = Config::load(
+            &ServeArgs::default(),
+            &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+        )
+        .unwrap();
+        assert!(c.snapshot().unwrap().auth.is_open());
     }
 
     #[test]

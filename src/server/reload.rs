@@ -7,7 +7,10 @@
 //! [`Shared::replace`]: one atomic pointer store, so a request uses the old
 //! credentials or the new ones, never a mix. A reload that fails keeps the
 //! running snapshot, logs why (configuration errors never contain a
-//! certificate) and counts the failure in the metrics.
+//! certificate) and counts the failure in the metrics. A reload is held to
+//! every start-up rule, the fail-closed ones included: a config file
+//! without `[[callers]]` and without `mode = "open"` is refused, and the
+//! running callers stay in force.
 //!
 //! What is reloaded: `[[apps]]` (or the environment's app) with their
 //! primary and secondary certificates, `[[callers]]` and `[anonymous]`.
@@ -15,7 +18,12 @@
 //! timing) is fixed at start-up: a change is logged as ignored until a
 //! restart. Rate-limit buckets start full after a reload.
 //!
-//! Triggers (wired in [`crate::server`]): SIGHUP, and a change of the
+//! A reload that changes access (callers added, removed or changed, open
+//! mode turned on or off, `[anonymous]` added, removed or changed; see
+//! [`AccessChange`]) is logged at WARN with a summary of the change; other
+//! reloads at INFO.
+//!
+//! Triggers (wired in `token-authority serve`): SIGHUP, and a change of the
 //! CONTENT of a watched file, checked every [`POLL_INTERVAL`]. Watched are
 //! the config file, every app's certificate files and the environment's
 //! `*_FILE` credential files, whether they exist or not (a secondary
@@ -24,19 +32,40 @@
 //! `..data` symlink swap of a mounted Secret or ConfigMap, which inotify
 //! watches on the old target would miss. Only SHA-256 digests of the files
 //! are kept, never their contents.
+//!
+//! Only complete files reload. A change seen by a poll is not applied at
+//! once: the poller remembers the digests it read and when, and applies
+//! them only when a later read, at least [`STABLE_WINDOW`] later, gives the
+//! same digests (the service polls again [`STABLE_WINDOW`] after seeing a
+//! change). The digests are read a third time after loading, and a load
+//! during which they changed is discarded (not applied, not reported) and
+//! waits for stability again. So a file being written in place is applied
+//! only once its content stayed the same across two reads at least
+//! [`STABLE_WINDOW`] apart and while it was loaded: a writer that pauses
+//! less than [`STABLE_WINDOW`] between writes never gets a prefix applied.
+//! This is a heuristic about writers, not a lock: a writer that stalls
+//! longer than the window mid-file can still have its prefix loaded (and
+//! refused if it is invalid). Write atomically (a temporary file renamed
+//! over the old one, as `mv`, Kubernetes ConfigMap / Secret volumes and
+//! most deployment tools do) and this never matters. SIGHUP reloads at
+//! once: the operator asked.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::config::access::{Access, AccessChange};
 use crate::config::env::Env;
 use crate::config::{Config, ConfigError};
-use crate::state::Shared;
+use crate::state::{Shared, Snapshot};
 
 /// How often watched files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a changed file must read the same before a poll applies it.
+pub const STABLE_WINDOW: Duration = Duration::from_millis(500);
 
 /// The dotenv file [`crate::config::env::ProcessEnv::load`] reads.
 const DOTENV: &str = ".env";
@@ -69,6 +98,8 @@ pub struct Reloaded {
     pub callers: usize,
     /// Settings that changed but need a restart (they were ignored).
     pub ignored: Vec<&'static str>,
+    /// What changed about who may get tokens (empty: nothing).
+    pub access: AccessChange,
 }
 
 /// A content digest of a file; `None` when it cannot be read (missing).
@@ -80,8 +111,18 @@ fn digest(path: &Path) -> Digest32 {
         .map(|bytes| Sha256::digest(&bytes).into())
 }
 
+/// A change seen by a poll, not yet applied.
+#[derive(Debug)]
+struct Pending {
+    /// The watched files' digests when it was seen.
+    digests: Vec<Digest32>,
+    /// When they were read.
+    since: Instant,
+}
+
 /// Reloads the configuration into [`Shared`] on demand ([`Reloader::reload`])
-/// or when a watched file changed ([`Reloader::poll`]).
+/// or when a watched file changed and then stayed the same for
+/// [`STABLE_WINDOW`] ([`Reloader::poll`]).
 #[derive(Debug)]
 pub struct Reloader<F> {
     /// The configuration the server was started with: the flags to load
@@ -91,6 +132,10 @@ pub struct Reloader<F> {
     load_env: F,
     /// Watched files with the digest seen at the last reload attempt.
     watched: Vec<(PathBuf, Digest32)>,
+    /// A change seen by a poll that has not been stable long enough yet.
+    pending: Option<Pending>,
+    /// The callers and anonymous policy in use (for the change summary).
+    applied: Access,
 }
 
 impl<F, E> Reloader<F>
@@ -109,11 +154,14 @@ where
                 (p, d)
             })
             .collect();
+        let applied = running.access();
         Self {
             running,
             shared,
             load_env,
             watched,
+            pending: None,
+            applied,
         }
     }
 
@@ -122,36 +170,96 @@ where
         self.watched.iter().map(|(p, _)| p.as_path())
     }
 
-    /// Reloads when a watched file's content changed since the last reload
-    /// attempt; `None` when nothing changed.
+    /// Whether a poll saw a change that is not applied yet: poll again
+    /// [`STABLE_WINDOW`] later rather than after [`POLL_INTERVAL`].
+    pub fn settling(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// [`Reloader::poll_at`] now.
     pub fn poll(&mut self) -> Option<Result<Reloaded, ConfigError>> {
-        let now: Vec<Digest32> = self.watched.iter().map(|(p, _)| digest(p)).collect();
+        self.poll_at(Instant::now())
+    }
+
+    /// Checks the watched files at `now` (the caller's clock, so tests can
+    /// step it). A change since the last reload attempt is remembered with
+    /// `now`; it is reloaded only when a poll at least [`STABLE_WINDOW`]
+    /// later reads the same contents, and only if they did not change
+    /// while loading. `None`: nothing was applied or reported.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Result<Reloaded, ConfigError>> {
+        let current = self.digests();
         let changed: Vec<&Path> = self
             .watched
             .iter()
-            .zip(&now)
+            .zip(&current)
             .filter(|((_, before), after)| before != *after)
             .map(|((p, _), _)| p.as_path())
             .collect();
         if changed.is_empty() {
+            // Back to the state last tried (a change undone): nothing to do.
+            self.pending = None;
             return None;
         }
-        tracing::info!(files = ?changed, "watched file changed");
-        Some(self.reload_with(Trigger::FileChange, now))
+        match &self.pending {
+            Some(p) if p.digests == current => {
+                if now.saturating_duration_since(p.since) < STABLE_WINDOW {
+                    return None;
+                }
+            }
+            other => {
+                if other.is_none() {
+                    tracing::info!(
+                        files = ?changed,
+                        "watched file changed; applying it once it stays unchanged for {} ms",
+                        STABLE_WINDOW.as_millis()
+                    );
+                } else {
+                    tracing::debug!(files = ?changed, "watched file still changing");
+                }
+                self.pending = Some(Pending {
+                    digests: current,
+                    since: now,
+                });
+                return None;
+            }
+        }
+        self.pending = None;
+        let loaded = self.load();
+        if self.digests() != current {
+            // Whatever was loaded may be a mix of states: not applied, not
+            // reported; the next poll sees the change and waits again.
+            tracing::debug!("watched file changed while loading; waiting for it to settle");
+            return None;
+        }
+        Some(self.finish(Trigger::FileChange, current, loaded))
     }
 
-    /// Reloads now.
+    /// Reloads now (SIGHUP: no stability wait).
     pub fn reload(&mut self, trigger: Trigger) -> Result<Reloaded, ConfigError> {
-        let now = self.watched.iter().map(|(p, _)| digest(p)).collect();
-        self.reload_with(trigger, now)
+        self.pending = None;
+        let now = self.digests();
+        let loaded = self.load();
+        self.finish(trigger, now, loaded)
     }
 
-    /// Reloads; `digests` are the watched files' digests taken before
-    /// loading (so a change while loading triggers another reload).
-    fn reload_with(
+    /// The watched files' digests, in `watched` order.
+    fn digests(&self) -> Vec<Digest32> {
+        self.watched.iter().map(|(p, _)| digest(p)).collect()
+    }
+
+    fn load(&self) -> Result<(Config, Snapshot), ConfigError> {
+        Config::load(&self.running.args, &(self.load_env)())
+            .and_then(|c| c.snapshot().map(|s| (c, s)))
+    }
+
+    /// Applies (or reports) `loaded`; `digests` are the watched files'
+    /// digests taken before loading (so a change while loading triggers
+    /// another reload).
+    fn finish(
         &mut self,
         trigger: Trigger,
         digests: Vec<Digest32>,
+        loaded: Result<(Config, Snapshot), ConfigError>,
     ) -> Result<Reloaded, ConfigError> {
         // Whatever the outcome, this state of the files has been tried: a
         // broken file is reported once, not every poll, and the next change
@@ -159,8 +267,6 @@ where
         for ((_, d), new) in self.watched.iter_mut().zip(digests) {
             *d = new;
         }
-        let loaded = Config::load(&self.running.args, &(self.load_env)())
-            .and_then(|c| c.snapshot().map(|s| (c, s)));
         let (config, snapshot) = match loaded {
             Ok(x) => x,
             Err(e) => {
@@ -180,13 +286,16 @@ where
                 "changed in the configuration, but takes effect only after a restart; ignored"
             );
         }
+        let access = config.access();
         let result = Reloaded {
             apps: snapshot.app_certificates(),
             callers: config.callers.len(),
             ignored,
+            access: AccessChange::between(&self.applied, &access),
         };
         self.shared.replace(snapshot);
         self.shared.metrics.reload(true);
+        self.applied = access;
         // The new configuration may name other files (an app added).
         let mut watched = Vec::new();
         for path in watch_list(&config) {
@@ -202,13 +311,24 @@ where
             .iter()
             .map(|(id, n)| format!("{id} ({n} certificate{})", if *n == 1 { "" } else { "s" }))
             .collect();
-        tracing::info!(
-            trigger = trigger.as_str(),
-            apps = ?apps,
-            callers = result.callers,
-            source = %config.apps_source,
-            "configuration reloaded (certificates not shown)"
-        );
+        if result.access.is_empty() {
+            tracing::info!(
+                trigger = trigger.as_str(),
+                apps = ?apps,
+                callers = result.callers,
+                source = %config.apps_source,
+                "configuration reloaded (certificates not shown)"
+            );
+        } else {
+            tracing::warn!(
+                trigger = trigger.as_str(),
+                apps = ?apps,
+                callers = result.callers,
+                source = %config.apps_source,
+                changes = %result.access,
+                "configuration reloaded; ACCESS CHANGED (certificates not shown)"
+            );
+        }
         Ok(result)
     }
 }
@@ -339,12 +459,23 @@ mod tests {
             .is_ok()
     }
 
-    /// `top` holds top-level keys (TOML wants them before any table).
+    /// `top` holds top-level keys (TOML wants them before any table). No
+    /// callers: open mode, said explicitly.
     fn app_toml(top: &str) -> String {
         format!(
-            "{top}[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
+            "mode = \"open\"\n{top}[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
              secondary_certificate_file = \"cert-secondary\"\n"
         )
+    }
+
+    /// Polls twice, [`STABLE_WINDOW`] apart on the poller's clock: a
+    /// change (made atomically) is applied by the second poll.
+    fn settle<F: Fn() -> E, E: Env>(r: &mut Reloader<F>) -> Option<Result<Reloaded, ConfigError>> {
+        let t = Instant::now();
+        if let Some(done) = r.poll_at(t) {
+            return Some(done);
+        }
+        r.poll_at(t + STABLE_WINDOW)
     }
 
     #[test]
@@ -358,7 +489,7 @@ mod tests {
         assert!(files.contains(&cfg.as_path()));
         assert!(files.contains(&d.0.join("cert").as_path()));
         assert!(files.contains(&d.0.join("cert-secondary").as_path()));
-        assert!(r.poll().is_none(), "nothing changed");
+        assert!(settle(&mut r).is_none(), "nothing changed");
         assert!(verifies(&token(&shared, None), OLD));
         assert_eq!(shared.current().app_certificates(), vec![(ID.into(), 1)]);
 
@@ -366,17 +497,17 @@ mod tests {
         // did not exist before: its appearance is a change too.
         d.write("cert", &format!("{NEW}\n"));
         d.write("cert-secondary", &format!("{OLD}\n"));
-        let done = r.poll().unwrap().unwrap();
+        let done = settle(&mut r).unwrap().unwrap();
         assert_eq!(done.apps, vec![(ID.into(), 2)]);
         assert!(done.ignored.is_empty());
         let t = token(&shared, None);
         assert!(verifies(&t, NEW) && !verifies(&t, OLD));
         assert_eq!(shared.metrics.reloads(), (1, 0));
-        assert!(r.poll().is_none(), "same contents: no second reload");
+        assert!(settle(&mut r).is_none(), "same contents: no second reload");
 
         // The secondary is removed again.
         std::fs::remove_file(d.0.join("cert-secondary")).unwrap();
-        assert_eq!(r.poll().unwrap().unwrap().apps, vec![(ID.into(), 1)]);
+        assert_eq!(settle(&mut r).unwrap().unwrap().apps, vec![(ID.into(), 1)]);
     }
 
     #[test]
@@ -389,24 +520,24 @@ mod tests {
 
         let bad = "zz-not-a-certificate-zz";
         d.write("cert", bad);
-        let e = r.poll().unwrap().unwrap_err().to_string();
+        let e = settle(&mut r).unwrap().unwrap_err().to_string();
         assert!(e.contains("apps[0].certificate_file"), "{e}");
         assert!(!e.contains(bad), "{e}");
         assert!(verifies(&token(&shared, None), OLD));
         assert_eq!(shared.metrics.reloads(), (0, 1));
-        assert!(r.poll().is_none(), "a broken file is reported once");
+        assert!(settle(&mut r).is_none(), "a broken file is reported once");
         // SIGHUP retries it (and fails again).
         assert!(r.reload(Trigger::Signal).is_err());
 
         // A broken config file, too.
         d.write("cert", NEW);
         d.write("ta.toml", "[[apps]\n");
-        assert!(r.poll().unwrap().is_err());
+        assert!(settle(&mut r).unwrap().is_err());
         assert!(verifies(&token(&shared, None), OLD));
 
         // Fixed: picked up.
         d.write("ta.toml", &app_toml(""));
-        assert!(r.poll().unwrap().is_ok());
+        assert!(settle(&mut r).unwrap().is_ok());
         assert!(verifies(&token(&shared, None), NEW));
         assert_eq!(shared.metrics.reloads(), (1, 3));
     }
@@ -437,7 +568,7 @@ mod tests {
         // The new app's certificate file is watched now.
         assert!(r.watched_files().any(|p| p == d.0.join("cert2")));
         d.write("cert2", OLD);
-        assert!(r.poll().unwrap().is_ok());
+        assert!(settle(&mut r).unwrap().is_ok());
         assert!(verifies(&token(&shared, Some(ID2)), OLD));
     }
 
@@ -469,11 +600,11 @@ mod tests {
         assert!(r.watched_files().any(|p| p == secondary));
         std::fs::write(&secondary, OLD).unwrap();
         std::fs::write(&cert, NEW).unwrap();
-        assert_eq!(r.poll().unwrap().unwrap().apps, vec![(ID.into(), 2)]);
+        assert_eq!(settle(&mut r).unwrap().unwrap().apps, vec![(ID.into(), 2)]);
         assert!(verifies(&token(&shared, None), NEW));
         // A missing primary file is an error, not "no certificate".
         std::fs::remove_file(&cert).unwrap();
-        assert!(r.poll().unwrap().is_err());
+        assert!(settle(&mut r).unwrap().is_err());
         assert!(verifies(&token(&shared, None), NEW));
     }
 
@@ -495,15 +626,228 @@ mod tests {
         symlink("..data/certificate", d.0.join("certificate")).unwrap();
         let cfg = d.write(
             "ta.toml",
-            &format!("[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"certificate\"\n"),
+            &format!(
+                "mode = \"open\"\n[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"certificate\"\n"
+            ),
         );
         let (c, shared) = start(&cfg);
         let mut r = Reloader::new(c, Arc::clone(&shared), no_env);
-        assert!(r.poll().is_none());
+        assert!(settle(&mut r).is_none());
         version("..2026_02", NEW);
         std::fs::remove_dir_all(d.0.join("..2026_01")).unwrap();
-        assert!(r.poll().unwrap().is_ok());
+        assert!(settle(&mut r).unwrap().is_ok());
         assert!(verifies(&token(&shared, None), NEW));
+    }
+
+    /// An app and the caller `svc` limited to `channels`, plus `extra`.
+    fn locked_toml(channels: &str, extra: &str) -> String {
+        format!(
+            "[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\n\
+             [[callers]]\nname = \"svc\"\napi_key_sha256 = \"{}\"\nkinds = [\"rtc\"]\n\
+             channels = [{channels}]\n{extra}",
+            "ab".repeat(32)
+        )
+    }
+
+    /// The snapshot in use is still `before` (nothing was swapped in).
+    fn same_snapshot(shared: &Shared, before: &Arc<Snapshot>) -> bool {
+        Arc::ptr_eq(&shared.current(), before)
+    }
+
+    #[test]
+    fn a_file_without_callers_or_mode_open_is_refused_and_the_callers_stay() {
+        let d = Dir::new("failclosed");
+        d.write("cert", OLD);
+        let cfg = d.write("ta.toml", &locked_toml("\"agent-*\"", ""));
+        let (c, shared) = start(&cfg);
+        let before = Arc::clone(&shared.current());
+        let mut r = Reloader::new(c, Arc::clone(&shared), no_env);
+
+        // The callers deleted (or a prefix of the file without them).
+        d.write(
+            "ta.toml",
+            &format!("[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n"),
+        );
+        let e = settle(&mut r).unwrap().unwrap_err().to_string();
+        assert!(
+            e.contains("[[callers]]") && e.contains("mode = \"open\""),
+            "{e}"
+        );
+        assert!(r.reload(Trigger::Signal).is_err());
+        // `[anonymous]` alone does not lock it down either.
+        d.write(
+            "ta.toml",
+            &format!(
+                "[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
+                 [anonymous]\nchannels = [\"public-*\"]\n"
+            ),
+        );
+        let e = settle(&mut r).unwrap().unwrap_err().to_string();
+        assert!(e.starts_with("anonymous: "), "{e}");
+        assert!(same_snapshot(&shared, &before));
+        assert!(!shared.current().auth.is_open());
+        assert_eq!(shared.metrics.reloads(), (0, 3));
+
+        // Open on purpose: applied, and the summary says what changed.
+        d.write("ta.toml", &app_toml(""));
+        let done = settle(&mut r).unwrap().unwrap();
+        assert!(shared.current().auth.is_open());
+        assert_eq!(done.access.open_mode, Some(true));
+        assert_eq!(done.access.callers_removed, vec!["svc"]);
+    }
+
+    #[test]
+    fn a_change_is_applied_only_after_it_stayed_the_same_for_the_window() {
+        let d = Dir::new("window");
+        d.write("cert", OLD);
+        let cfg = d.write("ta.toml", &locked_toml("\"agent-*\"", ""));
+        let (c, shared) = start(&cfg);
+        let mut r = Reloader::new(c, Arc::clone(&shared), no_env);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+
+        d.write("ta.toml", &locked_toml("\"agent-*\", \"lobby-*\"", ""));
+        assert!(r.poll_at(t0).is_none());
+        assert!(r.settling());
+        assert!(r.poll_at(t0 + ms(499)).is_none());
+        assert_eq!(shared.metrics.reloads(), (0, 0), "nothing loaded yet");
+        let done = r.poll_at(t0 + ms(500)).unwrap().unwrap();
+        assert!(!r.settling());
+        assert_eq!(
+            done.access.callers_changed,
+            vec![("svc".to_owned(), vec!["channels"])]
+        );
+
+        // A second change before the window is over restarts it.
+        let t1 = t0 + ms(10_000);
+        d.write("ta.toml", &locked_toml("\"a-*\"", ""));
+        assert!(r.poll_at(t1).is_none());
+        d.write("ta.toml", &locked_toml("\"b-*\"", ""));
+        assert!(r.poll_at(t1 + ms(600)).is_none());
+        assert!(r.poll_at(t1 + ms(1_000)).is_none());
+        assert_eq!(shared.metrics.reloads(), (1, 0));
+        assert!(r.poll_at(t1 + ms(1_100)).unwrap().is_ok());
+        assert_eq!(shared.metrics.reloads(), (2, 0));
+
+        // A change undone before it was stable: nothing to do.
+        let t2 = t1 + ms(10_000);
+        d.write("ta.toml", &locked_toml("\"c-*\"", ""));
+        assert!(r.poll_at(t2).is_none());
+        d.write("ta.toml", &locked_toml("\"b-*\"", ""));
+        assert!(r.poll_at(t2 + ms(600)).is_none());
+        assert!(!r.settling());
+        assert!(r.poll_at(t2 + ms(1_200)).is_none());
+        assert_eq!(shared.metrics.reloads(), (2, 0));
+    }
+
+    /// The config file rewritten in place byte by byte, polled between
+    /// bytes at intervals shorter than the window: no prefix is ever
+    /// loaded, although many of them are complete, valid configurations
+    /// that grant more than the old file or the new one.
+    #[test]
+    fn an_in_place_rewrite_never_applies_a_prefix() {
+        use std::io::Write;
+        let d = Dir::new("inplace");
+        d.write("cert", OLD);
+        let old = locked_toml("\"agent-*\"", "");
+        let cfg = d.write("ta.toml", &old);
+        let (c, shared) = start(&cfg);
+        let before = Arc::clone(&shared.current());
+        let mut r = Reloader::new(c.clone(), Arc::clone(&shared), no_env);
+        // New: svc also gets lobby-*, a second caller is added.
+        let new = locked_toml(
+            "\"agent-*\", \"lobby-*\"",
+            &format!(
+                "\n[[callers]]\nname = \"other\"\napi_key_sha256 = \"{}\"\nkinds = [\"rtc\"]\n",
+                "cd".repeat(32)
+            ),
+        );
+
+        let mut t = Instant::now();
+        let mut file = std::fs::File::create(&cfg).unwrap(); // truncates: "" is a prefix too
+        let mut wider_prefixes = 0;
+        for (i, chunk) in new.as_bytes().chunks(1).enumerate() {
+            assert!(r.poll_at(t).is_none(), "a prefix was loaded at chunk {i}");
+            assert!(same_snapshot(&shared, &before), "chunk {i}");
+            assert_eq!(shared.metrics.reloads(), (0, 0), "chunk {i}");
+            // Would this prefix, loaded, be a valid configuration that
+            // widens svc (no channel restriction yet)?
+            if let Ok(p) = Config::load(&c.args, &no_env()) {
+                if p.callers
+                    .first()
+                    .is_some_and(|s| s.policy.channels.is_none())
+                {
+                    wider_prefixes += 1;
+                }
+            }
+            file.write_all(chunk).unwrap();
+            t += Duration::from_millis(300);
+        }
+        drop(file);
+        assert!(
+            wider_prefixes > 0,
+            "the test should cross dangerous prefixes"
+        );
+        // Complete: seen once, then the same 500 ms later, applied.
+        assert!(r.poll_at(t).is_none());
+        let done = r.poll_at(t + STABLE_WINDOW).unwrap().unwrap();
+        assert_eq!(done.callers, 2);
+        assert_eq!(
+            done.access.to_string(),
+            "callers added: [other]; callers changed: [svc (channels)]"
+        );
+        assert_eq!(shared.metrics.reloads(), (1, 0));
+    }
+
+    #[test]
+    fn a_change_while_loading_is_not_applied_and_waits_again() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let d = Dir::new("midload");
+        d.write("cert", OLD);
+        let cfg = d.write("ta.toml", &locked_toml("\"agent-*\"", ""));
+        let (c, shared) = start(&cfg);
+        let before = Arc::clone(&shared.current());
+        // The environment is read at the start of each load: the writer
+        // strikes then, once.
+        let armed = Arc::new(AtomicBool::new(false));
+        let (trigger, dir) = (Arc::clone(&armed), d.0.clone());
+        let env = move || {
+            if trigger.swap(false, Ordering::SeqCst) {
+                std::fs::write(dir.join("ta.toml"), locked_toml("\"late-*\"", "")).unwrap();
+            }
+            no_env()
+        };
+        let mut r = Reloader::new(c, Arc::clone(&shared), env);
+        let t0 = Instant::now();
+        d.write("ta.toml", &locked_toml("\"first-*\"", ""));
+        assert!(r.poll_at(t0).is_none());
+        armed.store(true, Ordering::SeqCst);
+        assert!(r.poll_at(t0 + STABLE_WINDOW).is_none(), "discarded");
+        assert!(same_snapshot(&shared, &before));
+        assert_eq!(shared.metrics.reloads(), (0, 0));
+        // The file that is there now goes through the window again.
+        let t1 = t0 + STABLE_WINDOW + Duration::from_millis(100);
+        assert!(r.poll_at(t1).is_none());
+        let done = r.poll_at(t1 + STABLE_WINDOW).unwrap().unwrap();
+        assert_eq!(done.access.callers_changed[0].1, vec!["channels"]);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains("late-*"));
+    }
+
+    #[test]
+    fn sighup_reloads_at_once() {
+        let d = Dir::new("hupnow");
+        d.write("cert", OLD);
+        let cfg = d.write("ta.toml", &app_toml(""));
+        let (c, shared) = start(&cfg);
+        let mut r = Reloader::new(c, Arc::clone(&shared), no_env);
+        d.write("cert", NEW);
+        assert!(r.poll_at(Instant::now()).is_none());
+        let done = r.reload(Trigger::Signal).unwrap();
+        assert!(done.access.is_empty());
+        assert!(!r.settling());
+        assert!(verifies(&token(&shared, None), NEW));
+        assert!(settle(&mut r).is_none(), "already applied");
     }
 
     #[test]

@@ -95,6 +95,65 @@ fn config_file_errors_fail_start_up() {
     assert!(err.contains("/nonexistent/ta.toml"), "{err}");
 }
 
+/// Fail closed: a config file that would run open without saying so, or
+/// that contradicts itself, stops start-up with exit 78 naming the key.
+#[test]
+fn open_mode_must_be_explicit_and_consistent() {
+    let d = scratch("mode");
+    std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+    let app = format!("[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n");
+    let caller = format!(
+        "[[callers]]\nname = \"svc\"\napi_key_sha256 = \"{}\"\nkinds = [\"rtc\"]\n",
+        "ab".repeat(32)
+    );
+    let anonymous = "[anonymous]\nchannels = [\"public-*\"]\n";
+    let open = "mode = \"open\"\n";
+    let cases = [
+        (
+            "no callers, no mode",
+            app.clone(),
+            "callers: ",
+            "mode = \"open\"",
+        ),
+        (
+            "mode open with callers",
+            format!("{open}{app}{caller}"),
+            "mode: ",
+            "contradicts the 1 [[callers]] entry",
+        ),
+        (
+            "anonymous without callers",
+            format!("{app}{anonymous}"),
+            "anonymous: ",
+            "[anonymous] needs [[callers]]",
+        ),
+        (
+            "anonymous in open mode",
+            format!("{open}{app}{anonymous}"),
+            "anonymous: ",
+            "[anonymous] needs [[callers]]",
+        ),
+        (
+            "a mode that does not exist",
+            format!("mode = \"closed\"\n{app}"),
+            "line 1",
+            "`open`",
+        ),
+    ];
+    let cfg = d.join("ta.toml");
+    for (case, text, key, hint) in cases {
+        std::fs::write(&cfg, text).unwrap();
+        let (code, err) = serve("mode", &[], &["--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 78, "{case}: {err}");
+        assert!(
+            err.contains(&format!("configuration error: {key}"))
+                || (key == "line 1" && err.contains(key)),
+            "{case}: {err}"
+        );
+        assert!(err.contains(hint), "{case}: {err}");
+    }
+}
+
 #[test]
 fn serve_help_documents_every_flag() {
     let out = Command::new(BIN)

@@ -397,12 +397,12 @@ fn assert_rotation(
 }
 
 /// `[[apps]]` with the certificate in `cert` and a secondary in
-/// `cert-secondary` (absent until a rotation).
+/// `cert-secondary` (absent until a rotation); open mode.
 fn config(dir: &Dir) -> PathBuf {
     dir.write(
         "ta.toml",
         &format!(
-            "[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n\
+            "mode = \"open\"\n[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n\
              secondary_certificate_file = \"cert-secondary\"\n"
         ),
     )
@@ -734,4 +734,259 @@ async fn sigterm_under_load_delays_then_drains_and_refuses_new_connections() {
         "{log}"
     );
     assert!(log.contains("no longer accepting connections"), "{log}");
+}
+
+/// The restricted caller's key (made up) and a second caller's.
+const SVC_KEY: &str = "ta_svc-test-key-0123456789abcdef";
+const OTHER_KEY: &str = "ta_other-test-key-0123456789abcdef";
+
+/// A locked-down config: the app and the caller `svc`, limited to
+/// `channels`, then `extra`.
+fn locked_config(channels: &str, extra: &str) -> String {
+    format!(
+        "[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n\n\
+         [[callers]]\nname = \"svc\"\napi_key_sha256 = \"{}\"\nkinds = [\"rtc\"]\n\
+         channels = [{channels}]\n{extra}",
+        token_authority::policy::ApiKeyHash::of_key(SVC_KEY).to_hex()
+    )
+}
+
+/// The status of `GET path` on `addr` with `key` as a bearer token.
+async fn status_with(client: &HttpClient, addr: SocketAddr, path: &str, key: Option<&str>) -> u16 {
+    let mut req = hyper::Request::get(format!("http://{addr}{path}"));
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+fn is_access_change(trigger: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| {
+        v["message"] == "configuration reloaded; ACCESS CHANGED (certificates not shown)"
+            && v["trigger"] == trigger
+    }
+}
+
+const LOBBY: &str = "/api/agora/token?channelName=lobby-1&uid=1";
+const AGENT: &str = "/api/agora/token?channelName=agent-1&uid=1";
+
+/// The config file is rewritten in place (truncated, then written in small
+/// chunks with pauses shorter than the stability window) while a client
+/// keeps asking without a key and with the restricted caller's key for a
+/// channel outside its globs. No prefix is applied: no request without a
+/// key gets a token, the caller never gets the outside channel, and no
+/// reload is even attempted until the file is complete; then the new file
+/// is applied, logged at WARN with what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_rewrite_never_widens_access_and_the_complete_file_is_applied() {
+    let dir = Dir::new("inplace");
+    dir.write("cert", &format!("{CERT}\n"));
+    let cfg = dir.write("ta.toml", &locked_config("\"agent-*\"", ""));
+    let mut p = Proc::start(&dir.0, &["--config", cfg.to_str().unwrap()], &[]);
+    let client = http_client();
+    assert_eq!(status_with(&client, p.addr, LOBBY, None).await, 401);
+    assert_eq!(
+        status_with(&client, p.addr, LOBBY, Some(SVC_KEY)).await,
+        403
+    );
+    assert_eq!(
+        status_with(&client, p.addr, AGENT, Some(SVC_KEY)).await,
+        200
+    );
+
+    // The client: (time, status without a key, status of svc for lobby-1).
+    // Its source address changes every 10 rounds (127.0.x.y), so that the
+    // failed-authentication throttle (20 a minute per address) does not
+    // answer 429 instead.
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = p.addr;
+    let probe = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut n: u16 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let [hi, lo] = n.to_be_bytes();
+                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                connector
+                    .set_local_address(Some(std::net::Ipv4Addr::new(127, 1 + hi, lo, 2).into()));
+                let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+                n += 1;
+                for _ in 0..10 {
+                    let at = Instant::now();
+                    let anonymous = status_with(&client, addr, LOBBY, None).await;
+                    let svc = status_with(&client, addr, LOBBY, Some(SVC_KEY)).await;
+                    seen.push((at, anonymous, svc));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            seen
+        })
+    };
+
+    // The new file widens svc to lobby-* and adds a caller; many of its
+    // prefixes are valid files in which svc has no channel limit at all.
+    let new = locked_config(
+        "\"agent-*\", \"lobby-*\"",
+        &format!(
+            "\n[[callers]]\nname = \"other\"\napi_key_sha256 = \"{}\"\nkinds = [\"rtc\"]\n",
+            token_authority::policy::ApiKeyHash::of_key(OTHER_KEY).to_hex()
+        ),
+    );
+    let writer = {
+        let (cfg, new) = (cfg.clone(), new.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut longest = Duration::ZERO;
+            let mut file = std::fs::File::create(&cfg).unwrap();
+            let mut last = Instant::now();
+            // About 3.5 s in all: longer than the poll interval (2 s),
+            // so the poller sees the file mid-rewrite at least once.
+            for chunk in new.as_bytes().chunks(3) {
+                std::thread::sleep(Duration::from_millis(30));
+                file.write_all(chunk).unwrap();
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+            }
+            (Instant::now(), longest)
+        })
+    };
+    let started = Instant::now();
+    let (written, longest) = tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        written - started > Duration::from_millis(2_500),
+        "the rewrite was too quick"
+    );
+    // The stable, complete file is applied within a poll and the window.
+    let change = p
+        .wait_new_log(0, is_access_change("file change"), Duration::from_secs(10))
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = probe.await.unwrap();
+
+    let during: Vec<_> = seen.iter().filter(|(at, _, _)| *at < written).collect();
+    assert!(during.len() > 20, "too few requests during the rewrite");
+    for (at, anonymous, svc) in &during {
+        assert!(
+            *anonymous == 401 && *svc == 403,
+            "{:?} into the rewrite (longest pause {longest:?}): without a key {anonymous}, \
+             svc for lobby-1 {svc}\n{}",
+            at.duration_since(during[0].0),
+            p.log_text()
+        );
+    }
+    assert!(
+        longest < Duration::from_millis(500),
+        "the writer paused {longest:?}: the machine is too slow for this test"
+    );
+    assert_eq!(p.count_log(is_reload_failure), 0, "{}", p.log_text());
+    assert_eq!(
+        metric(
+            p.addr,
+            "token_authority_config_reloads_total{result=\"error\"}"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        metric(
+            p.addr,
+            "token_authority_config_reloads_total{result=\"ok\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(change["level"], "WARN");
+    assert_eq!(
+        change["changes"],
+        "callers added: [other]; callers changed: [svc (channels)]"
+    );
+    assert_eq!(change["callers"], 2);
+    // The new file is in force.
+    assert_eq!(
+        status_with(&client, p.addr, LOBBY, Some(SVC_KEY)).await,
+        200
+    );
+    assert_eq!(
+        status_with(&client, p.addr, LOBBY, Some(OTHER_KEY)).await,
+        200
+    );
+    assert_eq!(status_with(&client, p.addr, LOBBY, None).await, 401);
+
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+}
+
+/// A reload to a file without callers and without `mode = "open"` is
+/// refused (the service stays locked down); open mode on purpose is
+/// applied and logged at WARN; so is locking it down again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_no_callers_needs_mode_open_and_access_changes_are_warned() {
+    let dir = Dir::new("failclosed");
+    dir.write("cert", &format!("{CERT}\n"));
+    let cfg = dir.write("ta.toml", &locked_config("\"agent-*\"", ""));
+    let mut p = Proc::start(&dir.0, &["--config", cfg.to_str().unwrap()], &[]);
+    let client = http_client();
+    let app = format!("[[apps]]\napp_id = \"{APP_ID}\"\ncertificate_file = \"cert\"\n");
+
+    // The callers removed, open mode not asked for: refused.
+    dir.write("ta.toml", &app);
+    p.signal("-HUP");
+    let failure = p
+        .wait_new_log(0, is_reload_failure, Duration::from_secs(10))
+        .await;
+    let error = failure["error"].as_str().unwrap();
+    assert!(
+        error.contains("[[callers]]") && error.contains("mode = \"open\""),
+        "{error}"
+    );
+    assert_eq!(status_with(&client, p.addr, LOBBY, None).await, 401);
+    assert_eq!(
+        status_with(&client, p.addr, LOBBY, Some(SVC_KEY)).await,
+        403
+    );
+    assert_eq!(
+        status_with(&client, p.addr, AGENT, Some(SVC_KEY)).await,
+        200
+    );
+
+    // Open on purpose: applied, at WARN, saying so.
+    dir.write("ta.toml", &format!("mode = \"open\"\n{app}"));
+    p.signal("-HUP");
+    let open = p
+        .wait_new_log(0, is_access_change("SIGHUP"), Duration::from_secs(10))
+        .await;
+    assert_eq!(open["level"], "WARN");
+    let changes = open["changes"].as_str().unwrap();
+    assert!(
+        changes.starts_with("open mode: ON") && changes.ends_with("callers removed: [svc]"),
+        "{changes}"
+    );
+    assert_eq!(status_with(&client, p.addr, LOBBY, None).await, 200);
+
+    // Locked down again.
+    dir.write("ta.toml", &locked_config("\"agent-*\"", ""));
+    p.signal("-HUP");
+    let locked = p
+        .wait_new_log(1, is_access_change("SIGHUP"), Duration::from_secs(10))
+        .await;
+    assert_eq!(locked["changes"], "open mode: off; callers added: [svc]");
+    assert_eq!(status_with(&client, p.addr, LOBBY, None).await, 401);
+
+    // A certificate-only change stays at INFO.
+    dir.write("cert", &format!("{NEW}\n"));
+    p.signal("-HUP");
+    let info = p
+        .wait_new_log(0, is_reloaded("SIGHUP"), Duration::from_secs(10))
+        .await;
+    assert_eq!(info["level"], "INFO");
+
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
 }
