@@ -97,9 +97,25 @@ pub(super) async fn guard(
     let mut resp = match authenticate(&g, &mut req, get) {
         Err(e) => {
             // Refused before anything of the request was read, and before
-            // it took a concurrency slot: counted, logged and audited here.
-            refused_early(&g, &req, grpc, get, start, "unauthenticated", &e);
-            early_refusal(grpc, get, e)
+            // it took a concurrency slot: counted, logged (at a bounded
+            // rate: a flood must not fill a disk) and audited here.
+            let budget = &crate::telemetry::logging::UNAUTHENTICATED_REFUSALS;
+            let logged = refused_early(
+                &g,
+                &req,
+                grpc,
+                get,
+                start,
+                "unauthenticated",
+                &e,
+                Some(budget),
+            );
+            let mut r = early_refusal(grpc, get, e);
+            if !logged {
+                // Its `request` line is suppressed with it.
+                r.extensions_mut().insert(SuppressedRefusal);
+            }
+            r
         }
         Ok(label) => match Arc::clone(&g.in_flight).try_acquire_owned() {
             Err(_) => {
@@ -108,7 +124,7 @@ pub(super) async fn guard(
                     Duration::from_secs(1),
                 );
                 let caller = label.as_deref().unwrap_or("open");
-                refused_early(&g, &req, grpc, get, start, caller, &e);
+                refused_early(&g, &req, grpc, get, start, caller, &e, None);
                 early_refusal(grpc, get, e)
             }
             Ok(permit) => {
@@ -192,7 +208,16 @@ fn authenticate(g: &Guard, req: &mut Request, get: bool) -> Result<Option<Arc<st
     Ok(label)
 }
 
-/// Counts, logs and audits a request refused by the guard.
+/// Marks the response of a refusal whose log lines were suppressed by its
+/// [`LineBudget`](crate::telemetry::logging::LineBudget): its `request`
+/// line is logged at debug level.
+#[derive(Debug, Clone, Copy)]
+struct SuppressedRefusal;
+
+/// Counts, logs and audits a request refused by the guard; with a
+/// `budget`, its `request refused` line is logged only within it. Returns
+/// whether the line was logged.
+#[allow(clippy::too_many_arguments)]
 fn refused_early(
     g: &Guard,
     req: &Request,
@@ -201,7 +226,9 @@ fn refused_early(
     start: Instant,
     caller: &str,
     e: &ApiError,
-) {
+    budget: Option<&crate::telemetry::logging::LineBudget>,
+) -> bool {
+    use crate::telemetry::logging::Verdict;
     use crate::telemetry::metrics::{Method, Transport};
     let (transport, method) = if get {
         (Transport::Http, Some(Method::GetToken))
@@ -220,13 +247,28 @@ fn refused_early(
             .request(transport, m, e.code, start.elapsed());
     }
     let rpc = method.map_or("unknown", |m| m.as_str());
-    tracing::info!(
-        rpc,
-        code = e.code_name(),
-        reason = e.message.as_str(),
-        "request refused"
-    );
+    let verdict = match budget {
+        Some(b) if tracing::enabled!(tracing::Level::INFO) => b.admit(start),
+        _ => Verdict::Log { suppressed: 0 },
+    };
+    if let Verdict::Log { suppressed } = verdict {
+        if suppressed > 0 {
+            let per_second = budget.map_or(0, |b| b.per_second());
+            tracing::warn!(
+                suppressed,
+                per_second,
+                "request refused lines suppressed (unauthenticated requests over the log rate limit)"
+            );
+        }
+        tracing::info!(
+            rpc,
+            code = e.code_name(),
+            reason = e.message.as_str(),
+            "request refused"
+        );
+    }
     crate::telemetry::audit::refused_early(caller, rpc, &e.message);
+    matches!(verdict, Verdict::Log { .. })
 }
 
 /// `f`, or `None` when it has not completed `limit` after the call.
@@ -317,8 +359,10 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
         // Probes and scrapes at debug level; so are successful token
         // requests, whose audit event (with the same request id and peer)
         // already records them at info: one info line per token.
+        // So is a refusal whose `request refused` line was suppressed.
         let quiet = matches!(path, "/healthz" | "/readyz" | "/metrics")
-            || (is_token_path(path) && resp.status().is_success());
+            || (is_token_path(path) && resp.status().is_success())
+            || resp.extensions().get::<SuppressedRefusal>().is_some();
         if quiet {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;

@@ -216,13 +216,36 @@ pub fn refused(
     );
 }
 
+/// Most audit events of early refusals per second; beyond it they are
+/// counted and summarized (a flood of bad credentials must not fill the
+/// disk through the audit trail either).
+pub const EARLY_REFUSALS_PER_SECOND: u32 = 50;
+
+static EARLY_BUDGET: super::logging::LineBudget =
+    super::logging::LineBudget::new(EARLY_REFUSALS_PER_SECOND);
+
 /// Records a request refused before it was read: bad or missing
 /// credentials and the failed-authentication throttle (caller
 /// `unauthenticated`), the server's concurrency limit. The log context adds
-/// the request id and the peer.
+/// the request id and the peer. At most [`EARLY_REFUSALS_PER_SECOND`]
+/// events a second; the ones over it are counted in one summary event
+/// (`decision="refused_summary"`, `suppressed=N`) written with the next.
 pub fn refused_early(caller: &str, rpc: &str, reason: &str) {
     if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
         return;
+    }
+    let suppressed = match EARLY_BUDGET.admit(std::time::Instant::now()) {
+        super::logging::Verdict::Suppress => return,
+        super::logging::Verdict::Log { suppressed } => suppressed,
+    };
+    if suppressed > 0 {
+        tracing::info!(
+            target: TARGET,
+            decision = "refused_summary",
+            suppressed,
+            per_second = EARLY_REFUSALS_PER_SECOND,
+            "early refusals over the audit rate limit, not recorded one by one"
+        );
     }
     tracing::info!(
         target: TARGET,

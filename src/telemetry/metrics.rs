@@ -28,6 +28,11 @@
 //!   file); `config_last_reload_successful` (1/0) and
 //!   `config_last_reload_success_timestamp_seconds` (start-up counts as a
 //!   successful load), as Prometheus names its own.
+//! - `log_lines_dropped_total`: main-log lines dropped because stdout could
+//!   not keep up (or failed), see [`crate::telemetry::logwriter`].
+//! - `log_refusals_suppressed_total`: `request refused` lines of
+//!   unauthenticated requests not logged (over their rate limit, see
+//!   [`crate::telemetry::logging::UNAUTHENTICATED_REFUSALS`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -447,6 +452,33 @@ impl Metrics {
 
         let _ = writeln!(
             out,
+            "# HELP token_authority_log_lines_dropped_total Main-log lines dropped because stdout could not keep up (or failed)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE token_authority_log_lines_dropped_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "token_authority_log_lines_dropped_total {}",
+            crate::telemetry::logwriter::lines_dropped()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_log_refusals_suppressed_total Request-refused log lines of unauthenticated requests not logged (over their rate limit)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE token_authority_log_refusals_suppressed_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "token_authority_log_refusals_suppressed_total {}",
+            crate::telemetry::logging::UNAUTHENTICATED_REFUSALS.suppressed_total()
+        );
+
+        let _ = writeln!(
+            out,
             "# HELP token_authority_requests_total API requests by transport, method and result code."
         );
         let _ = writeln!(out, "# TYPE token_authority_requests_total counter");
@@ -591,6 +623,8 @@ mod tests {
         assert!(text.contains("token_authority_ready 1"));
         assert!(text.contains("token_authority_config_reloads_total{result=\"ok\"} 0"));
         assert!(text.contains("token_authority_config_last_reload_successful 1"));
+        assert!(text.contains("\ntoken_authority_log_lines_dropped_total "));
+        assert!(text.contains("\ntoken_authority_log_refusals_suppressed_total "));
     }
 
     #[test]

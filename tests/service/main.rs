@@ -19,6 +19,8 @@
 //!   of the HTTP query and JSON handling, secrets never in logs.
 //! - `lifecycle`: the binary under load: certificate rotation by SIGHUP and
 //!   by a changed file, a bad file, graceful shutdown with a delay.
+//! - `stalled_stdout`: the binary with stdout on a pipe nobody reads:
+//!   requests never wait for the log, drops are counted and marked.
 
 // A test crate: a failing unwrap is a failing test (helpers included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -35,3 +37,4 @@ mod json;
 mod lifecycle;
 mod ops;
 mod security;
+mod stalled_stdout;
