@@ -148,7 +148,7 @@ pub trait Unsigned<'a> {
     /// The signed result.
     type Signed;
     /// Every draft to authorize.
-    fn drafts(&self) -> Vec<&Draft<'a>>;
+    fn drafts(&self) -> Drafts<'_, 'a>;
     /// Signs every draft.
     fn sign(&self, issuer: &Issuer, permit: &Permit) -> Result<Self::Signed, IssueError>;
 }
@@ -156,12 +156,32 @@ pub trait Unsigned<'a> {
 impl<'a> Unsigned<'a> for Draft<'a> {
     type Signed = Issued;
 
-    fn drafts(&self) -> Vec<&Draft<'a>> {
-        vec![self]
+    fn drafts(&self) -> Drafts<'_, 'a> {
+        Drafts {
+            refs: [self, self, self],
+            len: 1,
+        }
     }
 
     fn sign(&self, issuer: &Issuer, permit: &Permit) -> Result<Issued, IssueError> {
         issuer.sign(self, permit)
+    }
+}
+
+/// The drafts of one call, without a heap allocation (at most three: an
+/// agent session's); derefs to a slice.
+#[derive(Debug, Clone, Copy)]
+pub struct Drafts<'d, 'a> {
+    refs: [&'d Draft<'a>; 3],
+    len: usize,
+}
+
+impl<'d, 'a> std::ops::Deref for Drafts<'d, 'a> {
+    type Target = [&'d Draft<'a>];
+
+    fn deref(&self) -> &Self::Target {
+        // Invariant: len is 1, 2 or 3, set by the two constructors above.
+        self.refs.get(..self.len).unwrap_or(&self.refs[..1])
     }
 }
 
@@ -179,10 +199,15 @@ pub struct AgentSessionDraft<'a> {
 impl<'a> Unsigned<'a> for AgentSessionDraft<'a> {
     type Signed = AgentSession;
 
-    fn drafts(&self) -> Vec<&Draft<'a>> {
-        let mut v = vec![&self.agent, &self.user];
-        v.extend(self.rest.as_ref());
-        v
+    fn drafts(&self) -> Drafts<'_, 'a> {
+        Drafts {
+            refs: [
+                &self.agent,
+                &self.user,
+                self.rest.as_ref().unwrap_or(&self.agent),
+            ],
+            len: if self.rest.is_some() { 3 } else { 2 },
+        }
     }
 
     fn sign(&self, issuer: &Issuer, permit: &Permit) -> Result<AgentSession, IssueError> {

@@ -145,8 +145,29 @@ impl fmt::Debug for Issued {
 /// A short, non-reversible fingerprint of a token for logs: the first 12 hex
 /// characters of its SHA-256.
 pub fn fingerprint(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(token.as_bytes())[..6])
+    Fingerprint::of(token).to_string()
+}
+
+/// [`fingerprint`] without a heap allocation (the audit line's field).
+#[derive(Clone, Copy)]
+pub struct Fingerprint([u8; 12]);
+
+impl Fingerprint {
+    /// The fingerprint of `token`.
+    pub fn of(token: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hex = [b'0'; 12];
+        // Invariant: 6 bytes encode to exactly 12 hex digits.
+        let _ = hex::encode_to_slice(&Sha256::digest(token.as_bytes())[..6], &mut hex);
+        Self(hex)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hex digits are ASCII.
+        f.write_str(std::str::from_utf8(&self.0).unwrap_or("000000000000"))
+    }
 }
 
 /// An RTC user: a numeric uid (0 = any user) or a string account.

@@ -74,6 +74,17 @@ impl UidRange {
     }
 }
 
+/// Whether `user_id` is the Chat user id an APaaS room-user token derives
+/// from one of its user uuids (the MD5, as the official builder packs it):
+/// covered by the check of that user uuid.
+fn derived_chat_id(draft: &Draft<'_>, user_id: &[u8]) -> bool {
+    draft.services().iter().any(|s| match &s.payload {
+        Payload::Apaas { user_uuid, .. } if !user_uuid.is_empty() => std::str::from_utf8(user_uuid)
+            .is_ok_and(|u| agora_token::builders::md5_hex(u).as_bytes() == user_id),
+        _ => false,
+    })
+}
+
 /// Every token kind a policy can name.
 pub const KINDS: [&str; 13] = [
     "rtc",
@@ -306,40 +317,26 @@ impl Policy {
                 return deny("apps", "this caller may not use this app".to_owned());
             }
         }
-        self.check_expire("the token", draft.expire())?;
-        let rtc: Vec<&[u8]> = draft.rtc_identities().collect();
-        // The Chat user id an APaaS room-user token derives from its user
-        // uuid (its MD5, as the official builder packs it): covered by the
-        // check of that user uuid.
-        let derived: Vec<String> = draft
-            .services()
-            .iter()
-            .filter_map(|s| match &s.payload {
-                Payload::Apaas { user_uuid, .. } if !user_uuid.is_empty() => {
-                    std::str::from_utf8(user_uuid)
-                        .ok()
-                        .map(agora_token::builders::md5_hex)
-                }
-                _ => None,
-            })
-            .collect();
+        self.check_expire(|| "the token".to_owned(), draft.expire())?;
         for g in draft.grants() {
             if draft.kind() == TokenKind::Generic {
                 // A generic token may compose anything: each service needs
                 // the kind that issues it.
                 self.check_service_kind(&g)?;
             }
-            self.check_service(&g, &rtc, &derived)?;
+            self.check_service(&g, draft)?;
         }
         Ok(())
     }
 
-    fn check_expire(&self, what: &str, seconds: u32) -> Check {
+    /// `what` is only formatted for a refusal.
+    fn check_expire(&self, what: impl FnOnce() -> String, seconds: u32) -> Check {
         if seconds > self.max_expire {
             return deny(
                 "max_expire_seconds",
                 format!(
-                    "{what} would last {seconds} seconds, more than this caller's maximum of {}",
+                    "{} would last {seconds} seconds, more than this caller's maximum of {}",
+                    what(),
                     self.max_expire
                 ),
             );
@@ -370,11 +367,11 @@ impl Policy {
     }
 
     /// The rules of one service (SECURITY.md's table, row by row).
-    fn check_service(&self, g: &Granted<'_>, rtc: &[&[u8]], derived: &[String]) -> Check {
+    fn check_service(&self, g: &Granted<'_>, draft: &Draft<'_>) -> Check {
         let s: &Service = g.service;
         let name = agora_token::service::service_name(g.service_type());
         for (id, v) in g.privileges() {
-            self.check_expire(&format!("privilege {id} of the {name} service"), v)?;
+            self.check_expire(|| format!("privilege {id} of the {name} service"), v)?;
         }
         if matches!(
             g.service_type(),
@@ -407,27 +404,26 @@ impl Policy {
             }
             Payload::Rtm { user_id } | Payload::Chat { user_id } => {
                 if g.service_type() == service_type::CHAT
-                    && (user_id.is_empty()
-                        || derived.iter().any(|d| d.as_bytes() == user_id.as_slice()))
+                    && (user_id.is_empty() || derived_chat_id(draft, user_id))
                 {
                     // The Chat app token (no user; its kind was checked),
                     // or an APaaS user's derived Chat id.
                     return Ok(());
                 }
-                self.check_user_id(user_id, rtc)
+                self.check_user_id(user_id, draft)
             }
             Payload::Rtm2 {
                 user_id,
                 permissions,
             } => {
-                self.check_user_id(user_id, rtc)?;
+                self.check_user_id(user_id, draft)?;
                 for p in permissions.grants() {
                     if p.permission_type == permission_type::WRITE {
                         self.check_role(Role::Publisher, "RTM2 write")?;
                     }
                     for r in &p.resources {
                         match p.resource_type {
-                            resource_type::USERS => self.check_resource_user(r, rtc)?,
+                            resource_type::USERS => self.check_resource_user(r, draft)?,
                             _ => self.check_resource_channel(r)?,
                         }
                     }
@@ -443,7 +439,7 @@ impl Policy {
                     self.check_channel(room_uuid)?;
                 }
                 if !user_uuid.is_empty() {
-                    self.check_user_id(user_uuid, rtc)?;
+                    self.check_user_id(user_uuid, draft)?;
                 }
                 Ok(())
             }
@@ -520,7 +516,7 @@ impl Policy {
     /// An RTM2 `users` resource: a user id; one containing `*` or `?`
     /// asks for many users, which only `user_ids` holding `"*"` or that
     /// exact pattern grants.
-    fn check_resource_user(&self, r: &[u8], rtc: &[&[u8]]) -> Check {
+    fn check_resource_user(&self, r: &[u8], draft: &Draft<'_>) -> Check {
         if r.iter().any(|b| matches!(b, b'*' | b'?')) {
             if let Some(globs) = &self.user_ids {
                 if !globs.iter().any(|g| g == "*" || g.as_bytes() == r) {
@@ -535,7 +531,7 @@ impl Policy {
                 return Ok(());
             }
         }
-        self.check_user_id(r, rtc)
+        self.check_user_id(r, draft)
     }
 
     /// An RTC uid / account as packed (RTC, Streaming and FCDN).
@@ -582,7 +578,7 @@ impl Policy {
     /// An RTM / RTM2 / Chat user id, RTM2 `users` resource or APaaS user
     /// uuid: `user_ids` globs; without them, when the caller restricts RTC
     /// identities, the token's own RTC identity as packed.
-    fn check_user_id(&self, id: &[u8], rtc: &[&[u8]]) -> Check {
+    fn check_user_id(&self, id: &[u8], draft: &Draft<'_>) -> Check {
         match &self.user_ids {
             Some(globs) => {
                 let ok =
@@ -597,7 +593,7 @@ impl Policy {
                 }
             }
             None if self.restricts_identities() => {
-                if !id.is_empty() && rtc.contains(&id) {
+                if !id.is_empty() && draft.rtc_identities().any(|r| r == id) {
                     Ok(())
                 } else {
                     deny(

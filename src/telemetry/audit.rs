@@ -13,11 +13,11 @@
 
 use std::fmt;
 
-use agora_token::service::{privilege_name, service_name};
+use agora_token::service::service_name;
 use agora_token::{Payload, Role};
 
 use super::asked::Asked;
-use crate::domain::{Draft, Issued, RtcUser, fingerprint};
+use crate::domain::{Draft, Fingerprint, Issued, RtcUser};
 
 /// The log target of audit events.
 pub const TARGET: &str = "audit";
@@ -112,34 +112,28 @@ fn services<'d>(drafts: &'d [&'d Draft<'_>]) -> impl Iterator<Item = &'static st
         .flat_map(|d| d.services().iter().map(|s| service_name(s.service_type())))
 }
 
-/// One privilege as packed: `SERVICE/name=seconds` (`SERVICE/id` for ids
-/// without a name).
-struct Privilege(u16, u16, u32);
-
-impl fmt::Display for Privilege {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let service = service_name(self.0);
-        match privilege_name(self.0, self.1) {
-            Some(name) => write!(f, "{service}/{name}={}", self.2),
-            None => write!(f, "{service}/{}={}", self.1, self.2),
-        }
-    }
-}
-
-/// Every privilege of the drafts, comma-separated.
+/// Every privilege of the drafts, service by service, as packed:
+/// `RTC[1:3600,2:3600]` (privilege id: seconds; the ids are the format's,
+/// e.g. RTC 1 join channel, 2-4 publish audio / video / data); services
+/// separated by commas. Only plain characters, so log lines need not quote
+/// or escape it.
 struct Privileges<'d, 'a>(&'d [&'d Draft<'a>]);
 
 impl fmt::Display for Privileges<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for s in self.0.iter().flat_map(|d| d.services()) {
-            for (id, v) in s.privileges.iter() {
-                if !first {
+        for (i, s) in self.0.iter().flat_map(|d| d.services()).enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(service_name(s.service_type()))?;
+            f.write_str("[")?;
+            for (j, (id, v)) in s.privileges.iter().enumerate() {
+                if j > 0 {
                     f.write_str(",")?;
                 }
-                first = false;
-                Privilege(s.service_type(), id, v).fmt(f)?;
+                write!(f, "{id}:{v}")?;
             }
+            f.write_str("]")?;
         }
         Ok(())
     }
@@ -177,7 +171,7 @@ pub fn issued(caller: &str, rpc: &str, drafts: &[&Draft<'_>], tokens: &[&Issued]
         privileges = %Privileges(drafts),
         expire,
         expires_at,
-        token_fp = %List(tokens.iter().map(|t| fingerprint(&t.token))),
+        token_fp = %List(tokens.iter().map(|t| Fingerprint::of(&t.token))),
         "token issued"
     );
 }
