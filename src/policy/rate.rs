@@ -1,7 +1,7 @@
 //! Rate limiting: a token bucket per caller and per anonymous client.
 
-use super::*;
 use super::bounded::BoundedMap;
+use super::*;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,7 +46,6 @@ impl TokenBucket {
             Err(Duration::from_secs(3600))
         }
     }
-
 }
 
 /// Per-client buckets of the anonymous policy, bounded in number: a client
@@ -70,7 +69,9 @@ impl Anonymous {
     pub(super) fn bucket(&self, ip: IpAddr) -> Arc<TokenBucket> {
         let key = super::networks::client_key(ip, self.ipv6_prefix);
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(map.get_or_insert_with(key, || Arc::new(TokenBucket::new(self.rate, self.burst))))
+        Arc::clone(
+            map.get_or_insert_with(key, || Arc::new(TokenBucket::new(self.rate, self.burst))),
+        )
     }
 }
 

@@ -10,8 +10,8 @@
 //! idle, or hold a request or response well past the request timeout.
 
 use crate::policy::client_key;
-use crate::telemetry::metrics::{ConnectionMetrics, Listener, Rejected};
 use crate::state::Shared;
+use crate::telemetry::metrics::{ConnectionMetrics, Listener, Rejected};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -256,7 +256,8 @@ impl Watchdog {
     pub(crate) fn restart(&mut self) {
         let now = Instant::now();
         let a = &self.activity;
-        a.idle_since_ms.store(a.since_born_ms(now), Ordering::Relaxed);
+        a.idle_since_ms
+            .store(a.since_born_ms(now), Ordering::Relaxed);
     }
 
     pub(crate) fn check(&mut self) -> Verdict {

@@ -11,13 +11,13 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Is `path` one of the endpoints that issue or inspect tokens (and so need
 /// a caller)? Health, readiness, metrics and reflection do not.
@@ -143,9 +143,11 @@ impl Slots {
         }
         slot.key = Some((Arc::clone(&self.by_key), key));
         if anonymous {
-            slot._pool = Some(Arc::clone(&self.anonymous).try_acquire_owned().map_err(|_| {
-                "too many unauthenticated requests in progress; retry shortly"
-            })?);
+            slot._pool = Some(
+                Arc::clone(&self.anonymous)
+                    .try_acquire_owned()
+                    .map_err(|_| "too many unauthenticated requests in progress; retry shortly")?,
+            );
         }
         slot._global = Some(
             Arc::clone(&self.global)

@@ -349,7 +349,10 @@ impl Server {
                     timeout: self.request_timeout,
                 });
                 let admin_app = http::admin_router(http_state)
-                    .layer(middleware::from_fn_with_state(admin_guard, layers::admin_guard))
+                    .layer(middleware::from_fn_with_state(
+                        admin_guard,
+                        layers::admin_guard,
+                    ))
                     .layer(middleware::from_fn(request_context));
                 tracing::info!(addr = %listener.local_addr()?, "admin listener: /healthz /readyz /metrics");
                 let admin_cfg = ListenerConfig {

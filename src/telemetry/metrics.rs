@@ -339,7 +339,10 @@ impl ConnectionMetrics {
         );
         for (i, l) in LISTENERS.iter().enumerate() {
             let v = self.open[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "token_authority_connections_open{{listener=\"{l}\"}} {v}");
+            let _ = writeln!(
+                out,
+                "token_authority_connections_open{{listener=\"{l}\"}} {v}"
+            );
         }
         let _ = writeln!(
             out,
