@@ -8,6 +8,7 @@
 #   scripts/attack.sh
 #   ATTACK_SECONDS=5 scripts/attack.sh --only silent
 #   NOFILE=256 scripts/attack.sh --only silent   # the server under a 256-fd limit
+#   LIMITS='max_concurrent_streams = 16' scripts/attack.sh   # other [limits] (TOML lines)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-18180}
@@ -33,6 +34,9 @@ kinds = ["*"]
 name = "attacker"
 api_key_sha256 = "$(sha "$ATTACKER_KEY")"
 kinds = ["*"]
+
+[limits]
+${LIMITS:-}
 TOML
 # The attacker needs many sockets; the server gets NOFILE (default: the
 # shell's limit) and sizes max_connections under it.
