@@ -59,6 +59,18 @@ pub(crate) struct FileLimits {
     pub(crate) max_header_bytes: Option<usize>,
     pub(crate) max_concurrent_streams: Option<u32>,
     pub(crate) keep_alive_interval_seconds: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_client: Option<usize>,
+    pub(crate) admin_max_connections: Option<usize>,
+    pub(crate) client_ipv6_prefix: Option<u8>,
+    pub(crate) tls_handshake_timeout_seconds: Option<u64>,
+    pub(crate) first_request_timeout_seconds: Option<u64>,
+    pub(crate) idle_timeout_seconds: Option<u64>,
+    pub(crate) http2_stream_window_bytes: Option<u32>,
+    pub(crate) http2_connection_window_bytes: Option<u32>,
+    pub(crate) http2_max_send_buf_bytes: Option<usize>,
+    pub(crate) max_in_flight_per_caller: Option<usize>,
+    pub(crate) max_in_flight_anonymous: Option<usize>,
 }
 
 /// One `[[apps]]` entry.

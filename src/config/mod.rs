@@ -46,9 +46,11 @@
 //! [cors]
 //! allowed_origins = ["https://app.example.com"]
 //!
-//! [limits]
+//! [limits]                              # every key: README, "[limits]"
 //! max_concurrent_requests = 1024
 //! request_timeout_seconds = 10          # 1 ..= 86400
+//! max_connections = 4096
+//! max_connections_per_client = 64
 //! ```
 
 pub mod access;
@@ -84,7 +86,9 @@ pub const DEFAULT_SHUTDOWN_DELAY: u64 = 0;
 const WHERE: &str =
     "find the App ID and App Certificate in the Agora / Shengwang console, project settings";
 
-/// Per-connection limits of the listeners.
+/// Per-connection limits of the listeners, and the per-caller in-flight
+/// limits (`[limits]`). SECURITY.md ("a slow or hostile client") says what
+/// they bound together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// HTTP/1.1: time allowed to receive a request's headers (slow-client
@@ -97,15 +101,84 @@ pub struct ConnectionLimits {
     /// HTTP/2: keep-alive ping interval (idle peers that do not answer are
     /// dropped).
     pub keep_alive_interval: Option<Duration>,
+    /// Open connections of the main listener; past it new ones are closed
+    /// at once.
+    pub max_connections: usize,
+    /// Open connections of the main listener per client (an IPv4 address,
+    /// an IPv6 prefix of `client_ipv6_prefix` bits).
+    pub max_connections_per_client: usize,
+    /// Open connections of the admin listener (its own budget).
+    pub admin_max_connections: usize,
+    /// The IPv6 prefix length that identifies one client (connection caps,
+    /// in-flight limits, the anonymous rate limit).
+    pub client_ipv6_prefix: u8,
+    /// TLS handshake, from accept.
+    pub tls_handshake_timeout: Duration,
+    /// From accept (or the end of the TLS handshake) to the first request's
+    /// headers (HTTP/1.1) or the HTTP/2 preface and first HEADERS.
+    pub first_request_timeout: Duration,
+    /// A connection without a request in progress (HTTP/1.1 between
+    /// requests, HTTP/2 without open streams) is closed after this.
+    pub idle_timeout: Duration,
+    /// HTTP/2 flow-control window per stream, in bytes.
+    pub http2_stream_window: u32,
+    /// HTTP/2 flow-control window per connection, in bytes.
+    pub http2_connection_window: u32,
+    /// HTTP/2 send buffer per stream, in bytes.
+    pub http2_max_send_buf: usize,
+    /// Requests in progress per caller (and per anonymous client); 0: an
+    /// eighth of `max_concurrent_requests`.
+    pub max_in_flight_per_caller: usize,
+    /// Requests in progress from unauthenticated clients together
+    /// (anonymous GET, health, metrics, reflection on the main port); 0: a
+    /// quarter of `max_concurrent_requests`.
+    pub max_in_flight_anonymous: usize,
 }
+
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default `max_connections_per_client`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+/// Default `admin_max_connections`.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 32;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
-            max_concurrent_streams: 256,
+            max_concurrent_streams: 32,
             keep_alive_interval: Some(Duration::from_secs(60)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            admin_max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            client_ipv6_prefix: 64,
+            tls_handshake_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            http2_stream_window: 64 * 1024,
+            http2_connection_window: 256 * 1024,
+            http2_max_send_buf: 64 * 1024,
+            max_in_flight_per_caller: 0,
+            max_in_flight_anonymous: 0,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// `max_in_flight_per_caller`, resolved against the global limit.
+    pub fn in_flight_per_caller(&self, global: usize) -> usize {
+        match self.max_in_flight_per_caller {
+            0 => (global / 8).max(1),
+            n => n.min(global),
+        }
+    }
+
+    /// `max_in_flight_anonymous`, resolved against the global limit.
+    pub fn in_flight_anonymous(&self, global: usize) -> usize {
+        match self.max_in_flight_anonymous {
+            0 => (global / 4).max(1),
+            n => n.min(global),
         }
     }
 }
@@ -196,12 +269,12 @@ impl Config {
 
     /// The issuer and compiled caller policies this config describes.
     pub fn snapshot(&self) -> Result<Snapshot, ConfigError> {
-        let auth = Authenticator::new(&self.callers, self.anonymous.as_ref()).map_err(|e| {
-            ConfigError::Invalid {
+        let auth = Authenticator::new(&self.callers, self.anonymous.as_ref())
+            .map_err(|e| ConfigError::Invalid {
                 what: "callers".to_owned(),
                 problem: e,
-            }
-        })?;
+            })?
+            .with_client_ipv6_prefix(self.connection.client_ipv6_prefix);
         Ok(Snapshot {
             issuer: Issuer::new(self.apps.clone()),
             auth,
@@ -260,6 +333,7 @@ impl Config {
         };
         let limits = file.limits.unwrap_or_default();
         let defaults = ConnectionLimits::default();
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, |s| Duration::from_secs(s.max(1)));
         let connection = ConnectionLimits {
             header_read_timeout: limits
                 .header_read_timeout_seconds
@@ -267,12 +341,52 @@ impl Config {
             max_header_bytes: limits.max_header_bytes.unwrap_or(defaults.max_header_bytes),
             max_concurrent_streams: limits
                 .max_concurrent_streams
-                .unwrap_or(defaults.max_concurrent_streams),
+                .unwrap_or(defaults.max_concurrent_streams)
+                .max(1),
             keep_alive_interval: match limits.keep_alive_interval_seconds {
                 Some(0) => None,
                 Some(s) => Some(Duration::from_secs(s)),
                 None => defaults.keep_alive_interval,
             },
+            max_connections: limits
+                .max_connections
+                .unwrap_or(defaults.max_connections)
+                .max(1),
+            max_connections_per_client: limits
+                .max_connections_per_client
+                .unwrap_or(defaults.max_connections_per_client)
+                .max(1),
+            admin_max_connections: limits
+                .admin_max_connections
+                .unwrap_or(defaults.admin_max_connections)
+                .max(1),
+            client_ipv6_prefix: limits
+                .client_ipv6_prefix
+                .unwrap_or(defaults.client_ipv6_prefix)
+                .min(128),
+            tls_handshake_timeout: secs(
+                limits.tls_handshake_timeout_seconds,
+                defaults.tls_handshake_timeout,
+            ),
+            first_request_timeout: secs(
+                limits.first_request_timeout_seconds,
+                defaults.first_request_timeout,
+            ),
+            idle_timeout: secs(limits.idle_timeout_seconds, defaults.idle_timeout),
+            http2_stream_window: limits
+                .http2_stream_window_bytes
+                .unwrap_or(defaults.http2_stream_window)
+                .clamp(16 * 1024, 16 * 1024 * 1024),
+            http2_connection_window: limits
+                .http2_connection_window_bytes
+                .unwrap_or(defaults.http2_connection_window)
+                .clamp(16 * 1024, 64 * 1024 * 1024),
+            http2_max_send_buf: limits
+                .http2_max_send_buf_bytes
+                .unwrap_or(defaults.http2_max_send_buf)
+                .clamp(16 * 1024, 16 * 1024 * 1024),
+            max_in_flight_per_caller: limits.max_in_flight_per_caller.unwrap_or(0),
+            max_in_flight_anonymous: limits.max_in_flight_anonymous.unwrap_or(0),
         };
         let rel = |p: &Path| -> String {
             if p.is_relative() {

@@ -12,6 +12,7 @@
 //! Denials name the rule that refused the request and nothing of other
 //! callers' rules.
 
+pub mod bounded;
 mod compiled;
 mod config;
 mod keys;
@@ -27,7 +28,7 @@ pub use rate::*;
 
 use crate::domain::rules;
 use crate::domain::{Draft, Limits, Permit};
-use std::collections::HashMap;
+use bounded::BoundedMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -189,7 +190,8 @@ impl Authenticator {
                     rate,
                     burst: a.burst.unwrap_or(5).max(1),
                     trusted_proxies,
-                    buckets: Mutex::new(HashMap::new()),
+                    ipv6_prefix: 64,
+                    buckets: Mutex::new(BoundedMap::new(MAX_TRACKED_IPS)),
                 })
             })
             .transpose()?;
@@ -198,6 +200,16 @@ impl Authenticator {
             anonymous,
             open: Policy::unrestricted(),
         })
+    }
+
+    /// Keys anonymous clients by their first `bits` bits when they use IPv6
+    /// (default 64).
+    #[must_use]
+    pub fn with_client_ipv6_prefix(mut self, bits: u8) -> Self {
+        if let Some(a) = &mut self.anonymous {
+            a.ipv6_prefix = bits.min(128);
+        }
+        self
     }
 
     /// No callers and no anonymous policy: every request is allowed.

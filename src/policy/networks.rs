@@ -66,9 +66,45 @@ fn explain(s: &str) -> String {
     }
 }
 
+/// The key that identifies one client by its address: an IPv4 address
+/// (IPv4-mapped IPv6 addresses `::ffff:a.b.c.d` included) as itself, an
+/// IPv6 address by its first `ipv6_prefix` bits (64: one subscriber's
+/// allocation). IPv4 keys and IPv6 keys never collide.
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            // The prefix, with one bit above the IPv4 range set so that a
+            // short prefix (e.g. ::/0) is never an IPv4 key.
+            (u128::from(v6) & mask) | 1 << 32 | u128::from(bits) << 40
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_keys() {
+        let k = |s: &str, p| client_key(ip(s), p);
+        // IPv6 by its /64 (or the configured prefix).
+        assert_eq!(k("2001:db8:1:2::1", 64), k("2001:db8:1:2:ffff::9", 64));
+        assert_ne!(k("2001:db8:1:2::1", 64), k("2001:db8:1:3::1", 64));
+        assert_eq!(k("2001:db8:1:2::1", 48), k("2001:db8:1:3::1", 48));
+        assert_ne!(k("2001:db8:1:2::1", 128), k("2001:db8:1:2::2", 128));
+        assert_eq!(k("2001:db8::1", 0), k("2001:db9::1", 0));
+        // IPv4-mapped IPv6 is the IPv4 client.
+        assert_eq!(k("192.0.2.7", 64), k("::ffff:192.0.2.7", 64));
+        assert_ne!(k("192.0.2.7", 64), k("192.0.2.8", 64));
+        // No IPv6 prefix collides with an IPv4 address.
+        for p in [0, 8, 64, 96, 128] {
+            assert_ne!(k("::c000:207", p), k("192.0.2.7", 64));
+            assert_ne!(k("::", p), k("0.0.0.0", 64));
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -6,10 +6,10 @@
 //! It bounds the log and audit volume and the work a key-guessing client
 //! can cause; the keys themselves (256 bits) are not guessable. Memory is
 //! bounded: at most [`MAX_TRACKED`] clients are tracked; when the table is
-//! full, clients whose window is over are forgotten first, then the
-//! oldest half.
+//! full, the least recently failing clients are forgotten first
+//! ([`super::bounded::BoundedMap`], shared with the anonymous rate limit).
 
-use std::collections::HashMap;
+use super::bounded::BoundedMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,25 +24,27 @@ pub const MAX_TRACKED: usize = 65_536;
 /// The client key of an address: IPv4 (or IPv4-mapped IPv6) as is, IPv6
 /// by its /64 (one subscriber's allocation).
 pub fn client_key(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => u128::from(u32::from(v4)),
-            None => (u128::from(v6) >> 64) << 64 | 1 << 63 | 1,
-        },
-    }
+    super::networks::client_key(ip, 64)
 }
 
 /// Failed authentications per client.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthThrottle {
-    clients: Mutex<HashMap<u128, (u32, Instant)>>,
+    clients: Mutex<BoundedMap<u128, (u32, Instant)>>,
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl AuthThrottle {
     /// An empty throttle.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            clients: Mutex::new(BoundedMap::new(MAX_TRACKED)),
+        }
     }
 
     /// `Err(wait)` when `ip` is throttled now.
@@ -74,16 +76,7 @@ impl AuthThrottle {
     fn failed_at(&self, ip: IpAddr, now: Instant) {
         let key = client_key(ip);
         let mut map = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
-            map.retain(|_, (_, start)| now.saturating_duration_since(*start) < WINDOW);
-            if map.len() >= MAX_TRACKED {
-                let mut starts: Vec<Instant> = map.values().map(|v| v.1).collect();
-                starts.sort_unstable();
-                let median = starts[starts.len() / 2];
-                map.retain(|_, (_, start)| *start > median);
-            }
-        }
-        let entry = map.entry(key).or_insert((0, now));
+        let entry = map.get_or_insert_with(key, || (0, now));
         if now.saturating_duration_since(entry.1) >= WINDOW {
             *entry = (0, now);
         }

@@ -1,13 +1,14 @@
 //! The accept loop: TLS, HTTP/1.1 or HTTP/2 per connection, connection
 //! limits, graceful drain.
 
+use super::conn::*;
 use super::*;
 use crate::config::ConnectionLimits;
+use crate::telemetry::metrics::{ConnTimeout, Listener};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -15,18 +16,21 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt as _;
 
-/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1 or
-/// HTTP/2, detected per connection) with the connection limits, until `stop`
-/// turns true; then stops accepting, asks every connection to finish
-/// gracefully (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and
-/// waits for them. The caller bounds the wait with the grace period.
-pub(crate) async fn serve_connections(
-    listener: TcpListener,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-    limits: ConnectionLimits,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
+/// One listener's settings for [`serve_connections`].
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerConfig {
+    pub(crate) limits: ConnectionLimits,
+    /// How long a request may stay in progress, its response included,
+    /// before its connection is closed (the request timeout plus a margin
+    /// for sending the response).
+    pub(crate) stall: Duration,
+    pub(crate) limiter: Arc<ConnLimiter>,
+    pub(crate) listener: Listener,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// The hyper builder of a listener: HTTP/1.1 and HTTP/2 with the limits.
+fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -38,12 +42,76 @@ pub(crate) async fn serve_connections(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .initial_stream_window_size(limits.http2_stream_window)
+        .initial_connection_window_size(limits.http2_connection_window)
+        .max_send_buf_size(limits.http2_max_send_buf)
         .keep_alive_interval(limits.keep_alive_interval)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
-    let builder = Arc::new(builder);
+    builder
+}
+
+/// A response body that keeps its request counted on its connection (and
+/// its concurrency slot, if any) until it is sent or dropped.
+struct TrackedBody {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+    _slot: Option<SlotPermit>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Requests that legitimately stay open (a gRPC health `Watch` stream):
+/// never closed as stalled.
+fn long_lived(path: &str) -> bool {
+    path == "/grpc.health.v1.Health/Watch"
+}
+
+/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1 or
+/// HTTP/2, detected per connection) with the connection limits, until `stop`
+/// turns true; then stops accepting, asks every connection to finish
+/// gracefully (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and
+/// waits for them. The caller bounds the wait with the grace period.
+///
+/// A connection past a cap of `cfg.limiter` is closed right after accept.
+/// Each connection has a watchdog: no first request within
+/// `first_request_timeout`, or no request in progress for `idle_timeout`:
+/// closed gracefully; a request or response in progress for longer than
+/// `cfg.stall`: closed at once.
+pub(crate) async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    cfg: ListenerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let limits = cfg.limits;
+    let builder = Arc::new(builder(&limits));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
+    let mut errors = AcceptErrors::new();
+    let name = match cfg.listener {
+        Listener::Main => "main",
+        Listener::Admin => "admin",
+    };
+    let stopping = stop.clone();
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -54,11 +122,29 @@ pub(crate) async fn serve_connections(
             () = &mut stopped => break,
         };
         let (stream, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                errors.ok();
+                a
+            }
             Err(e) => {
-                // E.g. EMFILE: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // E.g. EMFILE: back off (growing delay), log rarely.
+                let wait = errors.failed(&e, name);
+                cfg.shared.metrics.connections.accept_error();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = &mut stopped => break,
+                }
+                continue;
+            }
+        };
+        // Caps first: past them the connection is closed now, before any
+        // TLS or HTTP work.
+        let permit = match cfg.limiter.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(_) => {
+                // A reset, not a FIN: no TIME_WAIT state kept for refused connections.
+                let _ = stream.set_zero_linger();
+                drop(stream);
                 continue;
             }
         };
@@ -71,42 +157,69 @@ pub(crate) async fn serve_connections(
         };
         let app = app.clone();
         let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
-        let header_timeout = limits.header_read_timeout;
+        let stop = stopping.clone();
+        let shared = Arc::clone(&cfg.shared);
+        let listener_id = cfg.listener;
+        let stall = cfg.stall;
         // Connections live in a JoinSet owned by this task: if the grace
         // period runs out and this task is aborted, they are dropped with it.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
+            let _permit = permit;
+            let activity = Activity::new();
+            let mut dog = Watchdog::new(
+                Arc::clone(&activity),
+                limits.first_request_timeout,
+                limits.idle_timeout,
+                stall,
+            );
             let service = move |names: TlsClientNames| {
                 hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let in_flight = InFlight::new(&activity, long_lived(req.uri().path()));
                     req.extensions_mut().insert(info.clone());
                     req.extensions_mut().insert(ConnectInfo(peer));
                     req.extensions_mut().insert(names.clone());
-                    app.clone().oneshot(req)
+                    let call = app.clone().oneshot(req);
+                    async move {
+                        let resp = call.await?;
+                        let (mut parts, inner) = resp.into_parts();
+                        let slot = parts.extensions.remove::<SlotPermit>();
+                        let body = TrackedBody {
+                            inner,
+                            _in_flight: in_flight,
+                            _slot: slot,
+                        };
+                        Ok::<_, std::convert::Infallible>(hyper::Response::from_parts(parts, body))
+                    }
                 })
             };
-            let result = match acceptor {
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service(TlsClientNames::default()));
-                    watcher.watch(conn.into_owned()).await
-                }
+            let (io, names) = match acceptor {
+                None => (Io::Plain(stream), TlsClientNames::default()),
                 Some(acceptor) => {
-                    // The handshake runs in the connection's task, bounded
-                    // like the headers, so slow clients do not block accepts.
-                    let tls =
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    // The handshake runs in the connection's task, bounded,
+                    // so slow clients do not block accepts.
+                    let tls = match tokio::time::timeout(
+                        limits.tls_handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            shared
+                                .metrics
+                                .connections
+                                .timed_out(listener_id, ConnTimeout::TlsHandshake);
+                            return;
+                        }
+                    };
+                    dog.restart();
                     let names = tls
                         .get_ref()
                         .1
@@ -114,11 +227,45 @@ pub(crate) async fn serve_connections(
                         .and_then(|c| c.first())
                         .map(crate::config::tls::client_names)
                         .unwrap_or_default();
-                    let conn = builder.serve_connection(
-                        TokioIo::new(tls),
-                        service(TlsClientNames(Arc::new(names))),
-                    );
-                    watcher.watch(conn.into_owned()).await
+                    (Io::Tls(Box::new(tls)), TlsClientNames(Arc::new(names)))
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), service(names));
+            tokio::pin!(conn);
+            let mut stop = stop;
+            let mut tick = tokio::time::interval(dog.tick());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.reset();
+            let mut stopping = *stop.borrow();
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+            }
+            let result = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    _ = stop.changed(), if !stopping => {
+                        if *stop.borrow() {
+                            stopping = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                    _ = tick.tick(), if !stopping => {
+                        let phase = match dog.check() {
+                            Verdict::Keep => continue,
+                            Verdict::FirstRequest => ConnTimeout::FirstRequest,
+                            Verdict::Idle => ConnTimeout::Idle,
+                            Verdict::Stalled => ConnTimeout::Stalled,
+                        };
+                        shared.metrics.connections.timed_out(listener_id, phase);
+                        tracing::debug!(%peer, ?phase, "closing the connection (timeout)");
+                        if phase == ConnTimeout::Stalled {
+                            break Ok(());
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        break tokio::time::timeout(CLOSE_GRACE, conn.as_mut())
+                            .await
+                            .unwrap_or(Ok(()));
+                    }
                 }
             };
             if let Err(e) = result {
@@ -127,5 +274,80 @@ pub(crate) async fn serve_connections(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Every connection sees `stop` and finishes gracefully.
+    while connections.join_next().await.is_some() {}
+}
+
+/// How long a connection asked to close gracefully (idle, first request)
+/// may take before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A connection's transport: TCP, or TLS over TCP.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! What every request passes through: the request context (id, one log
-//! line) and the guard of token routes (authentication, the concurrency
-//! limit, the request timeout, CORS for the GET endpoint).
+//! line) and the guard (authentication of token routes, the concurrency
+//! limits: global, per caller or client address, and for unauthenticated
+//! clients together; the request timeout on every route; CORS for the GET
+//! endpoint).
 
 use super::*;
 use crate::api::{ApiError, Code};
@@ -9,11 +11,13 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Is `path` one of the endpoints that issue or inspect tokens (and so need
 /// a caller)? Health, readiness, metrics and reflection do not.
@@ -48,8 +52,200 @@ pub(crate) fn early_refusal(grpc: bool, get: bool, e: ApiError) -> Response {
     }
 }
 
-/// Authentication of token requests, the global concurrency limit, the
-/// request timeout and CORS for the GET endpoint.
+/// Who a concurrency slot is counted against: a caller, or a client
+/// address (an IPv4 address, an IPv6 prefix) for anonymous and open-mode
+/// requests and the routes that need no credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum SlotKey {
+    Caller(Arc<str>),
+    Client(u128),
+}
+
+/// Requests in progress per [`SlotKey`] (entries at zero are removed, so
+/// the map holds at most as many entries as requests in progress).
+pub(crate) type InFlightMap = Mutex<HashMap<SlotKey, u32>>;
+
+/// The concurrency limits of the main listener.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    /// Every request in progress (`max_concurrent_requests`).
+    pub(crate) global: Arc<Semaphore>,
+    /// Requests of unauthenticated clients together (`max_in_flight_anonymous`).
+    pub(crate) anonymous: Arc<Semaphore>,
+    /// Requests per caller or client (`max_in_flight_per_caller`).
+    pub(crate) per_key: usize,
+    pub(crate) by_key: Arc<InFlightMap>,
+    /// The IPv6 prefix that identifies a client.
+    pub(crate) ipv6_prefix: u8,
+}
+
+#[derive(Debug)]
+struct Slot {
+    _global: Option<OwnedSemaphorePermit>,
+    _pool: Option<OwnedSemaphorePermit>,
+    key: Option<(Arc<InFlightMap>, SlotKey)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((map, key)) = self.key.take() {
+            let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = m.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// A request's place under the concurrency limits. The guard attaches it
+/// to the response; the connection keeps it until the response body is
+/// sent or dropped, so a client that does not read its responses holds
+/// its own slots, not memory of the server's beyond them.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotPermit(#[allow(dead_code)] Arc<Slot>);
+
+impl Slots {
+    pub(crate) fn new(global: usize, limits: &crate::config::ConnectionLimits) -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(global)),
+            anonymous: Arc::new(Semaphore::new(limits.in_flight_anonymous(global))),
+            per_key: limits.in_flight_per_caller(global),
+            by_key: Arc::default(),
+            ipv6_prefix: limits.client_ipv6_prefix,
+        }
+    }
+
+    /// A slot for `key` (also from the unauthenticated pool when
+    /// `anonymous`), or why not.
+    fn acquire(&self, key: SlotKey, anonymous: bool) -> Result<SlotPermit, &'static str> {
+        let mut slot = Slot {
+            _global: None,
+            _pool: None,
+            key: None,
+        };
+        {
+            let mut m = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+            let n = m.entry(key.clone()).or_insert(0);
+            if *n as usize >= self.per_key {
+                if *n == 0 {
+                    m.remove(&key);
+                }
+                return Err(if anonymous {
+                    "too many requests in progress from this address; retry shortly"
+                } else {
+                    "too many requests in progress for this caller; retry shortly"
+                });
+            }
+            *n += 1;
+        }
+        slot.key = Some((Arc::clone(&self.by_key), key));
+        if anonymous {
+            slot._pool = Some(
+                Arc::clone(&self.anonymous)
+                    .try_acquire_owned()
+                    .map_err(|_| "too many unauthenticated requests in progress; retry shortly")?,
+            );
+        }
+        slot._global = Some(
+            Arc::clone(&self.global)
+                .try_acquire_owned()
+                .map_err(|_| "the server is at its concurrency limit; retry shortly")?,
+        );
+        Ok(SlotPermit(Arc::new(slot)))
+    }
+}
+
+/// The client address of `req` (the peer, or `X-Forwarded-For` from a
+/// trusted proxy).
+fn client_ip(g: &Guard, req: &Request) -> std::net::IpAddr {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    g.shared.current().auth.client_ip(peer, xff)
+}
+
+/// The request timeout's refusal.
+fn timed_out(grpc: bool, get: bool) -> Response {
+    early_refusal(
+        grpc,
+        get,
+        ApiError::new(
+            Code::DeadlineExceeded,
+            "the request took longer than the server's timeout",
+        ),
+    )
+}
+
+/// Routes that need no credentials (health, readiness, metrics,
+/// reflection, the JSON health check, 404s): a slot counted against the
+/// client's address and the unauthenticated pool, and the request timeout
+/// (reading the body included).
+async fn unauthenticated_route(g: &Guard, req: Request, next: Next) -> Response {
+    let grpc = is_grpc(&req);
+    let key = SlotKey::Client(crate::policy::client_key(
+        client_ip(g, &req),
+        g.slots.ipv6_prefix,
+    ));
+    let permit = match g.slots.acquire(key, true) {
+        Ok(p) => p,
+        Err(why) => {
+            return early_refusal(grpc, false, ApiError::busy(why, Duration::from_secs(1)));
+        }
+    };
+    let mut resp = match lazy_timeout(g.timeout, next.run(req)).await {
+        Some(r) => r,
+        None => timed_out(grpc, false),
+    };
+    resp.extensions_mut().insert(permit);
+    resp
+}
+
+/// The admin listener's limits: its own slots and the request timeout.
+#[derive(Debug)]
+pub(crate) struct AdminGuard {
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) timeout: Duration,
+}
+
+/// Requests in progress on the admin listener at once.
+pub(crate) const ADMIN_MAX_IN_FLIGHT: usize = 64;
+
+/// The admin listener's guard: a slot of its own budget and the request
+/// timeout.
+pub(super) async fn admin_guard(
+    axum::extract::State(g): axum::extract::State<Arc<AdminGuard>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(permit) = Arc::clone(&g.slots).try_acquire_owned() else {
+        return crate::transport::http::text(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "busy: too many admin requests in progress\n",
+        );
+    };
+    let mut resp = match lazy_timeout(g.timeout, next.run(req)).await {
+        Some(r) => r,
+        None => timed_out(false, false),
+    };
+    resp.extensions_mut().insert(SlotPermit(Arc::new(Slot {
+        _global: Some(permit),
+        _pool: None,
+        key: None,
+    })));
+    resp
+}
+
+/// Authentication of token requests, the concurrency limits (global, per
+/// caller or client, unauthenticated clients together), the request
+/// timeout on every route and CORS for the GET endpoint.
 pub(super) async fn guard(
     axum::extract::State(g): axum::extract::State<Arc<Guard>>,
     mut req: Request,
@@ -57,7 +253,7 @@ pub(super) async fn guard(
 ) -> Response {
     let path = req.uri().path();
     if !is_token_path(path) {
-        return next.run(req).await;
+        return unauthenticated_route(&g, req, next).await;
     }
     let grpc = is_grpc(&req);
     let get = path == GET_PATH;
@@ -117,12 +313,9 @@ pub(super) async fn guard(
             }
             r
         }
-        Ok(label) => match Arc::clone(&g.in_flight).try_acquire_owned() {
-            Err(_) => {
-                let e = ApiError::busy(
-                    "the server is at its concurrency limit; retry shortly",
-                    Duration::from_secs(1),
-                );
+        Ok((label, key, anonymous)) => match g.slots.acquire(key, anonymous) {
+            Err(why) => {
+                let e = ApiError::busy(why, Duration::from_secs(1));
                 let caller = label.as_deref().unwrap_or("open");
                 refused_early(&g, &req, grpc, get, start, caller, &e, None);
                 early_refusal(grpc, get, e)
@@ -135,18 +328,11 @@ pub(super) async fn guard(
                         None => next.run(req).await,
                     }
                 };
-                let resp = match lazy_timeout(g.timeout, run).await {
+                let mut resp = match lazy_timeout(g.timeout, run).await {
                     Some(r) => r,
-                    None => early_refusal(
-                        grpc,
-                        get,
-                        ApiError::new(
-                            Code::DeadlineExceeded,
-                            "the request took longer than the server's timeout",
-                        ),
-                    ),
+                    None => timed_out(grpc, get),
                 };
-                drop(permit);
+                resp.extensions_mut().insert(permit);
                 resp
             }
         },
@@ -164,11 +350,16 @@ pub(super) async fn guard(
 
 /// Identifies the caller of a token request and attaches the result
 /// ([`Authn`], with the snapshot it was checked against) to the request;
-/// `Ok` carries the caller's metrics label. A request whose credentials
-/// fail is refused here (401), and so is every request with credentials
-/// from a client that failed too often recently (429, see
+/// `Ok` carries the caller's metrics label, the key its concurrency slots
+/// count against and whether it is unauthenticated (anonymous). A request
+/// whose credentials fail is refused here (401), and so is every request
+/// with credentials from a client that failed too often recently (429, see
 /// [`crate::policy::throttle`]).
-fn authenticate(g: &Guard, req: &mut Request, get: bool) -> Result<Option<Arc<str>>, ApiError> {
+fn authenticate(
+    g: &Guard,
+    req: &mut Request,
+    get: bool,
+) -> Result<(Option<Arc<str>>, SlotKey, bool), ApiError> {
     let snap = g.shared.current();
     let peer = req
         .extensions()
@@ -203,9 +394,15 @@ fn authenticate(g: &Guard, req: &mut Request, get: bool) -> Result<Option<Arc<st
         }
     };
     let label = identity.label();
+    let client = || SlotKey::Client(crate::policy::client_key(ip, g.slots.ipv6_prefix));
+    let (slot_key, anonymous) = match &identity {
+        crate::policy::Identity::Caller(c) => (SlotKey::Caller(Arc::clone(&c.name)), false),
+        crate::policy::Identity::Anonymous(_) => (client(), true),
+        crate::policy::Identity::Open => (client(), false),
+    };
     let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
     req.extensions_mut().insert(authn);
-    Ok(label)
+    Ok((label, slot_key, anonymous))
 }
 
 /// Marks the response of a refusal whose log lines were suppressed by its

@@ -18,6 +18,7 @@
 //! when a watched file changes (polled).
 
 mod accept;
+mod conn;
 mod layers;
 pub mod reload;
 mod shutdown;
@@ -62,17 +63,18 @@ pub struct Server {
     shutdown_grace: Duration,
     max_request_bytes: usize,
     connection: ConnectionLimits,
+    request_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     guard: Arc<Guard>,
 }
 
 /// What every request passes through before routing: authentication of
-/// token requests, the global concurrency limit, the request timeout and
-/// CORS for the GET endpoint.
+/// token requests, the concurrency limits, the request timeout and CORS
+/// for the GET endpoint.
 #[derive(Debug)]
 struct Guard {
     shared: Arc<Shared>,
-    in_flight: Arc<tokio::sync::Semaphore>,
+    slots: Slots,
     timeout: Duration,
     cors_origins: Vec<String>,
 }
@@ -167,7 +169,7 @@ impl Server {
         let shared = Arc::new(Shared::with_metrics(snapshot, metrics));
         let guard = Arc::new(Guard {
             shared: Arc::clone(&shared),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+            slots: Slots::new(config.max_concurrent_requests, &config.connection),
             timeout: config.request_timeout,
             cors_origins: config.cors_origins.clone(),
         });
@@ -179,6 +181,7 @@ impl Server {
             shutdown_grace: config.shutdown_grace,
             max_request_bytes: config.max_request_bytes,
             connection: config.connection,
+            request_timeout: config.request_timeout,
             tls,
             guard,
         })
@@ -295,23 +298,83 @@ impl Server {
         if self.tls.is_some() {
             tracing::info!("TLS on the main port");
         }
+        // Connections cost file descriptors: keep the caps under the
+        // process's limit, so that the admin listener, the audit file and
+        // reloads always have some.
+        let admin_max = if self.admin.is_some() {
+            conn.admin_max_connections
+        } else {
+            0
+        };
+        let mut max_connections = conn.max_connections;
+        if let Some(fds) = conn::fd_limit() {
+            let room = fds.saturating_sub(conn::RESERVED_FDS + admin_max).max(1);
+            if room < max_connections {
+                tracing::warn!(
+                    max_connections,
+                    open_files_limit = fds,
+                    effective = room,
+                    "max_connections is above what the open-files limit allows; using the lower value (raise `ulimit -n`)"
+                );
+                max_connections = room;
+            }
+        }
+        // A request may take the request timeout; its response gets as
+        // long again to be sent before the connection is closed.
+        let stall = self.request_timeout.saturating_mul(2);
+        let main_cfg = ListenerConfig {
+            limits: conn,
+            stall,
+            limiter: conn::ConnLimiter::new(
+                crate::telemetry::metrics::Listener::Main,
+                max_connections,
+                conn.max_connections_per_client,
+                conn.client_ipv6_prefix,
+                Arc::clone(&self.shared),
+            ),
+            listener: crate::telemetry::metrics::Listener::Main,
+            shared: Arc::clone(&self.shared),
+        };
         let mut main_task = tokio::spawn(serve_connections(
             self.listener,
             app,
             stop_rx.clone(),
-            conn,
+            main_cfg,
             self.tls.clone(),
         ));
         let mut admin_task = match self.admin {
             Some(listener) => {
-                let admin_app =
-                    http::admin_router(http_state).layer(middleware::from_fn(request_context));
+                let admin_guard = Arc::new(AdminGuard {
+                    slots: Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_IN_FLIGHT)),
+                    timeout: self.request_timeout,
+                });
+                let admin_app = http::admin_router(http_state)
+                    .layer(middleware::from_fn_with_state(
+                        admin_guard,
+                        layers::admin_guard,
+                    ))
+                    .layer(middleware::from_fn(request_context));
                 tracing::info!(addr = %listener.local_addr()?, "admin listener: /healthz /readyz /metrics");
+                let admin_cfg = ListenerConfig {
+                    limits: conn,
+                    stall,
+                    // Its own budget; no per-client cap (probes come from
+                    // few addresses).
+                    limiter: conn::ConnLimiter::new(
+                        crate::telemetry::metrics::Listener::Admin,
+                        admin_max,
+                        admin_max,
+                        conn.client_ipv6_prefix,
+                        Arc::clone(&self.shared),
+                    ),
+                    listener: crate::telemetry::metrics::Listener::Admin,
+                    shared: Arc::clone(&self.shared),
+                };
                 Some(tokio::spawn(serve_connections(
                     listener,
                     admin_app,
                     stop_rx.clone(),
-                    conn,
+                    admin_cfg,
                     None,
                 )))
             }

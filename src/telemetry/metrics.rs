@@ -33,6 +33,13 @@
 //! - `log_refusals_suppressed_total`: `request refused` lines of
 //!   unauthenticated requests not logged (over their rate limit, see
 //!   [`crate::telemetry::logging::UNAUTHENTICATED_REFUSALS`]).
+//! - `connections_open{listener="main|admin"}`: open connections (gauge);
+//!   `connections_rejected_total{listener,reason}`: connections closed at
+//!   accept by a cap (`max_connections`, `max_connections_per_client`);
+//!   `connections_timed_out_total{listener,phase}`: connections closed by
+//!   a timeout (`tls_handshake`, `first_request`, `idle`, `stalled`: a
+//!   response not sent within the request timeout); `accept_errors_total`
+//!   (e.g. EMFILE).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -240,6 +247,144 @@ pub struct Metrics {
     reloads: [AtomicU64; 2],
     last_reload_ok: AtomicBool,
     last_success_unix: AtomicU64,
+    /// Connection counters (recorded even with metrics disabled: cheap).
+    pub connections: ConnectionMetrics,
+}
+
+/// A listener, for the connection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The main listener (gRPC and HTTP).
+    Main = 0,
+    /// The admin listener (health, readiness, metrics).
+    Admin = 1,
+}
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// The listener's `max_connections` (or `admin_max_connections`).
+    MaxConnections = 0,
+    /// `max_connections_per_client`.
+    MaxConnectionsPerClient = 1,
+}
+
+/// Which timeout closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnTimeout {
+    /// The TLS handshake.
+    TlsHandshake = 0,
+    /// The first request's headers (or HTTP/2 preface and first HEADERS).
+    FirstRequest = 1,
+    /// No request in progress for the idle timeout.
+    Idle = 2,
+    /// A request (or its response) still in progress well after the
+    /// request timeout.
+    Stalled = 3,
+}
+
+/// Connection counters.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    open: [AtomicU64; 2],
+    rejected: [[AtomicU64; 2]; 2],
+    timed_out: [[AtomicU64; 4]; 2],
+    accept_errors: AtomicU64,
+}
+
+impl ConnectionMetrics {
+    /// A connection was accepted and admitted.
+    pub fn opened(&self, l: Listener) {
+        self.open[l as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An admitted connection ended.
+    pub fn closed(&self, l: Listener) {
+        self.open[l as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Open connections now.
+    pub fn open(&self, l: Listener) -> u64 {
+        self.open[l as usize].load(Ordering::Relaxed)
+    }
+
+    /// A connection was closed at accept.
+    pub fn rejected(&self, l: Listener, r: Rejected) {
+        self.rejected[l as usize][r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed at accept so far.
+    pub fn rejected_total(&self, l: Listener, r: Rejected) -> u64 {
+        self.rejected[l as usize][r as usize].load(Ordering::Relaxed)
+    }
+
+    /// A connection was closed by a timeout.
+    pub fn timed_out(&self, l: Listener, t: ConnTimeout) {
+        self.timed_out[l as usize][t as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed by a timeout so far.
+    pub fn timed_out_total(&self, l: Listener, t: ConnTimeout) -> u64 {
+        self.timed_out[l as usize][t as usize].load(Ordering::Relaxed)
+    }
+
+    /// `accept` failed (e.g. EMFILE).
+    pub fn accept_error(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        const LISTENERS: [&str; 2] = ["main", "admin"];
+        const REASONS: [&str; 2] = ["max_connections", "max_connections_per_client"];
+        const PHASES: [&str; 4] = ["tls_handshake", "first_request", "idle", "stalled"];
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_connections_open Open connections per listener.\n\
+             # TYPE token_authority_connections_open gauge"
+        );
+        for (i, l) in LISTENERS.iter().enumerate() {
+            let v = self.open[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "token_authority_connections_open{{listener=\"{l}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_connections_rejected_total Connections closed at accept by a connection cap.\n\
+             # TYPE token_authority_connections_rejected_total counter"
+        );
+        for (i, l) in LISTENERS.iter().enumerate() {
+            for (j, r) in REASONS.iter().enumerate() {
+                let v = self.rejected[i][j].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "token_authority_connections_rejected_total{{listener=\"{l}\",reason=\"{r}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_connections_timed_out_total Connections closed by a timeout, by phase.\n\
+             # TYPE token_authority_connections_timed_out_total counter"
+        );
+        for (i, l) in LISTENERS.iter().enumerate() {
+            for (j, p) in PHASES.iter().enumerate() {
+                let v = self.timed_out[i][j].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "token_authority_connections_timed_out_total{{listener=\"{l}\",phase=\"{p}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_accept_errors_total Failed accepts (e.g. out of file descriptors).\n\
+             # TYPE token_authority_accept_errors_total counter\n\
+             token_authority_accept_errors_total {}",
+            self.accept_errors.load(Ordering::Relaxed)
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -277,6 +422,7 @@ impl Metrics {
             reloads: Default::default(),
             last_reload_ok: AtomicBool::new(true),
             last_success_unix: AtomicU64::new(unix_now()),
+            connections: ConnectionMetrics::default(),
         }
     }
 
@@ -315,6 +461,7 @@ impl Metrics {
             reloads: Default::default(),
             last_reload_ok: AtomicBool::new(true),
             last_success_unix: AtomicU64::new(unix_now()),
+            connections: ConnectionMetrics::default(),
         }
     }
 
@@ -449,6 +596,7 @@ impl Metrics {
             "token_authority_config_last_reload_success_timestamp_seconds {}",
             self.last_success_unix.load(Ordering::Relaxed)
         );
+        self.connections.render(&mut out);
 
         let _ = writeln!(
             out,

@@ -11,6 +11,7 @@
 //! - `grpc`: every RPC over gRPC, tokens decoded and verified.
 //! - `json`: every RPC over JSON (proto3 mapping, both field spellings).
 //! - `http_get`: the compatible `GET /api/agora/token`.
+//! - `limits`: connection caps, timeouts of every phase, in-flight per caller.
 //! - `ops`: reflection v1/v1alpha, health, /healthz, /readyz, /metrics,
 //!   the admin port, plain 404s, shutdown.
 //! - `bad_input`: the bad-input matrix over both transports.
@@ -35,6 +36,7 @@ mod grpc;
 mod http_get;
 mod json;
 mod lifecycle;
+mod limits;
 mod ops;
 mod security;
 mod stalled_stdout;
