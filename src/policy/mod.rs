@@ -99,6 +99,9 @@ pub struct Caller {
     revoked: bool,
     /// Policy.
     pub policy: Policy,
+    /// Requests of this caller in progress (the server's per-caller
+    /// concurrency limit counts here).
+    pub in_flight: std::sync::atomic::AtomicU32,
 }
 
 /// Who is asking.
@@ -152,6 +155,7 @@ impl Authenticator {
                 tls_names: c.tls_client_names.clone(),
                 revoked: c.revoked,
                 policy,
+                in_flight: std::sync::atomic::AtomicU32::new(0),
             }));
         }
         let anonymous = anonymous

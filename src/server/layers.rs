@@ -11,11 +11,10 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -52,18 +51,57 @@ pub(crate) fn early_refusal(grpc: bool, get: bool, e: ApiError) -> Response {
     }
 }
 
-/// Who a concurrency slot is counted against: a caller, or a client
-/// address (an IPv4 address, an IPv6 prefix) for anonymous and open-mode
-/// requests and the routes that need no credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Who a concurrency slot is counted against: a caller (its own counter),
+/// or a client address (an IPv4 address, an IPv6 prefix) for anonymous and
+/// open-mode requests and the routes that need no credentials.
+#[derive(Debug, Clone)]
 pub(crate) enum SlotKey {
-    Caller(Arc<str>),
+    Caller(Arc<crate::policy::Caller>),
     Client(u128),
 }
 
-/// Requests in progress per [`SlotKey`] (entries at zero are removed, so
-/// the map holds at most as many entries as requests in progress).
-pub(crate) type InFlightMap = Mutex<HashMap<SlotKey, u32>>;
+/// Requests in progress per client address: a fixed table of atomic
+/// counters indexed by a keyed hash of the address (no lock, no
+/// allocation per request). Two addresses may share a counter, and then a
+/// limit; the hash key is random per process, so a client cannot aim at
+/// another's counter, and the unauthenticated pool bounds them all.
+#[derive(Debug)]
+pub(crate) struct ClientCounters {
+    seed: u64,
+    counters: Box<[AtomicU32]>,
+}
+
+/// Counters of [`ClientCounters`] (a power of two).
+const CLIENT_COUNTERS: usize = 4096;
+
+impl ClientCounters {
+    fn new() -> Self {
+        let mut seed = [0u8; 8];
+        // Without the OS's randomness the table still works (fixed key).
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            seed: u64::from_le_bytes(seed) | 1,
+            counters: (0..CLIENT_COUNTERS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn counter(&self, key: u128) -> &AtomicU32 {
+        let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(29) ^ self.seed;
+        let x = (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The index is masked into the table.
+        &self.counters[(x >> 40) as usize & (CLIENT_COUNTERS - 1)]
+    }
+}
+
+/// Takes one of `limit` places on `counter`, or none.
+fn take(counter: &AtomicU32, limit: usize) -> bool {
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
 
 /// The concurrency limits of the main listener.
 #[derive(Debug)]
@@ -74,28 +112,35 @@ pub(crate) struct Slots {
     pub(crate) anonymous: Arc<Semaphore>,
     /// Requests per caller or client (`max_in_flight_per_caller`).
     pub(crate) per_key: usize,
-    pub(crate) by_key: Arc<InFlightMap>,
+    clients: Arc<ClientCounters>,
     /// The IPv6 prefix that identifies a client.
     pub(crate) ipv6_prefix: u8,
+}
+
+/// The per-key place a slot holds.
+#[derive(Debug)]
+enum Place {
+    Caller(Arc<crate::policy::Caller>),
+    Client(Arc<ClientCounters>, u128),
 }
 
 #[derive(Debug)]
 struct Slot {
     _global: Option<OwnedSemaphorePermit>,
     _pool: Option<OwnedSemaphorePermit>,
-    key: Option<(Arc<InFlightMap>, SlotKey)>,
+    place: Option<Place>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some((map, key)) = self.key.take() {
-            let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = m.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&key);
-                }
+        match self.place.take() {
+            Some(Place::Caller(c)) => {
+                c.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
+            Some(Place::Client(t, key)) => {
+                t.counter(key).fetch_sub(1, Ordering::AcqRel);
+            }
+            None => {}
         }
     }
 }
@@ -113,7 +158,7 @@ impl Slots {
             global: Arc::new(Semaphore::new(global)),
             anonymous: Arc::new(Semaphore::new(limits.in_flight_anonymous(global))),
             per_key: limits.in_flight_per_caller(global),
-            by_key: Arc::default(),
+            clients: Arc::new(ClientCounters::new()),
             ipv6_prefix: limits.client_ipv6_prefix,
         }
     }
@@ -121,27 +166,25 @@ impl Slots {
     /// A slot for `key` (also from the unauthenticated pool when
     /// `anonymous`), or why not.
     fn acquire(&self, key: SlotKey, anonymous: bool) -> Result<SlotPermit, &'static str> {
+        let place = match key {
+            SlotKey::Caller(c) => {
+                if !take(&c.in_flight, self.per_key) {
+                    return Err("too many requests in progress for this caller; retry shortly");
+                }
+                Place::Caller(c)
+            }
+            SlotKey::Client(k) => {
+                if !take(self.clients.counter(k), self.per_key) {
+                    return Err("too many requests in progress from this address; retry shortly");
+                }
+                Place::Client(Arc::clone(&self.clients), k)
+            }
+        };
         let mut slot = Slot {
             _global: None,
             _pool: None,
-            key: None,
+            place: Some(place),
         };
-        {
-            let mut m = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
-            let n = m.entry(key.clone()).or_insert(0);
-            if *n as usize >= self.per_key {
-                if *n == 0 {
-                    m.remove(&key);
-                }
-                return Err(if anonymous {
-                    "too many requests in progress from this address; retry shortly"
-                } else {
-                    "too many requests in progress for this caller; retry shortly"
-                });
-            }
-            *n += 1;
-        }
-        slot.key = Some((Arc::clone(&self.by_key), key));
         if anonymous {
             slot._pool = Some(
                 Arc::clone(&self.anonymous)
@@ -238,7 +281,7 @@ pub(super) async fn admin_guard(
     resp.extensions_mut().insert(SlotPermit(Arc::new(Slot {
         _global: Some(permit),
         _pool: None,
-        key: None,
+        place: None,
     })));
     resp
 }
@@ -396,7 +439,7 @@ fn authenticate(
     let label = identity.label();
     let client = || SlotKey::Client(crate::policy::client_key(ip, g.slots.ipv6_prefix));
     let (slot_key, anonymous) = match &identity {
-        crate::policy::Identity::Caller(c) => (SlotKey::Caller(Arc::clone(&c.name)), false),
+        crate::policy::Identity::Caller(c) => (SlotKey::Caller(Arc::clone(c)), false),
         crate::policy::Identity::Anonymous(_) => (client(), true),
         crate::policy::Identity::Open => (client(), false),
     };
