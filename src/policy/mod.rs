@@ -283,6 +283,16 @@ impl Authenticator {
     /// peer is a trusted proxy, the right-most `X-Forwarded-For` address that
     /// is not a trusted proxy.
     pub fn client_ip(&self, peer: IpAddr, x_forwarded_for: Option<&str>) -> IpAddr {
+        self.client_ip_with(peer, || x_forwarded_for)
+    }
+
+    /// [`Self::client_ip`], reading `X-Forwarded-For` only when the peer is
+    /// a trusted proxy (most requests do not need the header lookup).
+    pub fn client_ip_with<'h>(
+        &self,
+        peer: IpAddr,
+        x_forwarded_for: impl FnOnce() -> Option<&'h str>,
+    ) -> IpAddr {
         let Some(anon) = &self.anonymous else {
             return peer;
         };
@@ -291,7 +301,7 @@ impl Authenticator {
             return peer;
         }
         let mut ip = peer;
-        if let Some(xff) = x_forwarded_for {
+        if let Some(xff) = x_forwarded_for() {
             for part in xff.rsplit(',') {
                 match part.trim().parse::<IpAddr>() {
                     Ok(addr) => {

@@ -232,42 +232,37 @@ pub(crate) async fn serve_connections(
             };
             let conn = builder.serve_connection(TokioIo::new(io), service(names));
             tokio::pin!(conn);
-            let mut stop = stop;
-            let mut tick = tokio::time::interval(dog.tick());
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.reset();
-            let mut stopping = *stop.borrow();
-            if stopping {
-                conn.as_mut().graceful_shutdown();
-            }
+            // The watchdog and the stop signal run in a task of their own
+            // and tell the connection what to do through a channel: the
+            // connection's task, polled on every read and write, only
+            // checks that channel (cheap) besides serving.
+            let (close_tx, mut close_rx) = tokio::sync::mpsc::channel::<Close>(2);
+            let control = tokio::spawn(control(dog, stop, close_tx));
             let result = loop {
                 tokio::select! {
+                    biased;
                     r = conn.as_mut() => break r,
-                    _ = stop.changed(), if !stopping => {
-                        if *stop.borrow() {
-                            stopping = true;
+                    c = close_rx.recv() => match c {
+                        Some(Close::Graceful(phase)) => {
+                            if let Some(phase) = phase {
+                                shared.metrics.connections.timed_out(listener_id, phase);
+                                tracing::debug!(%peer, ?phase, "closing the connection (timeout)");
+                            }
                             conn.as_mut().graceful_shutdown();
                         }
-                    }
-                    _ = tick.tick(), if !stopping => {
-                        let phase = match dog.check() {
-                            Verdict::Keep => continue,
-                            Verdict::FirstRequest => ConnTimeout::FirstRequest,
-                            Verdict::Idle => ConnTimeout::Idle,
-                            Verdict::Stalled => ConnTimeout::Stalled,
-                        };
-                        shared.metrics.connections.timed_out(listener_id, phase);
-                        tracing::debug!(%peer, ?phase, "closing the connection (timeout)");
-                        if phase == ConnTimeout::Stalled {
+                        Some(Close::Now(phase)) => {
+                            if let Some(phase) = phase {
+                                shared.metrics.connections.timed_out(listener_id, phase);
+                                tracing::debug!(%peer, ?phase, "closing the connection (timeout)");
+                            }
                             break Ok(());
                         }
-                        conn.as_mut().graceful_shutdown();
-                        break tokio::time::timeout(CLOSE_GRACE, conn.as_mut())
-                            .await
-                            .unwrap_or(Ok(()));
-                    }
+                        // The control task is gone: serve to the end.
+                        None => break conn.as_mut().await,
+                    },
                 }
             };
+            control.abort();
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection closed with an error");
             }
@@ -281,6 +276,59 @@ pub(crate) async fn serve_connections(
 /// How long a connection asked to close gracefully (idle, first request)
 /// may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What the control task of a connection asks of it.
+#[derive(Debug)]
+enum Close {
+    /// Finish what is in progress and close (GOAWAY / `Connection: close`);
+    /// the timeout that asked, if any.
+    Graceful(Option<ConnTimeout>),
+    /// Close at once.
+    Now(Option<ConnTimeout>),
+}
+
+/// A connection's control: its watchdog (first request, idle, stalled)
+/// and the server's stop signal, off the connection's own task.
+async fn control(
+    mut dog: Watchdog,
+    mut stop: watch::Receiver<bool>,
+    close: tokio::sync::mpsc::Sender<Close>,
+) {
+    if *stop.borrow() {
+        let _ = close.send(Close::Graceful(None)).await;
+        return;
+    }
+    let mut tick = tokio::time::interval(dog.tick());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        tokio::select! {
+            r = stop.changed() => {
+                if r.is_err() || *stop.borrow() {
+                    // Shutdown: finish gracefully (the server bounds the wait).
+                    let _ = close.send(Close::Graceful(None)).await;
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                let phase = match dog.check() {
+                    Verdict::Keep => continue,
+                    Verdict::FirstRequest => ConnTimeout::FirstRequest,
+                    Verdict::Idle => ConnTimeout::Idle,
+                    Verdict::Stalled => ConnTimeout::Stalled,
+                };
+                if phase == ConnTimeout::Stalled {
+                    let _ = close.send(Close::Now(Some(phase))).await;
+                    return;
+                }
+                let _ = close.send(Close::Graceful(Some(phase))).await;
+                tokio::time::sleep(CLOSE_GRACE).await;
+                let _ = close.send(Close::Now(None)).await;
+                return;
+            }
+        }
+    }
+}
 
 /// A connection's transport: TCP, or TLS over TCP.
 enum Io {

@@ -208,11 +208,12 @@ fn client_ip(g: &Guard, req: &Request) -> std::net::IpAddr {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let xff = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    g.shared.current().auth.client_ip(peer, xff)
+    let xff = || {
+        req.headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+    };
+    g.shared.current().auth.client_ip_with(peer, xff)
 }
 
 /// The request timeout's refusal.
@@ -408,11 +409,9 @@ fn authenticate(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let xff = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let ip = snap.auth.client_ip(peer, xff);
+    let headers = req.headers();
+    let xff = || headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = snap.auth.client_ip_with(peer, xff);
     let names = req
         .extensions()
         .get::<TlsClientNames>()
