@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Is `path` one of the endpoints that issue or inspect tokens (and so need
 /// a caller)? Health, readiness, metrics and reflection do not.
@@ -93,6 +92,43 @@ impl ClientCounters {
     }
 }
 
+/// A count of places with a limit, taken and given back without a lock
+/// (a semaphore that never waits: a request that finds no place is
+/// refused, so no waiter list is needed).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    taken: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+/// A place of a [`Gate`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct GatePass(Arc<Gate>);
+
+impl Gate {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            taken: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// A place, or `None` when all are taken.
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<GatePass> {
+        if self.taken.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.taken.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(GatePass(Arc::clone(self)))
+    }
+}
+
+impl Drop for GatePass {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Takes one of `limit` places on `counter`, or none.
 fn take(counter: &AtomicU32, limit: usize) -> bool {
     let limit = u32::try_from(limit).unwrap_or(u32::MAX);
@@ -107,9 +143,9 @@ fn take(counter: &AtomicU32, limit: usize) -> bool {
 #[derive(Debug)]
 pub(crate) struct Slots {
     /// Every request in progress (`max_concurrent_requests`).
-    pub(crate) global: Arc<Semaphore>,
+    pub(crate) global: Arc<Gate>,
     /// Requests of unauthenticated clients together (`max_in_flight_anonymous`).
-    pub(crate) anonymous: Arc<Semaphore>,
+    pub(crate) anonymous: Arc<Gate>,
     /// Requests per caller or client (`max_in_flight_per_caller`).
     pub(crate) per_key: usize,
     clients: Arc<ClientCounters>,
@@ -126,8 +162,8 @@ enum Place {
 
 #[derive(Debug)]
 struct Slot {
-    _global: Option<OwnedSemaphorePermit>,
-    _pool: Option<OwnedSemaphorePermit>,
+    _global: Option<GatePass>,
+    _pool: Option<GatePass>,
     place: Option<Place>,
 }
 
@@ -155,8 +191,8 @@ pub(crate) struct SlotPermit(#[allow(dead_code)] Arc<Slot>);
 impl Slots {
     pub(crate) fn new(global: usize, limits: &crate::config::ConnectionLimits) -> Self {
         Self {
-            global: Arc::new(Semaphore::new(global)),
-            anonymous: Arc::new(Semaphore::new(limits.in_flight_anonymous(global))),
+            global: Gate::new(global),
+            anonymous: Gate::new(limits.in_flight_anonymous(global)),
             per_key: limits.in_flight_per_caller(global),
             clients: Arc::new(ClientCounters::new()),
             ipv6_prefix: limits.client_ipv6_prefix,
@@ -187,15 +223,15 @@ impl Slots {
         };
         if anonymous {
             slot._pool = Some(
-                Arc::clone(&self.anonymous)
-                    .try_acquire_owned()
-                    .map_err(|_| "too many unauthenticated requests in progress; retry shortly")?,
+                self.anonymous
+                    .try_take()
+                    .ok_or("too many unauthenticated requests in progress; retry shortly")?,
             );
         }
         slot._global = Some(
-            Arc::clone(&self.global)
-                .try_acquire_owned()
-                .map_err(|_| "the server is at its concurrency limit; retry shortly")?,
+            self.global
+                .try_take()
+                .ok_or("the server is at its concurrency limit; retry shortly")?,
         );
         Ok(SlotPermit(Arc::new(slot)))
     }
@@ -255,7 +291,7 @@ async fn unauthenticated_route(g: &Guard, req: Request, next: Next) -> Response 
 /// The admin listener's limits: its own slots and the request timeout.
 #[derive(Debug)]
 pub(crate) struct AdminGuard {
-    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) slots: Arc<Gate>,
     pub(crate) timeout: Duration,
 }
 
@@ -269,7 +305,7 @@ pub(super) async fn admin_guard(
     req: Request,
     next: Next,
 ) -> Response {
-    let Ok(permit) = Arc::clone(&g.slots).try_acquire_owned() else {
+    let Some(permit) = g.slots.try_take() else {
         return crate::transport::http::text(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "busy: too many admin requests in progress\n",

@@ -345,7 +345,7 @@ impl Server {
         let mut admin_task = match self.admin {
             Some(listener) => {
                 let admin_guard = Arc::new(AdminGuard {
-                    slots: Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_IN_FLIGHT)),
+                    slots: layers::Gate::new(ADMIN_MAX_IN_FLIGHT),
                     timeout: self.request_timeout,
                 });
                 let admin_app = http::admin_router(http_state)
