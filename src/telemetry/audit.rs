@@ -156,6 +156,12 @@ pub fn issued(caller: &str, rpc: &str, drafts: &[&Draft<'_>], tokens: &[&Issued]
     let (kind, app_id, expire) = drafts
         .first()
         .map_or(("", "", 0), |d| (d.kind().as_str(), d.app_id(), d.expire()));
+    // Hashed once, whatever the number of log layers that format the event
+    // (at most three tokens: an agent session).
+    let mut fps = [None; 3];
+    for (slot, t) in fps.iter_mut().zip(tokens) {
+        *slot = Some(Fingerprint::of(&t.token));
+    }
     tracing::info!(
         target: TARGET,
         decision = "issued",
@@ -171,7 +177,7 @@ pub fn issued(caller: &str, rpc: &str, drafts: &[&Draft<'_>], tokens: &[&Issued]
         privileges = %Privileges(drafts),
         expire,
         expires_at,
-        token_fp = %List(tokens.iter().map(|t| Fingerprint::of(&t.token))),
+        token_fp = %List(fps.iter().flatten()),
         "token issued"
     );
 }

@@ -250,6 +250,14 @@ fn invisible(c: char) -> bool {
 /// [`invisible`] as `\uXXXX` escapes.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Fast path: printable ASCII without `"` or `\\` is written as it is.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, c) in s.char_indices() {
         let esc: &str = match c {
@@ -279,6 +287,13 @@ fn json_str(out: &mut String, s: &str) {
 /// Appends `s` with the characters `escape` selects written as Rust's
 /// `Debug` writes them (`\"`, `\\`, `\n`, `\u{202e}`...).
 fn escaped(out: &mut String, s: &str, escape: impl Fn(char) -> bool) {
+    // Fast path: printable ASCII without `"` or `\\` never needs escaping.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        return;
+    }
     let mut start = 0;
     for (i, c) in s.char_indices() {
         if escape(c) {
