@@ -172,32 +172,35 @@ pub(crate) fn encode_token(content: &[u8]) -> String {
 ///
 /// ```
 /// # use agora_token::{AppCertificate, AppId, UnverifiedToken, builders};
-/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33").unwrap();
-/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap();
-/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1).unwrap();
-/// let t = UnverifiedToken::parse(&token).unwrap();
+/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33")?;
+/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b")?;
+/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1)?;
+/// let t = UnverifiedToken::parse(&token)?;
 /// assert_eq!((t.issue_ts(), t.services().len()), (1, 1));
 /// assert!(t.verify(&cert).is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// Nothing can be changed between parse and verify:
 ///
 /// ```compile_fail
 /// # use agora_token::{AppCertificate, AppId, UnverifiedToken, builders};
-/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33").unwrap();
-/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap();
-/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1).unwrap();
-/// let mut t = UnverifiedToken::parse(&token).unwrap();
+/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33")?;
+/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b")?;
+/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1)?;
+/// let mut t = UnverifiedToken::parse(&token)?;
 /// t.expire = u32::MAX; // error: the field is private
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// ```compile_fail
 /// # use agora_token::{AppCertificate, AppId, UnverifiedToken, builders};
-/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33").unwrap();
-/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b").unwrap();
-/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1).unwrap();
-/// let mut t = UnverifiedToken::parse(&token).unwrap();
+/// # let app_id = AppId::new("970CA35de60c44645bbae8a215061b33")?;
+/// # let cert = AppCertificate::new("5CFd2fd1755d40ecb72977518be15d3b")?;
+/// # let token = builders::rtm("u", 60).build(&app_id, &cert, 1, 1)?;
+/// let mut t = UnverifiedToken::parse(&token)?;
 /// t.services.clear(); // error: the field is private
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnverifiedToken {

@@ -1,0 +1,280 @@
+//! Unit tests of the parent module.
+use std::collections::HashMap;
+
+use super::*;
+
+const ID: &str = "970CA35de60c44645bbae8a215061b33";
+const CERT: &str = "5CFd2fd1755d40ecb72977518be15d3b";
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ta-config-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn env_only_with_defaults() {
+    let c = Config::load(
+        &ServeArgs::default(),
+        &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+    )
+    .unwrap();
+    assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+    assert_eq!(c.apps.len(), 1);
+    assert_eq!(
+        c.shutdown_grace,
+        Duration::from_secs(DEFAULT_SHUTDOWN_GRACE)
+    );
+    assert_eq!(c.log_format, LogFormat::Text);
+}
+
+#[test]
+fn missing_certificate_is_explained() {
+    let e = Config::load(&ServeArgs::default(), &env(&[(env::APP_ID, ID)])).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("SHENGWANG_APP_CERTIFICATE") && msg.contains("console"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn file_then_flags() {
+    let d = tmpdir("ok");
+    std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+    let path = d.join("ta.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "mode = \"open\"\nlisten = \"127.0.0.1:9000\"\nlog_format = \"json\"\nshutdown_grace_seconds = 3\n\
+             [[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n"
+        ),
+    )
+    .unwrap();
+    let args = ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let c = Config::load(&args, &env(&[])).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(c.apps[0].app_id.as_str(), ID);
+    let args = ServeArgs {
+        config: Some(path),
+        listen: Some("127.0.0.1:9001".into()),
+        log_format: Some(LogFormat::Text),
+        ..Default::default()
+    };
+    let c = Config::load(&args, &env(&[])).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:9001".parse().unwrap());
+    assert_eq!(c.log_format, LogFormat::Text);
+}
+
+#[test]
+fn bad_file_never_echoes_the_secret() {
+    let d = tmpdir("bad");
+    let path = d.join("ta.toml");
+    std::fs::write(
+        &path,
+        format!("[[apps]]\napp_id = \"{ID}\"\ncertificate = \"{CERT}\"\n"),
+    )
+    .unwrap();
+    let args = ServeArgs {
+        config: Some(path),
+        ..Default::default()
+    };
+    let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+    assert!(msg.contains("certificate") && msg.contains("line"), "{msg}");
+    assert!(!msg.contains(CERT), "{msg}");
+
+    std::fs::write(d.join("badcert"), "not-a-certificate\n").unwrap();
+    let path = d.join("ta2.toml");
+    std::fs::write(
+        &path,
+        format!("[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"badcert\"\n"),
+    )
+    .unwrap();
+    let args = ServeArgs {
+        config: Some(path),
+        ..Default::default()
+    };
+    let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+    assert!(msg.contains("apps[0].certificate_file"), "{msg}");
+    assert!(!msg.contains("not-a-certificate"), "{msg}");
+}
+
+#[test]
+fn secondary_file_may_be_missing_and_files_are_listed_for_reload() {
+    let d = tmpdir("secondary");
+    std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+    let _ = std::fs::remove_file(d.join("old"));
+    let path = d.join("ta.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "mode = \"open\"\nshutdown_delay_seconds = 5\n[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
+             secondary_certificate_file = \"old\"\n"
+        ),
+    )
+    .unwrap();
+    let args = ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let c = Config::load(&args, &env(&[])).unwrap();
+    assert!(c.apps[0].secondary.is_none());
+    assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+    assert_eq!(c.watch_files, vec![path, d.join("cert"), d.join("old")]);
+    std::fs::write(d.join("old"), "5CFd2fd1755d40ecb72977518be15d3c\n").unwrap();
+    let c = Config::load(&args, &env(&[])).unwrap();
+    assert!(c.apps[0].secondary.is_some());
+    // Present but malformed: an error, like the primary.
+    std::fs::write(d.join("old"), "nope\n").unwrap();
+    let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+    assert!(msg.contains("apps[0].secondary_certificate_file"), "{msg}");
+    // The primary's file must exist.
+    std::fs::remove_file(d.join("cert")).unwrap();
+    let msg = Config::load(&args, &env(&[])).unwrap_err().to_string();
+    assert!(msg.contains("apps[0].certificate_file"), "{msg}");
+    // --shutdown-delay wins over the file.
+    let args = ServeArgs {
+        shutdown_delay: Some(1),
+        ..Default::default()
+    };
+    let c = Config::load(
+        &args,
+        &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+    )
+    .unwrap();
+    assert_eq!(c.shutdown_delay, Duration::from_secs(1));
+    assert!(c.watch_files.is_empty());
+}
+
+#[test]
+fn file_without_apps_takes_the_app_from_the_environment() {
+    // The Kubernetes manifests: the file holds callers (or, as shipped,
+    // only `mode = "open"`), the certificate is a mounted file named by
+    // the environment.
+    let d = tmpdir("noapps");
+    std::fs::write(d.join("certificate"), format!("{CERT}\n")).unwrap();
+    let path = d.join("ta.toml");
+    std::fs::write(&path, "mode = \"open\"\n").unwrap();
+    let cert = d.join("certificate").display().to_string();
+    let missing = d.join("certificate-secondary").display().to_string();
+    let args = ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let c = Config::load(
+        &args,
+        &env(&[
+            (env::APP_ID, ID),
+            ("SHENGWANG_APP_CERTIFICATE_FILE", &cert),
+            ("SHENGWANG_APP_CERTIFICATE_SECONDARY_FILE", &missing),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.apps_source, "environment");
+    assert_eq!(c.apps[0].app_id.as_str(), ID);
+    assert!(c.apps[0].secondary.is_none());
+    assert_eq!(
+        c.watch_files,
+        vec![path, PathBuf::from(cert), PathBuf::from(missing)]
+    );
+}
+
+/// `body` after an `[[apps]]` entry, as a config file in `d`.
+fn load_file(d: &Path, top: &str, rest: &str) -> Result<Config, ConfigError> {
+    std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+    let path = d.join("ta.toml");
+    std::fs::write(
+        &path,
+        format!("{top}[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n{rest}"),
+    )
+    .unwrap();
+    let args = ServeArgs {
+        config: Some(path),
+        ..Default::default()
+    };
+    Config::load(&args, &env(&[]))
+}
+
+const CALLER: &str = "[[callers]]\nname = \"svc\"\napi_key_sha256 = \"abababababababababababababababababababababababababababababababab\"\nkinds = [\"rtc\"]\n";
+
+#[test]
+fn a_file_without_callers_must_say_mode_open() {
+    let d = tmpdir("nomode");
+    let e = load_file(&d, "", "").unwrap_err().to_string();
+    assert!(
+        e.starts_with("callers: ") && e.contains("[[callers]]") && e.contains("mode = \"open\""),
+        "{e}"
+    );
+    let c = load_file(&d, "mode = \"open\"\n", "").unwrap();
+    assert!(c.callers.is_empty() && c.snapshot().unwrap().auth.is_open());
+    // An unknown mode is a parse error naming the allowed value.
+    let e = load_file(&d, "mode = \"closed\"\n", "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 1") && e.contains("`open`"), "{e}");
+    // With callers, no mode is needed.
+    let c = load_file(&d, "", CALLER).unwrap();
+    assert!(!c.snapshot().unwrap().auth.is_open());
+}
+
+#[test]
+fn mode_open_with_callers_is_a_contradiction() {
+    let d = tmpdir("contradiction");
+    let e = load_file(&d, "mode = \"open\"\n", CALLER)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("mode: ") && e.contains("contradicts the 1 [[callers]] entry"),
+        "{e}"
+    );
+}
+
+#[test]
+fn anonymous_without_callers_is_an_error() {
+    let d = tmpdir("anon");
+    let anon = "[anonymous]\nchannels = [\"public-*\"]\n";
+    for top in ["", "mode = \"open\"\n"] {
+        let e = load_file(&d, top, anon).unwrap_err().to_string();
+        assert!(
+            e.starts_with("anonymous: ") && e.contains("[anonymous] needs [[callers]]"),
+            "{e}"
+        );
+    }
+    load_file(&d, "", &format!("{CALLER}{anon}")).unwrap();
+}
+
+#[test]
+fn without_a_config_file_the_service_stays_open() {
+    let c = Config::load(
+        &ServeArgs::default(),
+        &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+    )
+    .unwrap();
+    assert!(c.snapshot().unwrap().auth.is_open());
+}
+
+#[test]
+fn bad_listen_address() {
+    let args = ServeArgs {
+        listen: Some("localhost".into()),
+        ..Default::default()
+    };
+    let e = Config::load(
+        &args,
+        &env(&[(env::APP_ID, ID), (env::APP_CERTIFICATE, CERT)]),
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("--listen"), "{e}");
+}
