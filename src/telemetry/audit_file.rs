@@ -28,7 +28,7 @@
 //!   system call under a lock: no hand-over to the writer thread, whose
 //!   round trip cost ~40% of the throughput); with it, the writer thread
 //!   batches lines for one write and one `fdatasync` (group commit).
-//! * **Bounded.** At most [`MAX_QUEUED`] lines wait for the writer; beyond
+//! * **Bounded.** With `audit_fsync`, at most [`MAX_QUEUED`] lines wait for the writer; beyond
 //!   that a line's receipt fails at once (fail closed, no unbounded memory).
 
 use std::cell::RefCell;
