@@ -32,7 +32,7 @@ impl TokenApi {
 
     /// An RTC token for `method` (`BuildRtcToken` or `GetToken`).
     pub fn rtc(&self, who: &Authn, method: Method, req: &RtcRequest) -> Result<Issued, ApiError> {
-        let access = Asked::rtc(Method::BuildRtcToken.as_str(), req);
+        let access = || Asked::rtc(Method::BuildRtcToken.as_str(), req);
         self.issue(
             who,
             method,
@@ -60,7 +60,7 @@ impl TokenApi {
             },
         };
         let m = Method::BuildRtcTokenWithPrivileges;
-        let access = Asked::rtc_privileges(m.as_str(), &req);
+        let access = || Asked::rtc_privileges(m.as_str(), &req);
         let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
             s.sign(i, i.rtc_with_privileges(&req, l)?)
         })?;
@@ -84,7 +84,7 @@ impl TokenApi {
             rtm_expire: r.rtm_expire_seconds,
         };
         let m = Method::BuildRtcRtmToken;
-        let access = Asked::rtc_rtm(m.as_str(), &req);
+        let access = || Asked::rtc_rtm(m.as_str(), &req);
         let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
             s.sign(i, i.rtc_rtm(&req, l)?)
         })?;
@@ -104,7 +104,7 @@ impl TokenApi {
             permissions: rtm2_permissions(&r.permissions),
         };
         let m = Method::BuildRtmToken;
-        let access = Asked::rtm(m.as_str(), &req);
+        let access = || Asked::rtm(m.as_str(), &req);
         let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
             s.sign(i, i.rtm(&req, l)?)
         })?;
@@ -122,7 +122,7 @@ impl TokenApi {
             user_id: r.user_id,
         };
         let m = Method::BuildChatUserToken;
-        let access = Asked::plain(m.as_str(), TokenKind::ChatUser, req.common.expire);
+        let access = || Asked::plain(m.as_str(), TokenKind::ChatUser, req.common.expire);
         let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
             s.sign(i, i.chat_user(&req, l)?)
         })?;
@@ -137,7 +137,7 @@ impl TokenApi {
     ) -> Result<pb::BuildChatAppTokenResponse, ApiError> {
         let c = common(r.app_id, r.expire_seconds);
         let m = Method::BuildChatAppToken;
-        let access = Asked::plain(m.as_str(), TokenKind::ChatApp, c.expire);
+        let access = || Asked::plain(m.as_str(), TokenKind::ChatApp, c.expire);
         let issued = self.issue(who, m, c.app_id.as_deref(), access, |i, l, s| {
             s.sign(i, i.chat_app(&c, l)?)
         })?;
@@ -152,11 +152,13 @@ impl TokenApi {
     ) -> Result<pb::BuildFpaTokenResponse, ApiError> {
         let c = common(r.app_id, None);
         let m = Method::BuildFpaToken;
-        let access = Asked::plain(
-            m.as_str(),
-            TokenKind::Fpa,
-            Some(agora_token::builders::FPA_TOKEN_EXPIRE),
-        );
+        let access = || {
+            Asked::plain(
+                m.as_str(),
+                TokenKind::Fpa,
+                Some(agora_token::builders::FPA_TOKEN_EXPIRE),
+            )
+        };
         let issued = self.issue(who, m, c.app_id.as_deref(), access, |i, l, s| {
             s.sign(i, i.fpa(&c, l)?)
         })?;
@@ -195,7 +197,7 @@ impl TokenApi {
                     user_uuid: r.user_uuid,
                     role,
                 };
-                let access = Asked::apaas_room_user(m.as_str(), &req);
+                let access = || Asked::apaas_room_user(m.as_str(), &req);
                 self.issue(who, m, app.as_deref(), access, |i, l, s| {
                     s.sign(i, i.apaas_room_user(&req, l)?)
                 })?
@@ -203,7 +205,7 @@ impl TokenApi {
             K::User => {
                 unused("room_uuid", !r.room_uuid.is_empty())?;
                 unused("role", r.role != 0)?;
-                let access = Asked::plain(m.as_str(), TokenKind::ApaasUser, c.expire);
+                let access = || Asked::plain(m.as_str(), TokenKind::ApaasUser, c.expire);
                 self.issue(who, m, app.as_deref(), access, |i, l, s| {
                     s.sign(i, i.apaas_user(&c, &r.user_uuid, l)?)
                 })?
@@ -212,7 +214,7 @@ impl TokenApi {
                 unused("room_uuid", !r.room_uuid.is_empty())?;
                 unused("user_uuid", !r.user_uuid.is_empty())?;
                 unused("role", r.role != 0)?;
-                let access = Asked::plain(m.as_str(), TokenKind::ApaasApp, c.expire);
+                let access = || Asked::plain(m.as_str(), TokenKind::ApaasApp, c.expire);
                 self.issue(who, m, app.as_deref(), access, |i, l, s| {
                     s.sign(i, i.apaas_app(&c, l)?)
                 })?
@@ -245,7 +247,7 @@ impl TokenApi {
             services,
         };
         let m = Method::BuildToken;
-        let access = Asked::generic(m.as_str(), &req);
+        let access = || Asked::generic(m.as_str(), &req);
         let issued = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
             s.sign(i, i.generic(&req, l)?)
         })?;
@@ -303,7 +305,7 @@ impl TokenApi {
             enable_rtm: r.enable_rtm,
         };
         let m = Method::BuildAgentSession;
-        let access = Asked::agent_session(m.as_str(), &req);
+        let access = || Asked::agent_session(m.as_str(), &req);
         let s = self.issue(who, m, req.common.app_id.as_deref(), access, |i, l, s| {
             s.sign(i, i.agent_session(&req, l)?)
         })?;

@@ -56,7 +56,8 @@ pub struct Signer<'c> {
     identity: &'c Identity,
     caller: &'c str,
     rpc: &'static str,
-    asked: &'c Asked<'c>,
+    /// What was asked, built only for a refusal's audit record.
+    asked: &'c dyn Fn() -> Asked<'c>,
     audited: &'c Cell<bool>,
 }
 
@@ -72,7 +73,13 @@ impl Signer<'_> {
             Ok(p) => p,
             Err(d) => {
                 let e = ApiError::from(d);
-                audit::refused(self.caller, self.rpc, self.asked, Some(&drafts), &e.message);
+                audit::refused(
+                    self.caller,
+                    self.rpc,
+                    &(self.asked)(),
+                    Some(&drafts),
+                    &e.message,
+                );
                 self.audited.set(true);
                 return Err(e);
             }
@@ -105,13 +112,15 @@ impl TokenApi {
     /// (the caller's RPCs and rate limit) before reading anything of the
     /// request; draft the token(s) with the caller's limits; authorize what
     /// the drafts grant and sign them with the permit ([`Signer`]); count
-    /// and audit the outcome.
-    fn issue<T: Tokens>(
+    /// and audit the outcome. `asked` describes the request for the audit
+    /// record of a refusal; it is called only then (issued tokens are
+    /// recorded from their drafts).
+    fn issue<'r, T: Tokens>(
         &self,
         who: &Authn,
         method: Method,
         app_id: Option<&str>,
-        asked: Asked<'_>,
+        asked: impl Fn() -> Asked<'r>,
         build: impl FnOnce(&Issuer, &Limits, &Signer<'_>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         // The snapshot the caller was authenticated against, else the current one.
@@ -119,10 +128,19 @@ impl TokenApi {
             Some(s) => Arc::clone(s),
             None => self.shared.current_full(),
         };
-        let mut asked = asked;
-        if let Ok(app) = snap.issuer.app(app_id) {
-            asked.app_id = app.app_id.as_str();
+        let asked = || {
+            let mut a = asked();
+            if let Ok(app) = snap.issuer.app(app_id) {
+                a.app_id = app.app_id.as_str();
+            }
+            a
+        };
+        // The GET endpoint is checked (and limited) as BuildRtcToken.
+        let rpc = match method {
+            Method::GetToken => Method::BuildRtcToken,
+            m => m,
         }
+        .as_str();
         let caller = who
             .identity
             .as_ref()
@@ -133,7 +151,7 @@ impl TokenApi {
                 .identity
                 .as_ref()
                 .map_err(|d| ApiError::from(d.clone()))?;
-            snap.auth.admit(identity, asked.rpc)?;
+            snap.auth.admit(identity, rpc)?;
             let limits = snap.auth.limits(identity);
             let signer = Signer {
                 auth: &snap.auth,
@@ -152,7 +170,7 @@ impl TokenApi {
                 }
             }
             Err(e) if !audited.get() => {
-                audit::refused(caller, method.as_str(), &asked, None, &e.message);
+                audit::refused(caller, method.as_str(), &asked(), None, &e.message);
             }
             Err(_) => {}
         }
