@@ -121,26 +121,7 @@ where
             .unwrap_or_default();
         let span = ctx.lookup_current();
         if self.json {
-            line.push_str("{\"timestamp\":\"");
-            timestamp(&mut line, now.as_secs(), now.subsec_micros());
-            line.push_str("\",\"level\":\"");
-            line.push_str(meta.level().as_str());
-            line.push_str("\",\"target\":");
-            json_str(&mut line, meta.target());
-            let mut v = Fields {
-                out: &mut line,
-                json: true,
-            };
-            event.record(&mut v);
-            let _ = REQUEST.try_with(|r| {
-                line.push_str(",\"request_id\":");
-                json_str(&mut line, r.id());
-                if let Some(p) = r.peer {
-                    line.push_str(",\"peer\":\"");
-                    let _ = write!(line, "{p}");
-                    line.push('"');
-                }
-            });
+            json_fields(&mut line, meta, event);
             if let Some(span) = &span {
                 line.push_str(",\"span\":{\"name\":");
                 json_str(&mut line, span.name());
@@ -201,6 +182,43 @@ where
         }
         writer.write_str(&line)
     }
+}
+
+/// One event as a complete JSON line (no span: the audit file's records,
+/// which are never logged inside one).
+pub(crate) fn json_line(line: &mut String, event: &Event<'_>) {
+    let normalized = event.normalized_metadata();
+    let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    json_fields(line, meta, event);
+    line.push_str("}\n");
+}
+
+/// A JSON line up to its span: `{"timestamp":..,"level":..,"target":..,`
+/// the event's fields, `request_id` and `peer` (the object left open).
+fn json_fields(line: &mut String, meta: &tracing::Metadata<'_>, event: &Event<'_>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    line.push_str("{\"timestamp\":\"");
+    timestamp(line, now.as_secs(), now.subsec_micros());
+    line.push_str("\",\"level\":\"");
+    line.push_str(meta.level().as_str());
+    line.push_str("\",\"target\":");
+    json_str(line, meta.target());
+    let mut v = Fields {
+        out: line,
+        json: true,
+    };
+    event.record(&mut v);
+    let _ = REQUEST.try_with(|r| {
+        line.push_str(",\"request_id\":");
+        json_str(line, r.id());
+        if let Some(p) = r.peer {
+            line.push_str(",\"peer\":\"");
+            let _ = write!(line, "{p}");
+            line.push('"');
+        }
+    });
 }
 
 /// The current time as [`timestamp`] writes it.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::telemetry::audit_file::{AuditFile, AuditWriter};
+use crate::telemetry::audit_file::{AuditFile, AuditLayer};
 use crate::telemetry::logfmt::LineFormat;
 use crate::telemetry::logwriter::{BatchedStdout, FlushGuard};
 use serde::Deserialize;
@@ -73,15 +73,10 @@ pub fn init_logging(
                 .map_err(|e| format!("--audit-log {}: {e}", path.display()))?
                 .install();
             Some(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .event_format(LineFormat::json())
-                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-                    .with_writer(AuditWriter(device))
-                    .with_filter(
-                        tracing_subscriber::filter::Targets::new()
-                            .with_target(crate::telemetry::audit::TARGET, tracing::Level::INFO),
-                    ),
+                AuditLayer(device).with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target(crate::telemetry::audit::TARGET, tracing::Level::INFO),
+                ),
             )
         }
     };
