@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt as _;
 
 /// One listener's settings for [`serve_connections`].
@@ -50,12 +49,12 @@ fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// A response body that keeps its request counted on its connection (and
-/// its concurrency slot, if any) until it is sent or dropped.
+/// A response body that keeps its request counted on its connection until
+/// it is sent or dropped (its concurrency slot, if any, is in the body:
+/// see `layers::hold`).
 struct TrackedBody {
     inner: axum::body::Body,
     _in_flight: InFlight,
-    _slot: Option<SlotPermit>,
 }
 
 impl hyper::body::Body for TrackedBody {
@@ -149,12 +148,6 @@ pub(crate) async fn serve_connections(
             }
         };
         let _ = stream.set_nodelay(true);
-        // The peer address, for tonic's `Request::remote_addr()` and axum's
-        // `ConnectInfo` (caller policies and per-IP limits need it).
-        let info = TcpConnectInfo {
-            local_addr: stream.local_addr().ok(),
-            remote_addr: Some(peer),
-        };
         let app = app.clone();
         let builder = Arc::clone(&builder);
         let acceptor = acceptor.clone();
@@ -176,19 +169,21 @@ pub(crate) async fn serve_connections(
             );
             let service = move |names: TlsClientNames| {
                 hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    // The peer address as axum's `ConnectInfo` (caller
+                    // policies, per-IP limits and log lines read it); the
+                    // client certificate's names on mTLS connections.
                     let in_flight = InFlight::new(&activity, long_lived(req.uri().path()));
-                    req.extensions_mut().insert(info.clone());
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    req.extensions_mut().insert(names.clone());
+                    if !names.0.is_empty() {
+                        req.extensions_mut().insert(names.clone());
+                    }
                     let call = app.clone().oneshot(req);
                     async move {
                         let resp = call.await?;
-                        let (mut parts, inner) = resp.into_parts();
-                        let slot = parts.extensions.remove::<SlotPermit>();
+                        let (parts, inner) = resp.into_parts();
                         let body = TrackedBody {
                             inner,
                             _in_flight: in_flight,
-                            _slot: slot,
                         };
                         Ok::<_, std::convert::Infallible>(hyper::Response::from_parts(parts, body))
                     }

@@ -182,11 +182,47 @@ impl Drop for Slot {
 }
 
 /// A request's place under the concurrency limits. The guard attaches it
-/// to the response; the connection keeps it until the response body is
-/// sent or dropped, so a client that does not read its responses holds
-/// its own slots, not memory of the server's beyond them.
-#[derive(Debug, Clone)]
-pub(crate) struct SlotPermit(#[allow(dead_code)] Arc<Slot>);
+/// to the response body ([`hold`]), so it is kept until the body is sent
+/// or dropped: a client that does not read its responses holds its own
+/// slots, not memory of the server's beyond them.
+#[derive(Debug)]
+pub(crate) struct SlotPermit(#[allow(dead_code)] Slot);
+
+/// A response body and the slot of its request.
+struct Held {
+    inner: axum::body::Body,
+    _permit: SlotPermit,
+}
+
+impl hyper::body::Body for Held {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `resp`, whose body keeps `permit` until it is sent or dropped.
+fn hold(resp: Response, permit: SlotPermit) -> Response {
+    resp.map(|inner| {
+        axum::body::Body::new(Held {
+            inner,
+            _permit: permit,
+        })
+    })
+}
 
 impl Slots {
     pub(crate) fn new(global: usize, limits: &crate::config::ConnectionLimits) -> Self {
@@ -233,7 +269,7 @@ impl Slots {
                 .try_take()
                 .ok_or("the server is at its concurrency limit; retry shortly")?,
         );
-        Ok(SlotPermit(Arc::new(slot)))
+        Ok(SlotPermit(slot))
     }
 }
 
@@ -280,12 +316,11 @@ async fn unauthenticated_route(g: &Guard, req: Request, next: Next) -> Response 
             return early_refusal(grpc, false, ApiError::busy(why, Duration::from_secs(1)));
         }
     };
-    let mut resp = match lazy_timeout(g.timeout, next.run(req)).await {
+    let resp = match lazy_timeout(g.timeout, next.run(req)).await {
         Some(r) => r,
         None => timed_out(grpc, false),
     };
-    resp.extensions_mut().insert(permit);
-    resp
+    hold(resp, permit)
 }
 
 /// The admin listener's limits: its own slots and the request timeout.
@@ -311,16 +346,18 @@ pub(super) async fn admin_guard(
             "busy: too many admin requests in progress\n",
         );
     };
-    let mut resp = match lazy_timeout(g.timeout, next.run(req)).await {
+    let resp = match lazy_timeout(g.timeout, next.run(req)).await {
         Some(r) => r,
         None => timed_out(false, false),
     };
-    resp.extensions_mut().insert(SlotPermit(Arc::new(Slot {
-        _global: Some(permit),
-        _pool: None,
-        place: None,
-    })));
-    resp
+    hold(
+        resp,
+        SlotPermit(Slot {
+            _global: Some(permit),
+            _pool: None,
+            place: None,
+        }),
+    )
 }
 
 /// Authentication of token requests, the concurrency limits (global, per
@@ -404,12 +441,11 @@ pub(super) async fn guard(
                         None => next.run(req).await,
                     }
                 };
-                let mut resp = match lazy_timeout(g.timeout, run).await {
+                let resp = match lazy_timeout(g.timeout, run).await {
                     Some(r) => r,
                     None => timed_out(grpc, get),
                 };
-                resp.extensions_mut().insert(permit);
-                resp
+                hold(resp, permit)
             }
         },
     };
@@ -444,11 +480,12 @@ fn authenticate(
     let headers = req.headers();
     let xff = || headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = snap.auth.client_ip_with(peer, xff);
-    let names = req
+    // Only on TLS connections with a verified client certificate.
+    let tls_names = req
         .extensions()
         .get::<TlsClientNames>()
-        .map(|n| Arc::clone(&n.0))
-        .unwrap_or_default();
+        .map(|n| Arc::clone(&n.0));
+    let names: &[String] = tls_names.as_deref().map_or(&[], Vec::as_slice);
     let key = bearer(req);
     if key.is_some() || !names.is_empty() {
         if let Err(wait) = g.shared.auth_throttle.check(ip) {
@@ -459,7 +496,7 @@ fn authenticate(
             .retry_after(wait));
         }
     }
-    let identity = snap.auth.authenticate(key, &names, ip, get);
+    let identity = snap.auth.authenticate(key, names, ip, get);
     let identity = match identity {
         Ok(i) => i,
         Err(d) => {
