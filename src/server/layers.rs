@@ -337,6 +337,7 @@ pub(super) async fn guard(
     }
     let grpc = is_grpc(&req);
     let get = path == GET_PATH;
+    let req_path_is_watch = path == WATCH_PATH;
     let origin = req.headers().get(header::ORIGIN).cloned();
     let allowed_origin = origin.as_ref().filter(|o| {
         o.to_str()
@@ -408,11 +409,17 @@ pub(super) async fn guard(
                         None => next.run(req).await,
                     }
                 };
+                let watch = req_path_is_watch;
                 let mut resp = match lazy_timeout(g.timeout, run).await {
                     Some(r) => r,
                     None => timed_out(grpc, get),
                 };
-                resp.extensions_mut().insert(permit);
+                // A watch holds its slot while it opens (its first
+                // issuance), not for the stream's life: open watches are
+                // bounded by `max_watches_per_caller` instead.
+                if !watch {
+                    resp.extensions_mut().insert(permit);
+                }
                 resp
             }
         },
@@ -479,6 +486,15 @@ fn authenticate(
         crate::policy::Identity::Open => (client(), false),
     };
     let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
+    if req.uri().path() == WATCH_PATH {
+        // A watch identifies its caller again at each renewal.
+        let creds = crate::policy::Credentials {
+            key: bearer(req).map(crate::policy::ApiKeyHash::of_key),
+            tls_names: names,
+            ip,
+        };
+        req.extensions_mut().insert(creds);
+    }
     req.extensions_mut().insert(authn);
     Ok((label, slot_key, anonymous))
 }
