@@ -459,3 +459,24 @@ async fn bad_watch_requests_name_the_field() {
     let r = app.post_json("WatchToken", "{}").await;
     assert_eq!(r.json()["code"], "unimplemented", "{}", r.body);
 }
+
+#[tokio::test]
+async fn a_stream_ends_with_ok_after_max_watch_seconds() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = spawn_on(&clock, |c| {
+        c.connection.max_watch = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let mut s = open(&app, None, rtc("life", Some(3600), None)).await.unwrap();
+    let m = next(&mut s).await.unwrap();
+    // The renewal would come after the stream's end of life: it ends then,
+    // with OK (the client reconnects; its token is still valid).
+    assert!(m.renew_at > T0 + 600);
+    clock.set(T0 + 600);
+    assert_eq!(s.message().await.unwrap(), None);
+    assert_eq!(
+        app.metric("token_authority_watches_ended_total{reason=\"max_watch_seconds\"}")
+            .await,
+        1
+    );
+}
