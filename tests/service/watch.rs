@@ -467,7 +467,9 @@ async fn a_stream_ends_with_ok_after_max_watch_seconds() {
         c.connection.max_watch = std::time::Duration::from_secs(600);
     })
     .await;
-    let mut s = open(&app, None, rtc("life", Some(3600), None)).await.unwrap();
+    let mut s = open(&app, None, rtc("life", Some(3600), None))
+        .await
+        .unwrap();
     let m = next(&mut s).await.unwrap();
     // The renewal would come after the stream's end of life: it ends then,
     // with OK (the client reconnects; its token is still valid).
@@ -479,4 +481,107 @@ async fn a_stream_ends_with_ok_after_max_watch_seconds() {
             .await,
         1
     );
+}
+
+/// The CLI's `watch --out FILE`: the file is rewritten on each delivery,
+/// and a reader polling it in a tight loop only ever sees a complete,
+/// verifying token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_out_file_always_holds_a_complete_token() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = spawn_on(&clock, |c| {
+        c.callers = vec![caller("sidecar", KEY, &["cli-*"])];
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("ta-watch-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("token");
+    /// Kills the sidecar however the test ends.
+    struct Sidecar(std::process::Child);
+    impl Drop for Sidecar {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_token-authority"))
+        .args(["watch", "--server", &format!("http://{}", app.addr())])
+        .args(["--key-env", "SIDECAR_KEY", "--quiet", "--out"])
+        .arg(&out)
+        .args([
+            "rtc",
+            "--channel",
+            "cli-1",
+            "--uid",
+            "9",
+            "--expire",
+            "3600",
+        ])
+        .env_clear()
+        .env("SIDECAR_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Sidecar(child);
+    let start = std::time::Instant::now();
+    while !out.exists() {
+        assert!(start.elapsed().as_secs() < 20, "no --out file");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A reader that never stops reading while the file is rewritten.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (out, stop) = (out.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut reads, mut seen) = (0u64, std::collections::HashSet::new());
+            while !stop.load(Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&out).unwrap();
+                let token = text
+                    .strip_suffix('\n')
+                    .unwrap_or_else(|| panic!("partial: {text:?}"));
+                let t = verified(token, CERT);
+                assert_eq!(identities(&t), ["rtc:cli-1:9"]);
+                seen.insert(t.issue_ts());
+                reads += 1;
+            }
+            (reads, seen)
+        })
+    };
+    let mut issued = T0;
+    for _ in 0..5 {
+        // The latest a renewal can be due: every schedule has come by then.
+        issued += 3600 - 30;
+        clock.set(issued);
+        let start = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap();
+            if verified(text.trim_end(), CERT).issue_ts() == issued {
+                break;
+            }
+            assert!(start.elapsed().as_secs() < 20, "no renewal written");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (reads, seen) = reader.join().unwrap();
+    drop(child);
+    assert!(reads > 0);
+    assert!(seen.len() >= 2, "{seen:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // No temporary file left behind.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, [std::ffi::OsString::from("token")]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
