@@ -13,12 +13,13 @@
 #
 #   scripts/watch-load.sh
 #   WATCHES=2000 RUNS=3 WINDOW=30 scripts/watch-load.sh      # shorter
+#   ONLY_MEMORY=1 scripts/watch-load.sh                      # step 1 only
 #
 # Servers are pinned to SERVER_CPU, the clients to CLIENT_CPU, at nice -10
 # when allowed. Uses the public SAMPLE credentials (not a real project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PORT=${PORT:-18180}
+PORT=${PORT:-28380}
 WATCHES=${WATCHES:-10000}
 CONNS=${CONNS:-40}
 RUNS=${RUNS:-5}
@@ -47,7 +48,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
+  [ -n "${KEEP:-}" ] && echo "logs kept in $DIR" || rm -rf "$DIR"
 }
 trap cleanup EXIT
 LAST=
@@ -93,6 +94,7 @@ sleep 3
 A1=$(rss_kb "$A")
 echo "server A RSS with $WATCHES watches: ${A1} kB"
 echo "per watch above idle: $(( (A1 - A0) * 1024 / WATCHES )) bytes"
+[ -z "${ONLY_MEMORY:-}" ] || exit 0
 
 echo "== 2. unary throughput: A ($WATCHES watches open) vs B (none), same rounds"
 "${NICE[@]}" taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$PORT" --compare "127.0.0.1:$((PORT + 1))" \

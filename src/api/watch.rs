@@ -59,7 +59,9 @@ pub const MAX_BACKOFF: u32 = 30;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One item of a watch: a delivery, or the error that ends the stream.
-pub type WatchItem = Result<pb::WatchTokenResponse, ApiError>;
+/// Boxed: tokio's channel allocates its slots in blocks of 32, so an idle
+/// watch holds 32 slots of this type (a pointer each, not a message).
+pub type WatchItem = Box<Result<pb::WatchTokenResponse, ApiError>>;
 
 /// The field name of each kind, as in the proto `oneof`.
 fn field(w: &Watched) -> &'static str {
@@ -338,7 +340,7 @@ impl TokenApi {
         };
         let first = watch.message(first, 1);
         // The channel is new and holds one message: this cannot fail.
-        let _ = watch.tx.try_send(Ok(first.0));
+        let _ = watch.tx.try_send(Box::new(Ok(first.0)));
         self.shared.metrics.watches.delivered();
         tokio::spawn(watch.run(first.1));
         Ok(rx)
@@ -424,7 +426,7 @@ impl Watch {
                 Woke::Gone => break "client_gone",
                 Woke::MaxLife => break "max_watch_seconds",
                 Woke::Stop => {
-                    let _ = self.send(Err(shutting_down())).await;
+                    let _ = self.send(Box::new(Err(shutting_down()))).await;
                     break "shutdown";
                 }
             }
@@ -434,11 +436,10 @@ impl Watch {
                 let snap = shared.current_full();
                 let who =
                     Authn::pinned(snap.auth.reauthenticate(&self.identity, &self.creds), snap);
-                match self
-                    .api
-                    .deliver_once(self.transport, &who, &self.request)
-                    .await
-                {
+                // Boxed: the renewal's state is allocated while it runs,
+                // not kept in every idle watch's task.
+                let renewal = Box::pin(self.api.deliver_once(self.transport, &who, &self.request));
+                match renewal.await {
                     Ok(d) => break d,
                     Err(e) if transient(&e) => {
                         let wait = e
@@ -447,7 +448,7 @@ impl Watch {
                             .max(backoff);
                         let retry = shared.clock.now().saturating_add(wait);
                         if retry >= expires_at {
-                            let _ = self.send(Err(e)).await;
+                            let _ = self.send(Box::new(Err(e))).await;
                             break 'stream "error";
                         }
                         metrics.retried();
@@ -456,21 +457,21 @@ impl Watch {
                             Woke::Gone => break 'stream "client_gone",
                             Woke::MaxLife => break 'stream "max_watch_seconds",
                             Woke::Stop => {
-                                let _ = self.send(Err(shutting_down())).await;
+                                let _ = self.send(Box::new(Err(shutting_down()))).await;
                                 break 'stream "shutdown";
                             }
                         }
                         backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
                     }
                     Err(e) => {
-                        let _ = self.send(Err(e)).await;
+                        let _ = self.send(Box::new(Err(e))).await;
                         break 'stream "error";
                     }
                 }
             };
             seq += 1;
             let (msg, (at, exp)) = self.message(delivered, seq);
-            if !self.send(Ok(msg)).await {
+            if !self.send(Box::new(Ok(msg))).await {
                 break if self.tx.is_closed() {
                     "client_gone"
                 } else {

@@ -85,7 +85,7 @@ impl TokenService for TokenApi {
             .await
             .map_err(Status::from)?;
         let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(|item| item.map_err(Status::from));
+            .map(|item| (*item).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 

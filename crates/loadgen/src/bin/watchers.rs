@@ -14,7 +14,10 @@ use clap::Parser;
 use token_authority_loadgen::pb;
 
 #[derive(Debug, Parser)]
-#[command(name = "watchers", about = "Hold many WatchToken streams open (a dev tool)")]
+#[command(
+    name = "watchers",
+    about = "Hold many WatchToken streams open (a dev tool)"
+)]
 struct Args {
     /// Server address (host:port, plaintext).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -84,14 +87,16 @@ async fn run(args: Args) -> Result<(), String> {
         let ch = channels[(i % args.connections.max(1)) as usize].clone();
         let counts = Arc::clone(&counts);
         let req = pb::WatchTokenRequest {
-            request: Some(pb::watch_token_request::Request::Rtc(pb::BuildRtcTokenRequest {
-                channel_name: format!("watch-{}", i % 1000),
-                user: Some(pb::build_rtc_token_request::User::Uid(
-                    u32::try_from(i + 1).unwrap_or(1),
-                )),
-                expire_seconds: Some(args.expire),
-                ..Default::default()
-            })),
+            request: Some(pb::watch_token_request::Request::Rtc(
+                pb::BuildRtcTokenRequest {
+                    channel_name: format!("watch-{}", i % 1000),
+                    user: Some(pb::build_rtc_token_request::User::Uid(
+                        u32::try_from(i + 1).unwrap_or(1),
+                    )),
+                    expire_seconds: Some(args.expire),
+                    ..Default::default()
+                },
+            )),
             renew_before_seconds: args.renew_before,
         };
         let mut client = pb::token_service_client::TokenServiceClient::new(ch);
