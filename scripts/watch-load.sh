@@ -6,7 +6,9 @@
 #     reported per watch above the idle baseline;
 #  2. unary throughput with those watches open (server A) vs the same
 #     binary without watches (server B), A/B in the same rounds
-#     (loadgen --compare; medians over RUNS);
+#     (loadgen --compare; medians over RUNS); and the server's CPU time per
+#     unary request at a fixed rate (RATE req/s, open loop), A and B
+#     alternating: less sensitive to other load on the machine than req/s;
 #  3. CPU per renewal: RENEW_WATCHES watches of 60 s tokens (renewed every
 #     24-30 s) on a fresh server; its CPU time over WINDOW seconds divided
 #     by the tokens delivered in them, minus its idle CPU over the same time.
@@ -24,6 +26,7 @@ WATCHES=${WATCHES:-10000}
 CONNS=${CONNS:-40}
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-10}
+RATE=${RATE:-5000}
 RENEW_WATCHES=${RENEW_WATCHES:-2000}
 WINDOW=${WINDOW:-60}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -99,6 +102,19 @@ echo "per watch above idle: $(( (A1 - A0) * 1024 / WATCHES )) bytes"
 echo "== 2. unary throughput: A ($WATCHES watches open) vs B (none), same rounds"
 "${NICE[@]}" taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$PORT" --compare "127.0.0.1:$((PORT + 1))" \
   --scenario grpc,get --runs "$RUNS" --duration "$DURATION" --warmup 2 --connections 32
+echo "== 2b. server CPU per unary request at a fixed rate (open loop, $RATE req/s, ${DURATION} s), A and B alternating"
+HZ=$(getconf CLK_TCK)
+for r in $(seq "$RUNS"); do
+  for s in "$A:$PORT" "$B:$((PORT + 1))"; do
+    pid=${s%%:*}; port=${s##*:}
+    t0=$(cpu_ticks "$pid")
+    "${NICE[@]}" taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --scenario grpc \
+      --rate "$RATE" --runs 1 --duration "$DURATION" --warmup 0 --connections 32 --json >"$DIR/rate.json"
+    t1=$(cpu_ticks "$pid")
+    awk -v r="$r" -v p="$port" -v a="$t0" -v b="$t1" -v hz="$HZ" -v n=$((RATE * DURATION)) \
+      'BEGIN {printf "round %s server %s: %.1f us CPU per request\n", r, p, (b - a) / hz * 1e6 / n}'
+  done
+done
 echo "watchers still open: $(tail -n1 "$DIR/watchers-$PORT.log")"
 echo "server A RSS after the load: $(rss_kb "$A") kB; B: $(rss_kb "$B") kB"
 kill "$W" "$A" "$B" 2>/dev/null || true
