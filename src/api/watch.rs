@@ -392,11 +392,8 @@ impl Watch {
                 if at > end_of_life { Woke::MaxLife } else { Woke::Time }
             }
             () = self.tx.closed() => Woke::Gone,
-            r = stop.wait_for(|s| *s) => match r {
-                Ok(_) => Woke::Stop,
-                // The registry is gone: the server is gone.
-                Err(_) => Woke::Stop,
-            },
+            // Shutdown, or the registry is gone (so is the server).
+            _ = stop.wait_for(|s| *s) => Woke::Stop,
         }
     }
 
