@@ -246,14 +246,20 @@ fn invisible(c: char) -> bool {
     }
 }
 
+/// Whether `s` is printable ASCII without `"` or `\\`: written as it is,
+/// in text and JSON alike. (A fold without early exit: the compiler makes
+/// it a vector loop; these strings are short and nearly always plain.)
+fn verbatim(s: &str) -> bool {
+    s.bytes().fold(true, |ok, b| {
+        ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
+    })
+}
+
 /// A string as a JSON string literal (RFC 8259), with the characters of
 /// [`invisible`] as `\uXXXX` escapes.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    // Fast path: printable ASCII without `"` or `\\` is written as it is.
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if verbatim(s) {
         out.push_str(s);
         out.push('"');
         return;
@@ -287,10 +293,7 @@ fn json_str(out: &mut String, s: &str) {
 /// Appends `s` with the characters `escape` selects written as Rust's
 /// `Debug` writes them (`\"`, `\\`, `\n`, `\u{202e}`...).
 fn escaped(out: &mut String, s: &str, escape: impl Fn(char) -> bool) {
-    // Fast path: printable ASCII without `"` or `\\` never needs escaping.
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if verbatim(s) {
         out.push_str(s);
         return;
     }
@@ -328,10 +331,24 @@ fn is_log_field(field: &Field) -> bool {
 /// A `%`-displayed value is written bare when it is a plain word (digits,
 /// letters, `.:_-/,@+`), else quoted.
 fn is_plain(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b".:_-/,@+[]".contains(&c))
+    !s.is_empty() && s.bytes().fold(true, |ok, c| ok & PLAIN[usize::from(c)])
 }
+
+/// The bytes of [`is_plain`] words.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'.' | b':' | b'_' | b'-' | b'/' | b',' | b'@' | b'+' | b'[' | b']'
+            );
+        c += 1;
+    }
+    t
+};
 
 /// Writes an event's fields in the line's format: ` key=value` (text) or
 /// `,"key":value` (JSON); the message, in text, bare after the target.
@@ -373,6 +390,12 @@ impl Fields<'_> {
             let _ = write!(self.out, "{value}");
         }
     }
+
+    fn integer(&mut self, field: &Field, value: impl itoa::Integer) {
+        if self.key(field) {
+            self.out.push_str(itoa::Buffer::new().format(value));
+        }
+    }
 }
 
 impl Visit for Fields<'_> {
@@ -389,11 +412,11 @@ impl Visit for Fields<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, value);
+        self.integer(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, value);
+        self.integer(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -431,9 +454,10 @@ impl Visit for Fields<'_> {
                 let v = self.out.split_off(at);
                 text_str(self.out, &v);
             }
-        } else if written
-            .chars()
-            .any(|c| c == '"' || c == '\\' || invisible(c))
+        } else if !verbatim(written)
+            && written
+                .chars()
+                .any(|c| c == '"' || c == '\\' || invisible(c))
         {
             let v = self.out.split_off(at);
             json_str(self.out, &v);
