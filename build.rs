@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // crates/loadgen, generates its own client.)
         .build_client(true)
         .build_transport(false)
+        // prost's codec with a small encode buffer (src/transport/codec.rs).
+        .codec_path("crate::transport::codec::TokenCodec")
         .compile_fds(fds)?;
 
     pbjson_build::Builder::new()

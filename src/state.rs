@@ -3,8 +3,10 @@
 //! a request sees the old or the new configuration, never a mix), the
 //! metrics and readiness.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -57,6 +59,108 @@ pub struct Shared {
     /// Failed authentications per client (kept across reloads).
     pub auth_throttle: AuthThrottle,
     ready: AtomicBool,
+    /// The open `WatchToken` streams.
+    pub watches: Watches,
+    /// The clock of the issuer and of watch schedules.
+    pub clock: Arc<dyn crate::domain::Timer>,
+}
+
+/// Who a watch counts against: a caller (by name, so across reloads), or a
+/// client address in open mode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WatchKey {
+    /// A configured caller.
+    Caller(Arc<str>),
+    /// A client address (open mode).
+    Client(u128),
+}
+
+/// The open `WatchToken` streams: counted per caller against a cap, and
+/// told to end when the server shuts down.
+#[derive(Debug)]
+pub struct Watches {
+    /// Most open at once per [`WatchKey`].
+    pub max_per_caller: usize,
+    /// Longest life of one stream.
+    pub max_life: Duration,
+    per_key: Mutex<HashMap<WatchKey, u32>>,
+    open: AtomicUsize,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// An open watch's place under the cap; dropping it gives the place back.
+#[derive(Debug)]
+pub struct WatchPermit {
+    watches: Arc<Shared>,
+    key: WatchKey,
+}
+
+impl Watches {
+    fn new() -> Self {
+        Self {
+            max_per_caller: crate::config::DEFAULT_MAX_WATCHES_PER_CALLER,
+            max_life: Duration::from_secs(crate::config::DEFAULT_MAX_WATCH_SECONDS),
+            per_key: Mutex::new(HashMap::new()),
+            open: AtomicUsize::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Tells every watch to end (shutdown); new ones are refused.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Completes when [`Watches::stop`] was called.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Whether [`Watches::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+}
+
+impl Shared {
+    /// A place for one more watch of `key`, or `None` at the cap.
+    pub fn admit_watch(self: &Arc<Self>, key: WatchKey) -> Option<WatchPermit> {
+        // A poisoned lock only means a panic mid-update of counters.
+        let mut map = self
+            .watches
+            .per_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n as usize >= self.watches.max_per_caller {
+            return None;
+        }
+        *n += 1;
+        self.watches.open.fetch_add(1, Ordering::Relaxed);
+        Some(WatchPermit {
+            watches: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+impl Drop for WatchPermit {
+    fn drop(&mut self) {
+        let w = &self.watches.watches;
+        let mut map = w.per_key.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+        w.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -73,6 +177,8 @@ impl Shared {
             metrics,
             auth_throttle: AuthThrottle::new(),
             ready: AtomicBool::new(false),
+            watches: Watches::new(),
+            clock: Arc::new(crate::domain::SystemClock),
         }
     }
 
@@ -98,6 +204,18 @@ impl Shared {
     /// bound, not shutting down, and the audit file, if any, writable).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && crate::telemetry::audit_file::healthy()
+    }
+
+    /// Sets the watch limits and the clock (before the state is shared).
+    pub fn configure_watches(
+        &mut self,
+        max_per_caller: usize,
+        max_life: Duration,
+        clock: Arc<dyn crate::domain::Timer>,
+    ) {
+        self.watches.max_per_caller = max_per_caller.max(1);
+        self.watches.max_life = max_life;
+        self.clock = clock;
     }
 
     /// Sets readiness.

@@ -11,6 +11,7 @@
 mod convert;
 mod error;
 mod methods;
+pub mod watch;
 
 pub use convert::*;
 pub use error::*;

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `token`, `inspect`, `healthcheck`, `keygen`.
+//! The command line: `serve`, `token`, `inspect`, `healthcheck`, `keygen`,
+//! `watch`.
 //! (The load generator is the `loadgen` binary of `crates/loadgen`.)
 //!
 //! [`main`] parses the arguments and runs one command; every command
@@ -16,12 +17,14 @@ mod inspect;
 mod keygen;
 mod serve;
 mod token;
+mod watch;
 
 pub use healthcheck::*;
 pub use inspect::*;
 pub use keygen::*;
 pub use serve::*;
 pub use token::*;
+pub use watch::*;
 
 /// Issues Agora / Shengwang AccessToken2 tokens: a gRPC + HTTP service and a CLI.
 #[derive(Debug, Parser)]
@@ -44,6 +47,9 @@ enum Command {
     Healthcheck(HealthcheckArgs),
     /// Print a new random caller API key and the SHA-256 to put in the config.
     Keygen,
+    /// Keep a token fresh through the server's WatchToken stream: print each
+    /// delivery, or rewrite --out FILE atomically (a sidecar for any stack).
+    Watch(Box<WatchArgs>),
 }
 
 /// Why a command failed: its exit code and the line to print on stderr
@@ -103,6 +109,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(args) => inspect_main(&args),
         Command::Healthcheck(args) => healthcheck_main(&args),
         Command::Keygen => keygen_main(),
+        Command::Watch(args) => watch_main(*args),
     }
 }
 

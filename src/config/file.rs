@@ -71,6 +71,8 @@ pub(crate) struct FileLimits {
     pub(crate) http2_max_send_buf_bytes: Option<usize>,
     pub(crate) max_in_flight_per_caller: Option<usize>,
     pub(crate) max_in_flight_anonymous: Option<usize>,
+    pub(crate) max_watches_per_caller: Option<usize>,
+    pub(crate) max_watch_seconds: Option<u64>,
 }
 
 /// One `[[apps]]` entry.

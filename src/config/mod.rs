@@ -71,6 +71,7 @@ use crate::state::Snapshot;
 use agora_token::{AppCertificate, AppId};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Exit code for configuration errors (`EX_CONFIG` from `sysexits.h`).
@@ -133,7 +134,19 @@ pub struct ConnectionLimits {
     /// (anonymous GET, health, metrics, reflection on the main port); 0: a
     /// quarter of `max_concurrent_requests`.
     pub max_in_flight_anonymous: usize,
+    /// `WatchToken` streams open at once per caller (per client address in
+    /// open mode); past it a new watch is refused (RESOURCE_EXHAUSTED).
+    pub max_watches_per_caller: usize,
+    /// The longest a `WatchToken` stream lasts; then it ends (OK) and the
+    /// client reconnects.
+    pub max_watch: Duration,
 }
+
+/// Default `max_watches_per_caller`.
+pub const DEFAULT_MAX_WATCHES_PER_CALLER: usize = 1000;
+/// Default `max_watch_seconds` (a day: at least one renewal of the longest
+/// token).
+pub const DEFAULT_MAX_WATCH_SECONDS: u64 = 86_400;
 
 /// Default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
@@ -161,6 +174,8 @@ impl Default for ConnectionLimits {
             http2_max_send_buf: 64 * 1024,
             max_in_flight_per_caller: 0,
             max_in_flight_anonymous: 0,
+            max_watches_per_caller: DEFAULT_MAX_WATCHES_PER_CALLER,
+            max_watch: Duration::from_secs(DEFAULT_MAX_WATCH_SECONDS),
         }
     }
 }
@@ -230,6 +245,9 @@ pub struct Config {
     pub watch_files: Vec<PathBuf>,
     /// Whether metrics are recorded and served (default true).
     pub metrics: bool,
+    /// The clock of the issuer and of `WatchToken` schedules (the system
+    /// clock; tests move a [`crate::domain::ManualClock`] by hand).
+    pub clock: Arc<dyn crate::domain::Timer>,
 }
 
 /// Default `max_concurrent_requests`.
@@ -264,6 +282,7 @@ impl Config {
             audit_fsync: false,
             watch_files: Vec::new(),
             metrics: true,
+            clock: Arc::new(crate::domain::SystemClock),
         }
     }
 
@@ -276,7 +295,8 @@ impl Config {
             })?
             .with_client_ipv6_prefix(self.connection.client_ipv6_prefix);
         Ok(Snapshot {
-            issuer: Issuer::new(self.apps.clone()),
+            issuer: Issuer::new(self.apps.clone())
+                .with_clock(crate::domain::SharedClock(Arc::clone(&self.clock))),
             auth,
         })
     }
@@ -387,6 +407,20 @@ impl Config {
                 .clamp(16 * 1024, 16 * 1024 * 1024),
             max_in_flight_per_caller: limits.max_in_flight_per_caller.unwrap_or(0),
             max_in_flight_anonymous: limits.max_in_flight_anonymous.unwrap_or(0),
+            max_watches_per_caller: limits
+                .max_watches_per_caller
+                .unwrap_or(defaults.max_watches_per_caller)
+                .max(1),
+            max_watch: match limits.max_watch_seconds {
+                Some(s) if !(60..=604_800).contains(&s) => {
+                    return Err(ConfigError::Invalid {
+                        what: "limits.max_watch_seconds".to_owned(),
+                        problem: format!("must be 60..=604800 seconds, got {s}"),
+                    });
+                }
+                Some(s) => Duration::from_secs(s),
+                None => defaults.max_watch,
+            },
         };
         let rel = |p: &Path| -> String {
             if p.is_relative() {
@@ -481,6 +515,7 @@ impl Config {
             audit_fsync: args.audit_fsync || file.audit_fsync.unwrap_or(false),
             watch_files,
             metrics: !args.no_metrics && file.metrics.unwrap_or(true),
+            clock: Arc::new(crate::domain::SystemClock),
         };
         // Compile the caller policies now, so mistakes stop start-up.
         config.snapshot()?;

@@ -2,6 +2,7 @@
 //! per-thread pool of OS randomness, or fixed values for reproducible tokens.
 
 use std::fmt;
+use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The current time, in unix seconds.
@@ -23,6 +24,77 @@ impl Clock for SystemClock {
         // The format's issue_ts is a u32 (good until 2106); truncate as the
         // official builders do.
         secs as u32
+    }
+}
+
+/// A clock that can also wait: the schedule of `WatchToken` streams waits
+/// on it, so tests can move time by hand ([`ManualClock`]) instead of
+/// sleeping.
+pub trait Timer: Clock {
+    /// Completes once [`Clock::now`] is at least `at` (unix seconds).
+    fn wait_until(&self, at: u32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+impl Timer for SystemClock {
+    fn wait_until(&self, at: u32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let wait = std::time::Duration::from_secs(u64::from(at)).saturating_sub(now);
+        Box::pin(tokio::time::sleep(wait))
+    }
+}
+
+/// A clock that moves only when told ([`ManualClock::advance`]): for tests
+/// of schedules that span minutes or hours.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: tokio::sync::watch::Sender<u32>,
+}
+
+impl ManualClock {
+    /// A clock at `now` (unix seconds).
+    pub fn new(now: u32) -> Self {
+        Self {
+            now: tokio::sync::watch::Sender::new(now),
+        }
+    }
+
+    /// Moves the clock `secs` forward, waking what waits until then.
+    pub fn advance(&self, secs: u32) {
+        self.now.send_modify(|n| *n = n.saturating_add(secs));
+    }
+
+    /// Sets the clock to `at` (never backwards).
+    pub fn set(&self, at: u32) {
+        self.now.send_modify(|n| *n = (*n).max(at));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u32 {
+        *self.now.borrow()
+    }
+}
+
+impl Timer for ManualClock {
+    fn wait_until(&self, at: u32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let mut rx = self.now.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as `self`: `wait_for` ends only when
+            // the time has come.
+            let _ = rx.wait_for(|n| *n >= at).await;
+        })
+    }
+}
+
+/// A shared [`Timer`] as the issuer's [`Clock`].
+#[derive(Debug, Clone)]
+pub struct SharedClock(pub std::sync::Arc<dyn Timer>);
+
+impl Clock for SharedClock {
+    fn now(&self) -> u32 {
+        self.0.now()
     }
 }
 

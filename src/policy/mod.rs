@@ -67,6 +67,30 @@ impl Authn {
     }
 }
 
+/// What a request presented to be identified, kept by a long-lived
+/// request (`WatchToken`) to identify its caller again at each renewal:
+/// the SHA-256 of its API key (never the key), its client certificate's
+/// names, its client address.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The hash of the `Bearer` key, if one was sent.
+    pub key: Option<ApiKeyHash>,
+    /// The verified client-certificate names (mTLS).
+    pub tls_names: Arc<Vec<String>>,
+    /// The client address.
+    pub ip: IpAddr,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("tls_names", &self.tls_names)
+            .field("ip", &self.ip)
+            .finish()
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
@@ -243,13 +267,27 @@ impl Authenticator {
         if self.is_open() {
             return Ok(Identity::Open);
         }
-        if let Some(key) = bearer {
-            let presented = ApiKeyHash::of_key(key);
+        let key = bearer.map(ApiKeyHash::of_key);
+        self.authenticate_hashed(key.as_ref(), tls_names, client_ip, get_endpoint)
+    }
+
+    /// [`Self::authenticate`] with the API key already hashed.
+    fn authenticate_hashed(
+        &self,
+        key: Option<&ApiKeyHash>,
+        tls_names: &[String],
+        client_ip: IpAddr,
+        get_endpoint: bool,
+    ) -> Result<Identity, Denial> {
+        if self.is_open() {
+            return Ok(Identity::Open);
+        }
+        if let Some(presented) = key {
             // Compare against every caller, without stopping at a match.
             let mut found: Option<&Arc<Caller>> = None;
             for c in &self.callers {
                 if let Some(k) = &c.key {
-                    if k.ct_eq(&presented) && found.is_none() {
+                    if k.ct_eq(presented) && found.is_none() {
                         found = Some(c);
                     }
                 }
@@ -277,6 +315,41 @@ impl Authenticator {
         Err(Denial::Unauthenticated(
             "credentials required: send `authorization: Bearer <key>` or a client certificate",
         ))
+    }
+
+    /// Identifies again, against this (possibly newer) configuration, the
+    /// caller that presented `creds` and was `was` when its stream opened
+    /// (a `WatchToken` renewal). A caller that is gone, revoked, whose key
+    /// or certificate no longer identifies it, or that now identifies
+    /// another caller, is refused (UNAUTHENTICATED); so is open mode once
+    /// callers are configured.
+    pub fn reauthenticate(&self, was: &Identity, creds: &Credentials) -> Result<Identity, Denial> {
+        match was {
+            Identity::Open if self.is_open() => Ok(Identity::Open),
+            Identity::Open => Err(Denial::Unauthenticated(
+                "the service now requires credentials: reconnect with them",
+            )),
+            Identity::Anonymous(_) => Err(Denial::Unauthenticated("credentials required")),
+            Identity::Caller(old) => {
+                if self.is_open() {
+                    return Err(Denial::Unauthenticated(
+                        "the caller of this stream is no longer configured",
+                    ));
+                }
+                let now = self.authenticate_hashed(
+                    creds.key.as_ref(),
+                    &creds.tls_names,
+                    creds.ip,
+                    false,
+                )?;
+                match &now {
+                    Identity::Caller(c) if c.name == old.name => Ok(now),
+                    _ => Err(Denial::Unauthenticated(
+                        "the credentials of this stream no longer identify its caller",
+                    )),
+                }
+            }
+        }
     }
 
     /// The client IP for the anonymous rate limit: the peer, or, when the

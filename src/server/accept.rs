@@ -77,10 +77,10 @@ impl hyper::body::Body for TrackedBody {
     }
 }
 
-/// Requests that legitimately stay open (a gRPC health `Watch` stream):
-/// never closed as stalled.
+/// Requests that legitimately stay open (a gRPC health `Watch` stream, a
+/// `WatchToken` stream): never closed as stalled.
 fn long_lived(path: &str) -> bool {
-    path == "/grpc.health.v1.Health/Watch"
+    path == "/grpc.health.v1.Health/Watch" || path == WATCH_PATH
 }
 
 /// Accepts connections on `listener` and serves `app` on each (HTTP/1.1 or

@@ -374,6 +374,7 @@ pub(super) async fn guard(
     }
     let grpc = is_grpc(&req);
     let get = path == GET_PATH;
+    let req_path_is_watch = path == WATCH_PATH;
     let origin = req.headers().get(header::ORIGIN).cloned();
     let allowed_origin = origin.as_ref().filter(|o| {
         o.to_str()
@@ -441,11 +442,20 @@ pub(super) async fn guard(
                         None => next.run(req).await,
                     }
                 };
+                let watch = req_path_is_watch;
                 let resp = match lazy_timeout(g.timeout, run).await {
                     Some(r) => r,
                     None => timed_out(grpc, get),
                 };
-                hold(resp, permit)
+                // A watch holds its slot while it opens (its first
+                // issuance), not for the stream's life: open watches are
+                // bounded by `max_watches_per_caller` instead.
+                if watch {
+                    drop(permit);
+                    resp
+                } else {
+                    hold(resp, permit)
+                }
             }
         },
     };
@@ -512,6 +522,15 @@ fn authenticate(
         crate::policy::Identity::Open => (client(), false),
     };
     let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
+    if req.uri().path() == WATCH_PATH {
+        // A watch identifies its caller again at each renewal.
+        let creds = crate::policy::Credentials {
+            key: bearer(req).map(crate::policy::ApiKeyHash::of_key),
+            tls_names: tls_names.unwrap_or_default(),
+            ip,
+        };
+        req.extensions_mut().insert(creds);
+    }
     req.extensions_mut().insert(authn);
     Ok((label, slot_key, anonymous))
 }

@@ -87,6 +87,8 @@ pub struct TlsClientNames(pub Arc<Vec<String>>);
 const GET_PATH: &str = "/api/agora/token";
 /// The prefix of every TokenService method, gRPC and JSON alike.
 const TOKEN_PREFIX: &str = "/agora.token.v1.TokenService/";
+/// The path of the `WatchToken` stream.
+pub(crate) const WATCH_PATH: &str = "/agora.token.v1.TokenService/WatchToken";
 
 /// A running server started by [`Server::spawn`] or [`spawn`]. Dropping it
 /// shuts the server down (without waiting).
@@ -166,7 +168,13 @@ impl Server {
         } else {
             crate::telemetry::metrics::Metrics::disabled()
         };
-        let shared = Arc::new(Shared::with_metrics(snapshot, metrics));
+        let mut shared = Shared::with_metrics(snapshot, metrics);
+        shared.configure_watches(
+            config.connection.max_watches_per_caller,
+            config.connection.max_watch,
+            Arc::clone(&config.clock),
+        );
+        let shared = Arc::new(shared);
         let guard = Arc::new(Guard {
             shared: Arc::clone(&shared),
             slots: Slots::new(config.max_concurrent_requests, &config.connection),
@@ -392,6 +400,9 @@ impl Server {
         }
 
         self.shared.set_ready(false);
+        // Watches end now (UNAVAILABLE, "reconnect"), within the delay:
+        // their clients reconnect, through the load balancer, elsewhere.
+        self.shared.watches.stop();
         if let Some(t) = &audit_health {
             t.abort();
         }

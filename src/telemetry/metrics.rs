@@ -42,6 +42,12 @@
 //!   a timeout (`tls_handshake`, `first_request`, `idle`, `stalled`: a
 //!   response not sent within the request timeout); `accept_errors_total`
 //!   (e.g. EMFILE).
+//! - `watches_open`: open `WatchToken` streams (gauge);
+//!   `watch_deliveries_total`, `watch_retries_total`,
+//!   `watches_refused_total` (the per-caller cap),
+//!   `watches_ended_total{reason}` (`client_gone`, `max_watch_seconds`,
+//!   `shutdown`, `error`, `send_timeout`). Each delivery is also counted as
+//!   its unary method in `requests_total` and `tokens_issued_total`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -251,6 +257,101 @@ pub struct Metrics {
     last_success_unix: AtomicU64,
     /// Connection counters (recorded even with metrics disabled: cheap).
     pub connections: ConnectionMetrics,
+    /// `WatchToken` stream counters (recorded even with metrics disabled).
+    pub watches: WatchMetrics,
+}
+
+/// Why a `WatchToken` stream ended (the `reason` label).
+pub const WATCH_END_REASONS: [&str; 6] = [
+    "client_gone",
+    "max_watch_seconds",
+    "shutdown",
+    "error",
+    "send_timeout",
+    "other",
+];
+
+/// `WatchToken` counters.
+#[derive(Debug, Default)]
+pub struct WatchMetrics {
+    open: AtomicU64,
+    deliveries: AtomicU64,
+    retries: AtomicU64,
+    refused_cap: AtomicU64,
+    ended: [AtomicU64; 6],
+}
+
+impl WatchMetrics {
+    /// A watch started its renewals.
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A watch ended, for `reason` (one of [`WATCH_END_REASONS`]).
+    pub fn closed(&self, reason: &str) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        let i = WATCH_END_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(WATCH_END_REASONS.len() - 1);
+        self.ended[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A token was handed to a watch's client.
+    pub fn delivered(&self) {
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A renewal failed transiently and will be retried.
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A watch was refused by `max_watches_per_caller`.
+    pub fn refused_cap(&self) {
+        self.refused_cap.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Watches open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Tokens delivered on watches so far.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_watches_open Open WatchToken streams.\n\
+             # TYPE token_authority_watches_open gauge\n\
+             token_authority_watches_open {}\n\
+             # HELP token_authority_watch_deliveries_total Tokens delivered on WatchToken streams (the first included).\n\
+             # TYPE token_authority_watch_deliveries_total counter\n\
+             token_authority_watch_deliveries_total {}\n\
+             # HELP token_authority_watch_retries_total Renewals that failed transiently and were retried.\n\
+             # TYPE token_authority_watch_retries_total counter\n\
+             token_authority_watch_retries_total {}\n\
+             # HELP token_authority_watches_refused_total Watches refused by max_watches_per_caller.\n\
+             # TYPE token_authority_watches_refused_total counter\n\
+             token_authority_watches_refused_total {}\n\
+             # HELP token_authority_watches_ended_total WatchToken streams ended, by reason.\n\
+             # TYPE token_authority_watches_ended_total counter",
+            self.open.load(Ordering::Relaxed),
+            self.deliveries.load(Ordering::Relaxed),
+            self.retries.load(Ordering::Relaxed),
+            self.refused_cap.load(Ordering::Relaxed),
+        );
+        for (i, r) in WATCH_END_REASONS.iter().enumerate() {
+            let v = self.ended[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "token_authority_watches_ended_total{{reason=\"{r}\"}} {v}"
+            );
+        }
+    }
 }
 
 /// A listener, for the connection metrics.
@@ -425,6 +526,7 @@ impl Metrics {
             last_reload_ok: AtomicBool::new(true),
             last_success_unix: AtomicU64::new(unix_now()),
             connections: ConnectionMetrics::default(),
+            watches: WatchMetrics::default(),
         }
     }
 
@@ -464,6 +566,7 @@ impl Metrics {
             last_reload_ok: AtomicBool::new(true),
             last_success_unix: AtomicU64::new(unix_now()),
             connections: ConnectionMetrics::default(),
+            watches: WatchMetrics::default(),
         }
     }
 
@@ -599,6 +702,7 @@ impl Metrics {
             self.last_success_unix.load(Ordering::Relaxed)
         );
         self.connections.render(&mut out);
+        self.watches.render(&mut out);
 
         let _ = writeln!(
             out,

@@ -47,8 +47,48 @@ fn authn<T>(request: &Request<T>) -> Authn {
         ))))
 }
 
+/// What a `WatchToken` request presented to be identified (attached by the
+/// server's middleware); absent, nothing (a renewal then fails closed).
+fn credentials<T>(request: &Request<T>) -> crate::policy::Credentials {
+    request
+        .extensions()
+        .get::<crate::policy::Credentials>()
+        .cloned()
+        .unwrap_or(crate::policy::Credentials {
+            key: None,
+            tls_names: std::sync::Arc::default(),
+            ip: std::net::IpAddr::from([0, 0, 0, 0]),
+        })
+}
+
+/// The stream of a `WatchToken` call: what the watch's channel yields.
+pub type WatchStream = std::pin::Pin<
+    Box<
+        dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::WatchTokenResponse, Status>>
+            + Send,
+    >,
+>;
+
 #[tonic::async_trait]
 impl TokenService for TokenApi {
+    type WatchTokenStream = WatchStream;
+
+    async fn watch_token(
+        &self,
+        request: Request<pb::WatchTokenRequest>,
+    ) -> Result<Response<Self::WatchTokenStream>, Status> {
+        use tonic::codegen::tokio_stream::StreamExt as _;
+        let who = authn(&request);
+        let creds = credentials(&request);
+        let rx = self
+            .watch(Transport::Grpc, who, creds, request.into_inner())
+            .await
+            .map_err(Status::from)?;
+        let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|item| (*item).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn build_rtc_token(
         &self,
         request: Request<pb::BuildRtcTokenRequest>,

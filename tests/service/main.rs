@@ -22,6 +22,9 @@
 //!   by a changed file, a bad file, graceful shutdown with a delay.
 //! - `stalled_stdout`: the binary with stdout on a pipe nobody reads:
 //!   requests never wait for the log, drops are counted and marked.
+//! - `watch`: `WatchToken` streams on a hand-moved clock: renewals,
+//!   jitter, revocation by reload, shutdown, the per-caller cap, retries,
+//!   bad input.
 
 // A test crate: a failing unwrap is a failing test (helpers included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -40,3 +43,4 @@ mod limits;
 mod ops;
 mod security;
 mod stalled_stdout;
+mod watch;

@@ -96,6 +96,12 @@ pub(crate) async fn json_rpc(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if name == "WatchToken" {
+        return connect_error(&ApiError::new(
+            Code::Unimplemented,
+            "WatchToken is a server stream: call it over gRPC (Connect and gRPC-Web streaming are not served yet)",
+        ));
+    }
     let Some(method) = Method::from_rpc_name(&name) else {
         return not_found().await;
     };
