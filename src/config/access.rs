@@ -13,12 +13,15 @@ pub struct Access {
     pub callers: Vec<CallerConfig>,
     /// `[anonymous]`.
     pub anonymous: Option<AnonymousConfig>,
+    /// The names of the `[[jwt_issuers]]`.
+    pub jwt_issuers: Vec<String>,
 }
 
 impl Access {
-    /// Whether the service runs open (no callers: every request is allowed).
+    /// Whether the service runs open (no callers and no JWT issuers: every
+    /// request is allowed).
     pub fn is_open(&self) -> bool {
-        self.callers.is_empty()
+        self.callers.is_empty() && self.jwt_issuers.is_empty()
     }
 }
 
@@ -203,7 +206,11 @@ mod tests {
     }
 
     fn access(callers: Vec<CallerConfig>, anonymous: Option<AnonymousConfig>) -> Access {
-        Access { callers, anonymous }
+        Access {
+            callers,
+            anonymous,
+            jwt_issuers: Vec::new(),
+        }
     }
 
     #[test]

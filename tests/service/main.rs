@@ -35,6 +35,7 @@ mod grants_prop;
 mod grpc;
 mod http_get;
 mod json;
+mod jwt;
 mod lifecycle;
 mod limits;
 mod ops;
