@@ -262,6 +262,11 @@ impl Authenticator {
         }
     }
 
+    /// The configured JWT issuers.
+    pub fn jwt_issuers(&self) -> &[Arc<jwt::JwtIssuer>] {
+        &self.jwt_issuers
+    }
+
     /// Readiness of the remote JWKS sources: `Err` while one has no usable
     /// keys; `Ok` with the warnings of those that cannot be refreshed.
     pub fn jwks_status(&self) -> Result<Vec<String>, String> {

@@ -22,6 +22,8 @@ use token_authority::pb;
 use token_authority::policy::PolicyConfig;
 use token_authority::policy::jwt::JwtIssuerConfig;
 use tonic::Code;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 use crate::common::{CERT, TestApp, spawn_app_with, verified};
 
@@ -281,6 +283,18 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: im
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("timed out waiting: {what}");
+}
+
+async fn grpc_health(app: &TestApp) -> ServingStatus {
+    let mut h = HealthClient::new(app.channel().await);
+    let r = h
+        .check(HealthCheckRequest {
+            service: "agora.token.v1.TokenService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.status()
 }
 
 async fn readyz(app: &TestApp) -> (u16, String) {
@@ -756,11 +770,20 @@ async fn not_ready_until_keys_load_and_stale_keys_expire() {
     let (s, b) = readyz(&app).await;
     assert_eq!(s, 503, "{b}");
     assert!(b.contains("JWT keys") && b.contains("not loaded"), "{b}");
+    // gRPC health says the same.
+    eventually("gRPC health NOT_SERVING", || async {
+        grpc_health(&app).await == ServingStatus::NotServing
+    })
+    .await;
     let (s, b) = get_token(&app, &jwt, "channelName=user-alice").await;
     assert_eq!(s, 401, "{b}");
     assert!(b.contains("check `jwks`"), "{b}");
     jwks.up.store(true, Ordering::Relaxed);
     eventually("ready", || async { readyz(&app).await.0 == 200 }).await;
+    eventually("gRPC health SERVING", || async {
+        grpc_health(&app).await == ServingStatus::Serving
+    })
+    .await;
     assert_eq!(get_token(&app, &jwt, "channelName=user-alice").await.0, 200);
     // An outage longer than jwks_max_stale_seconds: keys expire, not ready.
     jwks.up.store(false, Ordering::Relaxed);

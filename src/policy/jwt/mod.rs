@@ -521,8 +521,7 @@ fn parse(token: &str) -> Result<Parsed, JwtFail> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(refuse("kid", "the header's kid is not a string")),
     };
-    if let Some(crit) = header.get("crit") {
-        let _ = crit;
+    if header.contains_key("crit") {
         return Err(refuse(
             "crit",
             "critical header extensions are not supported",
@@ -628,7 +627,11 @@ impl JwtIssuer {
                 let d = Denial::Jwt {
                     check: "kid",
                     detail: match &p.kid {
-                        Some(k) => format!("no key {k:?} in the JWKS of issuer {}", self.name),
+                        Some(k) => format!(
+                            "no key {:?} in the JWKS of issuer {}",
+                            k.chars().take(64).collect::<String>(),
+                            self.name
+                        ),
                         None => format!(
                             "no key for {} in the JWKS of issuer {}",
                             keys::alg_name(p.alg),
