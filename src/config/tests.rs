@@ -371,3 +371,24 @@ fn jwt_issuers_are_validated_strictly() {
     let e = err("jwks_file = \"oct.json\"");
     assert!(e.contains("no usable signing key"), "{e}");
 }
+
+#[test]
+fn the_workload_identity_overlay_config_loads_and_fails_closed_without_keys() {
+    let overlay = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes/overlays/workload-identity");
+    let toml = std::fs::read_to_string(overlay.join("token-authority.toml")).unwrap();
+    let d = tmpdir("overlay");
+    // As shipped (no key): refused.
+    std::fs::copy(overlay.join("cluster-jwks.json"), d.join("cluster-jwks.json")).unwrap();
+    let e = load_file(&d, "", &toml).unwrap_err().to_string();
+    assert!(e.contains("no usable signing key"), "{e}");
+    // With a cluster's (RSA) key: loads, two entries of one issuer, not open.
+    std::fs::write(
+        d.join("cluster-jwks.json"),
+        r#"{"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid":"k","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}]}"#,
+    )
+    .unwrap();
+    let c = load_file(&d, "", &toml).unwrap();
+    assert_eq!(c.jwt_issuers.len(), 2);
+    assert!(!c.snapshot().unwrap().auth.is_open());
+}
