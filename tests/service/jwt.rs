@@ -885,3 +885,160 @@ async fn a_jwks_file_and_api_keys_work_side_by_side() {
     // Readiness does not wait on a file.
     assert_eq!(readyz(&app).await.0, 200);
 }
+
+/// The path of a Chromium binary, if installed.
+fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Serves `page` as text/html to every request on a loopback port: the
+/// browser app's own origin.
+async fn serve_page(page: Arc<Mutex<String>>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let page = Arc::clone(&page);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let (status, body) = if buf[..n].starts_with(b"GET / ") {
+                    ("200 OK", page.lock().unwrap().clone())
+                } else {
+                    ("404 Not Found", String::new())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// End to end in a real browser: a page on another origin (another port)
+/// sends its user's JWT to the GET endpoint (CORS preflight for the
+/// `authorization` header included), gets a token bound to its own uid,
+/// and is refused another user's uid (403, readable by the page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_page_on_another_origin_gets_its_own_token_only() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is not installed (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let ed = ed();
+    let dir = std::env::temp_dir().join(format!(
+        "ta-browser-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwks.json");
+    std::fs::write(&file, json!({"keys": [ed.with_kid("e1")]}).to_string()).unwrap();
+    let jwt = mint(&ed, Some("e1"), &claims(json!({})));
+    // The page's origin (another port) must be known before the service
+    // starts (CORS); the page must know the service's address.
+    let page = Arc::new(Mutex::new(String::new()));
+    let (page_addr, page_task) = serve_page(Arc::clone(&page)).await;
+    let cors = format!("http://{page_addr}");
+    let app = spawn_app_with(move |c| {
+        c.jwt_issuers = vec![JwtIssuerConfig {
+            name: "web".into(),
+            issuer: ISS.into(),
+            audiences: vec![AUD.into()],
+            jwks_file: Some(file),
+            algorithms: Some(vec!["EdDSA".into()]),
+            uid_claim: Some("uid".into()),
+            policy: PolicyConfig {
+                kinds: Some(vec!["rtc".into()]),
+                channels: Some(vec!["user-{sub}".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }];
+        c.cors_origins = vec![cors];
+    })
+    .await;
+    let api = format!("http://{}", app.addr());
+    *page.lock().unwrap() = format!(
+        r#"<!doctype html><html><body><pre id="out">pending</pre><script>
+const jwt = "{jwt}";
+async function token(query) {{
+  const r = await fetch("{api}/api/agora/token?" + query, {{ headers: {{ authorization: "Bearer " + jwt }} }});
+  return {{ status: r.status, body: (await r.text()).trim() }};
+}}
+(async () => {{
+  const own = await token("channelName=user-alice");
+  const other = await token("channelName=user-alice&uid=1002");
+  document.getElementById("out").textContent = "RESULT " + JSON.stringify({{ own, other }});
+}})().catch(e => {{ document.getElementById("out").textContent = "ERROR " + e; }});
+</script></body></html>"#
+    );
+    let profile = dir.join("profile");
+    let url = format!("http://{page_addr}/");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--virtual-time-budget=15000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--dump-dom")
+            .arg(&url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    page_task.abort();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let Some(result) = dom
+        .split("RESULT ")
+        .nth(1)
+        .and_then(|r| r.split("</pre>").next())
+    else {
+        panic!(
+            "no result in the page: {dom}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let result: Value = serde_json::from_str(&result.replace("&quot;", "\"")).unwrap();
+    assert_eq!(result["own"]["status"], 200, "{result}");
+    assert_eq!(
+        rtc_payload(result["own"]["body"].as_str().unwrap()),
+        rtc("user-alice", "1001")
+    );
+    assert_eq!(result["other"]["status"], 403, "{result}");
+    assert!(
+        result["other"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("uid_ranges"),
+        "{result}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
