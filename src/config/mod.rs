@@ -294,7 +294,7 @@ impl Config {
         access::Access {
             callers: self.callers.clone(),
             anonymous: self.anonymous.clone(),
-            jwt_issuers: self.jwt_issuers.iter().map(|j| j.name.clone()).collect(),
+            jwt_issuers: self.jwt_issuers.clone(),
         }
     }
 

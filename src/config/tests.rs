@@ -374,12 +374,16 @@ fn jwt_issuers_are_validated_strictly() {
 
 #[test]
 fn the_workload_identity_overlay_config_loads_and_fails_closed_without_keys() {
-    let overlay = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy/kubernetes/overlays/workload-identity");
+    let overlay =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/overlays/workload-identity");
     let toml = std::fs::read_to_string(overlay.join("token-authority.toml")).unwrap();
     let d = tmpdir("overlay");
     // As shipped (no key): refused.
-    std::fs::copy(overlay.join("cluster-jwks.json"), d.join("cluster-jwks.json")).unwrap();
+    std::fs::copy(
+        overlay.join("cluster-jwks.json"),
+        d.join("cluster-jwks.json"),
+    )
+    .unwrap();
     let e = load_file(&d, "", &toml).unwrap_err().to_string();
     assert!(e.contains("no usable signing key"), "{e}");
     // With a cluster's (RSA) key: loads, two entries of one issuer, not open.
