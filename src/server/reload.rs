@@ -29,8 +29,9 @@
 //! Triggers (wired in `token-authority serve`): SIGHUP, and a change of the
 //! CONTENT of a watched file, checked every [`POLL_INTERVAL`]. Watched are
 //! the config file, every app's certificate files, the JWT issuers'
-//! `jwks_file`s and the environment's `*_FILE` credential files, whether they exist or not (a secondary
-//! certificate appears and disappears during a rotation). Polling contents
+//! `jwks_file`s and the environment's `*_FILE` credential files, whether
+//! they exist or not (a secondary certificate appears and disappears during
+//! a rotation). Polling contents
 //! by path follows symlinks on every read, so it sees the kubelet's atomic
 //! `..data` symlink swap of a mounted Secret or ConfigMap, which inotify
 //! watches on the old target would miss. Only SHA-256 digests of the files
