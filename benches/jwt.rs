@@ -24,6 +24,8 @@ fn b64(v: &[u8]) -> String {
 
 /// (alg, signing key, public JWK).
 fn keys() -> Vec<(Algorithm, EncodingKey, Value)> {
+    // Before jsonwebtoken is first used, as in the service.
+    token_authority::policy::jwt::use_ring_for_signatures();
     use rsa::pkcs1::EncodeRsaPrivateKey;
     let rsa = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
     let rsa_der = rsa.to_pkcs1_der().unwrap().as_bytes().to_vec();

@@ -47,6 +47,9 @@ impl Key {
 }
 
 fn key_from(alg: Algorithm, enc: EncodingKey, typed: bool) -> Key {
+    // As the service does when it compiles an issuer: ring verifies. Here
+    // first, because minting uses jsonwebtoken before any server starts.
+    token_authority::policy::jwt::use_ring_for_signatures();
     let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&enc, alg).unwrap()).unwrap();
     if !typed {
         // No `alg`: the service infers the allowed ones from the key type.
@@ -78,6 +81,7 @@ fn ec(alg: Algorithm) -> Key {
 }
 
 fn ed() -> Key {
+    token_authority::policy::jwt::use_ring_for_signatures();
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     // jsonwebtoken cannot derive an OKP JWK: written from the raw key.
     Key {
@@ -1041,4 +1045,35 @@ async function token(query) {{
         "{result}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Signatures are checked by ring (installed as jsonwebtoken's provider),
+/// which refuses RSA keys under 2048 bits: a JWT signed with a 1024-bit
+/// key that the JWKS publishes is still refused.
+#[tokio::test]
+async fn rsa_keys_under_2048_bits_are_refused() {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let k = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+    let weak = key_from(
+        Algorithm::RS256,
+        EncodingKey::from_rsa_der(k.to_pkcs1_der().unwrap().as_bytes()),
+        true,
+    );
+    let strong = rsa(Algorithm::RS256);
+    let (_jwks, app) = ready_app(vec![weak.with_kid("weak"), strong.with_kid("strong")]).await;
+    let (s, b) = get_token(
+        &app,
+        &mint(&weak, Some("weak"), &claims(json!({}))),
+        "channelName=user-alice",
+    )
+    .await;
+    assert_eq!(s, 401, "{b}");
+    assert!(b.contains("check `signature`"), "{b}");
+    let (s, b) = get_token(
+        &app,
+        &mint(&strong, Some("strong"), &claims(json!({}))),
+        "channelName=user-alice",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
 }

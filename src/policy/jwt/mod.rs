@@ -17,6 +17,8 @@
 //! repeated here so a claim of the wrong type is refused, never skipped.
 
 pub mod keys;
+mod ring_provider;
+pub use ring_provider::install as use_ring_for_signatures;
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -265,6 +267,7 @@ impl JwtIssuer {
     /// Compiles an entry; `base` resolves relative paths. Reads
     /// `jwks_file` and `jwks_ca_file`. Errors name the key.
     pub fn new(c: &JwtIssuerConfig, base: &std::path::Path) -> Result<Self, String> {
+        ring_provider::install();
         if c.name.trim().is_empty() {
             return Err("name: must not be empty".to_owned());
         }
