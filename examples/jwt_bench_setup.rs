@@ -14,6 +14,8 @@ use serde_json::json;
 
 fn main() {
     use rsa::pkcs1::EncodeRsaPrivateKey;
+    // Before jsonwebtoken is first used, as in the service.
+    token_authority::policy::jwt::use_ring_for_signatures();
     let dir =
         std::path::PathBuf::from(std::env::args().nth(1).expect("usage: jwt_bench_setup DIR"));
     std::fs::create_dir_all(&dir).unwrap();

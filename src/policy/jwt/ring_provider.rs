@@ -73,21 +73,23 @@ impl JwtVerifier for RingVerifier {
 
 fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
     use jsonwebtoken::AlgorithmFamily as F;
-    let fits = match (alg, key.family(), key.kind()) {
+    let fits = matches!(
+        (alg, key.family(), key.kind()),
         (
             Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512,
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512,
             F::Rsa,
             DecodingKeyKind::RsaModulusExponent { .. },
-        ) => true,
-        (Algorithm::ES256 | Algorithm::ES384, F::Ec, DecodingKeyKind::SecretOrDer(_)) => true,
-        (Algorithm::EdDSA, F::Ed, DecodingKeyKind::SecretOrDer(_)) => true,
-        _ => false,
-    };
+        ) | (
+            Algorithm::ES256 | Algorithm::ES384,
+            F::Ec,
+            DecodingKeyKind::SecretOrDer(_)
+        ) | (Algorithm::EdDSA, F::Ed, DecodingKeyKind::SecretOrDer(_))
+    );
     if !fits {
         // HMAC, or a key of another family: never verified here.
         return Err(ErrorKind::InvalidAlgorithm.into());
