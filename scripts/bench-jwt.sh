@@ -10,7 +10,11 @@
 #   RUNS=3 DURATION=5 scripts/bench-jwt.sh --scenario get
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p token-authority -p token-authority-loadgen --example jwt_bench_setup
+if [ -z "${NO_BUILD:-}" ]; then
+  # Two commands: with --example, cargo would build only the example.
+  cargo build --release --quiet -p token-authority -p token-authority-loadgen
+  cargo build --release --quiet -p token-authority --example jwt_bench_setup
+fi
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 mapfile -t CREDS < <(target/release/examples/jwt_bench_setup "$DIR")
