@@ -130,6 +130,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         });
     });
+    let mut jwts = Vec::new();
     for (alg, enc, _) in &keys {
         let mut h = Header::new(*alg);
         h.kid = Some(format!("{alg:?}"));
@@ -138,6 +139,37 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 auth.authenticate(Some(black_box(&jwt)), &[], ip, false)
                     .unwrap()
+            });
+        });
+        jwts.push(jwt);
+    }
+    g.finish();
+    // The signature check alone: jsonwebtoken's RustCrypto provider
+    // against the ring provider the service installs (the process default).
+    let mut g = c.benchmark_group("signature");
+    let rust_crypto = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
+    for ((alg, _, jwk), jwt) in keys.iter().zip(&jwts) {
+        let jwk: Jwk = serde_json::from_value(jwk.clone()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let (msg, sig_b64) = jwt.rsplit_once('.').unwrap();
+        let sig = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(sig_b64)
+                .unwrap()
+        };
+        g.bench_function(format!("rustcrypto_{alg:?}"), |b| {
+            b.iter(|| {
+                let v = (rust_crypto.verifier_factory)(alg, &key).unwrap();
+                v.verify(black_box(msg.as_bytes()), &sig).unwrap();
+            });
+        });
+        g.bench_function(format!("ring_{alg:?}"), |b| {
+            b.iter(|| {
+                let ok =
+                    jsonwebtoken::crypto::verify(sig_b64, black_box(msg.as_bytes()), &key, *alg)
+                        .unwrap();
+                assert!(ok);
             });
         });
     }
