@@ -46,7 +46,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   exec "$BIN" serve --config "$DIR/config.toml"
 ) >"$DIR/server.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$DIR"' EXIT
+trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; cp "$DIR/server.log" /tmp/attack-server.log 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do
   "$BIN" healthcheck --addr "127.0.0.1:$ADMIN_PORT" >/dev/null 2>&1 && break
   sleep 0.1

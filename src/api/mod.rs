@@ -191,6 +191,15 @@ impl TokenApi {
             .metrics
             .request(transport, method, code, start.elapsed());
         if let Err(e) = &result {
+            // At a bounded rate (the audit log has every refusal).
+            if !tracing::enabled!(tracing::Level::INFO)
+                || !crate::telemetry::logging::admit_line(
+                    &crate::telemetry::logging::REFUSALS,
+                    "request refused",
+                )
+            {
+                return result;
+            }
             tracing::info!(
                 rpc = method.as_str(),
                 code = e.code_name(),

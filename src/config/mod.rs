@@ -147,7 +147,7 @@ impl Default for ConnectionLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
-            max_concurrent_streams: 32,
+            max_concurrent_streams: 16,
             keep_alive_interval: Some(Duration::from_secs(60)),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,

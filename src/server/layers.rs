@@ -377,16 +377,7 @@ pub(super) async fn guard(
             // it took a concurrency slot: counted, logged (at a bounded
             // rate: a flood must not fill a disk) and audited here.
             let budget = &crate::telemetry::logging::UNAUTHENTICATED_REFUSALS;
-            let logged = refused_early(
-                &g,
-                &req,
-                grpc,
-                get,
-                start,
-                "unauthenticated",
-                &e,
-                Some(budget),
-            );
+            let logged = refused_early(&g, &req, grpc, get, start, "unauthenticated", &e, budget);
             let mut r = early_refusal(grpc, get, e);
             if !logged {
                 // Its `request` line is suppressed with it.
@@ -398,8 +389,13 @@ pub(super) async fn guard(
             Err(why) => {
                 let e = ApiError::busy(why, Duration::from_secs(1));
                 let caller = label.as_deref().unwrap_or("open");
-                refused_early(&g, &req, grpc, get, start, caller, &e, None);
-                early_refusal(grpc, get, e)
+                let budget = &crate::telemetry::logging::REFUSALS;
+                let logged = refused_early(&g, &req, grpc, get, start, caller, &e, budget);
+                let mut r = early_refusal(grpc, get, e);
+                if !logged {
+                    r.extensions_mut().insert(SuppressedRefusal);
+                }
+                r
             }
             Ok(permit) => {
                 // Metrics of this request are labelled with its caller (task-local).
@@ -501,9 +497,9 @@ async fn authenticate(
 #[derive(Debug, Clone, Copy)]
 struct SuppressedRefusal;
 
-/// Counts, logs and audits a request refused by the guard; with a
-/// `budget`, its `request refused` line is logged only within it. Returns
-/// whether the line was logged.
+/// Counts, logs and audits a request refused by the guard; its `request
+/// refused` line is logged only within `budget`. Returns whether the line
+/// was logged.
 #[allow(clippy::too_many_arguments)]
 fn refused_early(
     g: &Guard,
@@ -513,9 +509,8 @@ fn refused_early(
     start: Instant,
     caller: &str,
     e: &ApiError,
-    budget: Option<&crate::telemetry::logging::LineBudget>,
+    budget: &crate::telemetry::logging::LineBudget,
 ) -> bool {
-    use crate::telemetry::logging::Verdict;
     use crate::telemetry::metrics::{Method, Transport};
     let (transport, method) = if get {
         (Transport::Http, Some(Method::GetToken))
@@ -534,19 +529,14 @@ fn refused_early(
             .request(transport, m, e.code, start.elapsed());
     }
     let rpc = method.map_or("unknown", |m| m.as_str());
-    let verdict = match budget {
-        Some(b) if tracing::enabled!(tracing::Level::INFO) => b.admit(start),
-        _ => Verdict::Log { suppressed: 0 },
+    let kind = if std::ptr::eq(budget, &crate::telemetry::logging::UNAUTHENTICATED_REFUSALS) {
+        "request refused (unauthenticated)"
+    } else {
+        "request refused"
     };
-    if let Verdict::Log { suppressed } = verdict {
-        if suppressed > 0 {
-            let per_second = budget.map_or(0, |b| b.per_second());
-            tracing::warn!(
-                suppressed,
-                per_second,
-                "request refused lines suppressed (unauthenticated requests over the log rate limit)"
-            );
-        }
+    let logged = !tracing::enabled!(tracing::Level::INFO)
+        || crate::telemetry::logging::admit_line(budget, kind);
+    if logged {
         tracing::info!(
             rpc,
             code = e.code_name(),
@@ -555,7 +545,7 @@ fn refused_early(
         );
     }
     crate::telemetry::audit::refused_early(caller, rpc, &e.message);
-    matches!(verdict, Verdict::Log { .. })
+    logged
 }
 
 /// `f`, or `None` when it has not completed `limit` after the call.
@@ -655,7 +645,12 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
                 let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
                 tracing::debug!(%method, path, status, elapsed_ms, "request");
             }
-        } else {
+        } else if tracing::enabled!(tracing::Level::INFO)
+            && crate::telemetry::logging::admit_line(
+                &crate::telemetry::logging::REQUEST_LINES,
+                "request",
+            )
+        {
             let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
             tracing::info!(%method, path, status, elapsed_ms, "request");
         }

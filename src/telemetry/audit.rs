@@ -131,7 +131,10 @@ impl fmt::Display for Privileges<'_, '_> {
                 if j > 0 {
                     f.write_str(",")?;
                 }
-                write!(f, "{id}:{v}")?;
+                let mut n = itoa::Buffer::new();
+                f.write_str(n.format(id))?;
+                f.write_str(":")?;
+                f.write_str(n.format(v))?;
             }
             f.write_str("]")?;
         }

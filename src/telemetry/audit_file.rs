@@ -49,8 +49,25 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// How often an unhealthy writer tries again without new records.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The answer of one record: written, or not.
-pub type Receipt = oneshot::Receiver<bool>;
+/// The answers of the records a call emitted: written, or not. Without
+/// `audit_fsync` they are known when the record is submitted; with it,
+/// each is a channel the writer thread answers after its batch is synced.
+#[derive(Debug, Default)]
+pub struct Receipts {
+    /// Whether any record was submitted.
+    any: bool,
+    /// Whether a record already known is not written.
+    failed: bool,
+    /// The answers still to come (with `audit_fsync`).
+    waits: Vec<oneshot::Receiver<bool>>,
+}
+
+impl Receipts {
+    /// Whether no record was submitted.
+    pub fn is_empty(&self) -> bool {
+        !self.any
+    }
+}
 
 struct Job {
     line: Vec<u8>,
@@ -77,7 +94,7 @@ pub struct AuditFile {
 static DEVICE: OnceLock<AuditFile> = OnceLock::new();
 
 thread_local! {
-    static PENDING: RefCell<Option<Vec<Receipt>>> = const { RefCell::new(None) };
+    static PENDING: RefCell<Option<Receipts>> = const { RefCell::new(None) };
 }
 
 impl AuditFile {
@@ -118,37 +135,34 @@ impl AuditFile {
 
     /// Queues one complete line; its receipt joins the current
     /// [`collect`] scope, if any.
-    pub fn submit(&self, line: Vec<u8>) {
-        let (done, receipt) = oneshot::channel();
-        let collecting = PENDING.with(|p| p.borrow().is_some());
+    pub fn submit(&self, line: &[u8]) {
         if let Some(w) = &self.direct {
             // Without fsync a write is a short system call: the request
-            // makes it itself; its receipt is answered at once.
-            let ok = w.lock().unwrap_or_else(|e| e.into_inner()).write(&line);
+            // makes it itself, and knows its answer at once (no channel).
+            let ok = w.lock().unwrap_or_else(|e| e.into_inner()).write(line);
             if ok {
                 self.shared.records.fetch_add(1, Ordering::Relaxed);
             }
-            if collecting {
-                let _ = done.send(ok);
-                PENDING.with(|p| {
-                    if let Some(v) = p.borrow_mut().as_mut() {
-                        v.push(receipt);
-                    }
-                });
-            }
-            return;
-        }
-        let done = if collecting {
             PENDING.with(|p| {
-                if let Some(v) = p.borrow_mut().as_mut() {
-                    v.push(receipt);
+                if let Some(r) = p.borrow_mut().as_mut() {
+                    r.any = true;
+                    r.failed |= !ok;
                 }
             });
-            Some(done)
-        } else {
-            None
-        };
-        match self.tx.try_send(Job { line, done }) {
+            return;
+        }
+        let done = PENDING.with(|p| {
+            p.borrow_mut().as_mut().map(|r| {
+                let (done, receipt) = oneshot::channel();
+                r.any = true;
+                r.waits.push(receipt);
+                done
+            })
+        });
+        match self.tx.try_send(Job {
+            line: line.to_vec(),
+            done,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                 // Queue full or writer gone: the record is not written.
@@ -190,18 +204,18 @@ pub fn healthy() -> bool {
 
 /// Runs `f` (synchronous: it does not yield) and returns what it returned
 /// with the receipts of the audit records it emitted.
-pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Vec<Receipt>) {
+pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Receipts) {
     if device().is_none() {
-        return (f(), Vec::new());
+        return (f(), Receipts::default());
     }
-    struct Reset(Option<Vec<Receipt>>);
+    struct Reset(Option<Receipts>);
     impl Drop for Reset {
         fn drop(&mut self) {
             let prev = self.0.take();
             PENDING.with(|p| *p.borrow_mut() = prev);
         }
     }
-    let prev = PENDING.with(|p| p.borrow_mut().replace(Vec::new()));
+    let prev = PENDING.with(|p| p.borrow_mut().replace(Receipts::default()));
     let reset = Reset(prev);
     let out = f();
     let receipts = PENDING.with(|p| p.borrow_mut().take()).unwrap_or_default();
@@ -210,20 +224,21 @@ pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Vec<Receipt>) {
 }
 
 /// Whether every record of `receipts` was written.
-pub async fn committed(receipts: Vec<Receipt>) -> bool {
-    let mut all = true;
-    for r in receipts {
+pub async fn committed(receipts: Receipts) -> bool {
+    let mut all = !receipts.failed;
+    for r in receipts.waits {
         all &= r.await.unwrap_or(false);
     }
     all
 }
 
-/// The open file, the length of its complete lines, and its identity.
+/// The open file, its identity, and the length to cut it back to when a
+/// failed write could not be undone at once.
 #[derive(Debug)]
 struct Opened {
     file: File,
-    len: u64,
     id: (u64, u64),
+    cut_to: Option<u64>,
 }
 
 impl Opened {
@@ -231,9 +246,9 @@ impl Opened {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let meta = file.metadata()?;
         Ok(Self {
-            len: meta.len(),
             id: identity(&meta),
             file,
+            cut_to: None,
         })
     }
 }
@@ -354,32 +369,45 @@ impl Writer {
         let Some(f) = self.file.as_mut() else {
             return Err(std::io::Error::other("the audit log is not open"));
         };
-        // A failed write before may have left part of a line: cut it. A
-        // file made shorter from outside (logrotate's copytruncate) is
-        // taken as it is.
-        let len = f.file.metadata()?.len();
-        if len > f.len {
-            f.file.set_len(f.len)?;
-        } else {
-            f.len = len;
+        // A failed write before left part of a line that could not be cut
+        // then: cut it now, before anything follows it.
+        if let Some(len) = f.cut_to {
+            f.file.set_len(len)?;
+            f.cut_to = None;
         }
-        match f.file.write_all(buf).and_then(|()| {
-            if self.fsync {
-                f.file.sync_data()
-            } else {
-                Ok(())
+        // The file is opened for appending, and this writer is its only
+        // one: what this call writes is the file's last `written` bytes.
+        let mut written = 0;
+        let result = loop {
+            if written == buf.len() {
+                break if self.fsync {
+                    f.file.sync_data()
+                } else {
+                    Ok(())
+                };
             }
-        }) {
-            Ok(()) => {
-                f.len += buf.len() as u64;
-                Ok(())
+            match f.file.write(&buf[written..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
             }
-            Err(e) => {
-                // No partial lines: back to the last complete batch.
-                let _ = f.file.set_len(f.len);
-                Err(e)
+        };
+        if result.is_err() && written > 0 {
+            // No partial lines: cut what this call wrote (all of it when
+            // the sync failed), now or before the next write. The length
+            // is read here, not kept, so that a file made shorter from
+            // outside (logrotate's copytruncate) is taken as it is.
+            // (`fstat` of an open file does not fail in practice; if it
+            // did, nothing is cut rather than a guessed length.)
+            if let Ok(m) = f.file.metadata() {
+                let len = m.len().saturating_sub(written as u64);
+                if f.file.set_len(len).is_err() {
+                    f.cut_to = Some(len);
+                }
             }
         }
+        result
     }
 
     /// While unhealthy: tries to write a probe record.
@@ -392,45 +420,32 @@ impl Writer {
     }
 }
 
-/// The `MakeWriter` of the audit layer: each formatted event (one JSON
-/// line) goes to the device as one record.
+/// The audit layer of the log subscriber: each audit event becomes one
+/// JSON line ([`super::logfmt::json_line`]), formatted into a buffer of the
+/// thread and handed to the device as one record (no copy, no allocation
+/// without `audit_fsync`).
 #[derive(Debug, Clone)]
-pub struct AuditWriter(pub AuditFile);
+pub struct AuditLayer(pub AuditFile);
 
-/// One event's line, submitted when the formatter is done with it.
-#[derive(Debug)]
-pub struct LineWriter {
-    device: AuditFile,
-    line: Vec<u8>,
-}
-
-impl std::io::Write for LineWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.line.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        if !self.line.is_empty() {
-            self.device.submit(std::mem::take(&mut self.line));
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        thread_local! {
+            static LINE: RefCell<String> = RefCell::new(String::with_capacity(1024));
         }
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for AuditWriter {
-    type Writer = LineWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        LineWriter {
-            device: self.0.clone(),
-            line: Vec::with_capacity(512),
-        }
+        let write = |line: &mut String| {
+            line.clear();
+            super::logfmt::json_line(line, event);
+            self.0.submit(line.as_bytes());
+        };
+        LINE.with(|l| match l.try_borrow_mut() {
+            Ok(mut line) => write(&mut line),
+            // Only if formatting this event logged an audit event itself.
+            Err(_) => write(&mut String::new()),
+        });
     }
 }
 
@@ -450,9 +465,9 @@ mod tests {
         let path = tmp("rename");
         let dev = AuditFile::open(&path, false).unwrap();
         // Not installed globally: submit and collect by hand.
-        PENDING.with(|p| *p.borrow_mut() = Some(Vec::new()));
-        dev.submit(b"{\"n\":1}\n".to_vec());
-        dev.submit(b"{\"n\":2}\n".to_vec());
+        PENDING.with(|p| *p.borrow_mut() = Some(Receipts::default()));
+        dev.submit(b"{\"n\":1}\n");
+        dev.submit(b"{\"n\":2}\n");
         let receipts = PENDING.with(|p| p.borrow_mut().take()).unwrap();
         assert!(committed(receipts).await);
         assert_eq!(
@@ -464,8 +479,8 @@ mod tests {
         let rotated = path.with_extension("1");
         std::fs::rename(&path, &rotated).unwrap();
         tokio::time::sleep(RENAME_CHECK + Duration::from_millis(50)).await;
-        PENDING.with(|p| *p.borrow_mut() = Some(Vec::new()));
-        dev.submit(b"{\"n\":3}\n".to_vec());
+        PENDING.with(|p| *p.borrow_mut() = Some(Receipts::default()));
+        dev.submit(b"{\"n\":3}\n");
         let receipts = PENDING.with(|p| p.borrow_mut().take()).unwrap();
         assert!(committed(receipts).await);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":3}\n");
@@ -482,8 +497,8 @@ mod tests {
         let dev = AuditFile::open(&path, true).unwrap();
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
-        PENDING.with(|p| *p.borrow_mut() = Some(Vec::new()));
-        dev.submit(b"{\"n\":1}\n".to_vec());
+        PENDING.with(|p| *p.borrow_mut() = Some(Receipts::default()));
+        dev.submit(b"{\"n\":1}\n");
         let receipts = PENDING.with(|p| p.borrow_mut().take()).unwrap();
         assert!(!committed(receipts).await);
         assert!(!dev.is_healthy());

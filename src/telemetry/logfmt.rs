@@ -121,26 +121,7 @@ where
             .unwrap_or_default();
         let span = ctx.lookup_current();
         if self.json {
-            line.push_str("{\"timestamp\":\"");
-            timestamp(&mut line, now.as_secs(), now.subsec_micros());
-            line.push_str("\",\"level\":\"");
-            line.push_str(meta.level().as_str());
-            line.push_str("\",\"target\":");
-            json_str(&mut line, meta.target());
-            let mut v = Fields {
-                out: &mut line,
-                json: true,
-            };
-            event.record(&mut v);
-            let _ = REQUEST.try_with(|r| {
-                line.push_str(",\"request_id\":");
-                json_str(&mut line, r.id());
-                if let Some(p) = r.peer {
-                    line.push_str(",\"peer\":\"");
-                    let _ = write!(line, "{p}");
-                    line.push('"');
-                }
-            });
+            json_fields(&mut line, meta, event);
             if let Some(span) = &span {
                 line.push_str(",\"span\":{\"name\":");
                 json_str(&mut line, span.name());
@@ -203,6 +184,43 @@ where
     }
 }
 
+/// One event as a complete JSON line (no span: the audit file's records,
+/// which are never logged inside one).
+pub(crate) fn json_line(line: &mut String, event: &Event<'_>) {
+    let normalized = event.normalized_metadata();
+    let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    json_fields(line, meta, event);
+    line.push_str("}\n");
+}
+
+/// A JSON line up to its span: `{"timestamp":..,"level":..,"target":..,`
+/// the event's fields, `request_id` and `peer` (the object left open).
+fn json_fields(line: &mut String, meta: &tracing::Metadata<'_>, event: &Event<'_>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    line.push_str("{\"timestamp\":\"");
+    timestamp(line, now.as_secs(), now.subsec_micros());
+    line.push_str("\",\"level\":\"");
+    line.push_str(meta.level().as_str());
+    line.push_str("\",\"target\":");
+    json_str(line, meta.target());
+    let mut v = Fields {
+        out: line,
+        json: true,
+    };
+    event.record(&mut v);
+    let _ = REQUEST.try_with(|r| {
+        line.push_str(",\"request_id\":");
+        json_str(line, r.id());
+        if let Some(p) = r.peer {
+            line.push_str(",\"peer\":\"");
+            let _ = write!(line, "{p}");
+            line.push('"');
+        }
+    });
+}
+
 /// The current time as [`timestamp`] writes it.
 pub(crate) fn push_timestamp(out: &mut String) {
     let now = SystemTime::now()
@@ -246,14 +264,20 @@ fn invisible(c: char) -> bool {
     }
 }
 
+/// Whether `s` is printable ASCII without `"` or `\\`: written as it is,
+/// in text and JSON alike. (A fold without early exit: the compiler makes
+/// it a vector loop; these strings are short and nearly always plain.)
+fn verbatim(s: &str) -> bool {
+    s.bytes().fold(true, |ok, b| {
+        ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
+    })
+}
+
 /// A string as a JSON string literal (RFC 8259), with the characters of
 /// [`invisible`] as `\uXXXX` escapes.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    // Fast path: printable ASCII without `"` or `\\` is written as it is.
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if verbatim(s) {
         out.push_str(s);
         out.push('"');
         return;
@@ -287,10 +311,7 @@ fn json_str(out: &mut String, s: &str) {
 /// Appends `s` with the characters `escape` selects written as Rust's
 /// `Debug` writes them (`\"`, `\\`, `\n`, `\u{202e}`...).
 fn escaped(out: &mut String, s: &str, escape: impl Fn(char) -> bool) {
-    // Fast path: printable ASCII without `"` or `\\` never needs escaping.
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if verbatim(s) {
         out.push_str(s);
         return;
     }
@@ -328,10 +349,24 @@ fn is_log_field(field: &Field) -> bool {
 /// A `%`-displayed value is written bare when it is a plain word (digits,
 /// letters, `.:_-/,@+`), else quoted.
 fn is_plain(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b".:_-/,@+[]".contains(&c))
+    !s.is_empty() && s.bytes().fold(true, |ok, c| ok & PLAIN[usize::from(c)])
 }
+
+/// The bytes of [`is_plain`] words.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'.' | b':' | b'_' | b'-' | b'/' | b',' | b'@' | b'+' | b'[' | b']'
+            );
+        c += 1;
+    }
+    t
+};
 
 /// Writes an event's fields in the line's format: ` key=value` (text) or
 /// `,"key":value` (JSON); the message, in text, bare after the target.
@@ -373,6 +408,12 @@ impl Fields<'_> {
             let _ = write!(self.out, "{value}");
         }
     }
+
+    fn integer(&mut self, field: &Field, value: impl itoa::Integer) {
+        if self.key(field) {
+            self.out.push_str(itoa::Buffer::new().format(value));
+        }
+    }
 }
 
 impl Visit for Fields<'_> {
@@ -389,11 +430,11 @@ impl Visit for Fields<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, value);
+        self.integer(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, value);
+        self.integer(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -431,9 +472,10 @@ impl Visit for Fields<'_> {
                 let v = self.out.split_off(at);
                 text_str(self.out, &v);
             }
-        } else if written
-            .chars()
-            .any(|c| c == '"' || c == '\\' || invisible(c))
+        } else if !verbatim(written)
+            && written
+                .chars()
+                .any(|c| c == '"' || c == '\\' || invisible(c))
         {
             let v = self.out.split_off(at);
             json_str(self.out, &v);

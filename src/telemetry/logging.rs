@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::telemetry::audit_file::{AuditFile, AuditWriter};
+use crate::telemetry::audit_file::{AuditFile, AuditLayer};
 use crate::telemetry::logfmt::LineFormat;
 use crate::telemetry::logwriter::{BatchedStdout, FlushGuard};
 use serde::Deserialize;
@@ -73,15 +73,10 @@ pub fn init_logging(
                 .map_err(|e| format!("--audit-log {}: {e}", path.display()))?
                 .install();
             Some(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .event_format(LineFormat::json())
-                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-                    .with_writer(AuditWriter(device))
-                    .with_filter(
-                        tracing_subscriber::filter::Targets::new()
-                            .with_target(crate::telemetry::audit::TARGET, tracing::Level::INFO),
-                    ),
+                AuditLayer(device).with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target(crate::telemetry::audit::TARGET, tracing::Level::INFO),
+                ),
             )
         }
     };
@@ -103,6 +98,50 @@ pub const REFUSAL_LINES_PER_SECOND: u32 = 10;
 /// through the log. Their count is in `/metrics`
 /// (`token_authority_log_refusals_suppressed_total`).
 pub static UNAUTHENTICATED_REFUSALS: LineBudget = LineBudget::new(REFUSAL_LINES_PER_SECOND);
+
+/// At most this many `request refused` lines per second of requests that
+/// passed authentication (see [`REFUSALS`]).
+pub const AUTHENTICATED_REFUSAL_LINES_PER_SECOND: u32 = 100;
+
+/// The budget of the main log's `request refused` lines of authenticated
+/// (or open-mode) requests: a caller hammering its own rate limit or
+/// concurrency limit cannot flood the log. (The audit log records refusals
+/// under its own budget.) Counted with [`UNAUTHENTICATED_REFUSALS`] in
+/// `token_authority_log_refusals_suppressed_total`.
+pub static REFUSALS: LineBudget = LineBudget::new(AUTHENTICATED_REFUSAL_LINES_PER_SECOND);
+
+/// Whether a line of `budget`'s kind may be logged now; when it may and
+/// lines of its kind were suppressed since the last one, first logs one
+/// summary line with their count (`kind` names them).
+pub fn admit_line(budget: &LineBudget, kind: &'static str) -> bool {
+    match budget.admit(Instant::now()) {
+        Verdict::Log { suppressed } => {
+            if suppressed > 0 {
+                let per_second = budget.per_second();
+                tracing::warn!(
+                    suppressed,
+                    per_second,
+                    kind,
+                    "log lines suppressed (over their rate limit)"
+                );
+            }
+            true
+        }
+        Verdict::Suppress => false,
+    }
+}
+
+/// At most this many `request` lines per second in the main log (see
+/// [`REQUEST_LINES`]).
+pub const REQUEST_LINES_PER_SECOND: u32 = 100;
+
+/// The budget of the main log's info-level `request` lines (the requests
+/// that are neither probes, scrapes nor issued tokens: refusals, errors,
+/// health checks on the main port): a flood of refused requests (429 from
+/// the slot pools, 400s, timeouts) cannot turn into a flood of log lines.
+/// Their count is in `/metrics`
+/// (`token_authority_log_request_lines_suppressed_total`).
+pub static REQUEST_LINES: LineBudget = LineBudget::new(REQUEST_LINES_PER_SECOND);
 
 /// A rate limit for one kind of log line: at most `per_second` lines in
 /// each one-second window (a window opens at the first line after the

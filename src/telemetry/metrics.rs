@@ -30,6 +30,8 @@
 //!   successful load), as Prometheus names its own.
 //! - `log_lines_dropped_total`: main-log lines dropped because stdout could
 //!   not keep up (or failed), see [`crate::telemetry::logwriter`].
+//! - `log_request_lines_suppressed_total`: `request` lines over their
+//!   rate limit ([`crate::telemetry::logging::REQUEST_LINES`]).
 //! - `log_refusals_suppressed_total`: `request refused` lines of
 //!   unauthenticated requests not logged (over their rate limit, see
 //!   [`crate::telemetry::logging::UNAUTHENTICATED_REFUSALS`]).
@@ -613,7 +615,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP token_authority_log_refusals_suppressed_total Request-refused log lines of unauthenticated requests not logged (over their rate limit)."
+            "# HELP token_authority_log_refusals_suppressed_total Request-refused log lines not logged (over their rate limits: unauthenticated requests, and the others)."
         );
         let _ = writeln!(
             out,
@@ -623,6 +625,20 @@ impl Metrics {
             out,
             "token_authority_log_refusals_suppressed_total {}",
             crate::telemetry::logging::UNAUTHENTICATED_REFUSALS.suppressed_total()
+                + crate::telemetry::logging::REFUSALS.suppressed_total()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP token_authority_log_request_lines_suppressed_total Request log lines (refusals, errors, main-port health checks) not logged (over their rate limit)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE token_authority_log_request_lines_suppressed_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "token_authority_log_request_lines_suppressed_total {}",
+            crate::telemetry::logging::REQUEST_LINES.suppressed_total()
         );
 
         let _ = writeln!(

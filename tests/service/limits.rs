@@ -280,3 +280,55 @@ async fn one_caller_cannot_take_every_slot() {
     let b = get(KEY_B).await;
     assert!(b.starts_with("HTTP/1.1 200"), "{b}");
 }
+
+/// An HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A client that never opens its flow-control window (a zero-window
+/// reader) cannot hold a connection and its response buffers: the response
+/// not sent within twice the request timeout closes the connection
+/// (`phase="stalled"`), and other clients are served meanwhile.
+#[tokio::test]
+async fn a_zero_window_reader_is_disconnected() {
+    let app = spawn_app_with(|c| {
+        c.request_timeout = Duration::from_millis(300);
+        c.connection.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut s = TcpStream::connect(app.addr()).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0: no stream may send DATA.
+    out.extend(h2_frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    // HEADERS (END_STREAM | END_HEADERS) GET /api/agora/token?...: a
+    // response with a body, which the window never lets out.
+    let path = b"/api/agora/token?channelName=zero-window&uid=7";
+    let mut block = vec![0x82, 0x86, 0x04, u8::try_from(path.len()).unwrap()];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x01, 1, b't']);
+    out.extend(h2_frame(0x1, 0x5, 1, &block));
+    s.write_all(&out).await.unwrap();
+    let start = Instant::now();
+    // Meanwhile, another client is served.
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert!(closed_within(&mut s, Duration::from_secs(10)).await);
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        admin_metric(
+            &app,
+            "token_authority_connections_timed_out_total{listener=\"main\",phase=\"stalled\"}"
+        )
+        .await
+            >= 1
+    );
+}

@@ -1108,3 +1108,80 @@ async fn revocation_takes_effect_on_reload() {
         .unwrap();
     app.handle.shutdown().await.unwrap();
 }
+
+/// A client that opens a TCP connection to the TLS port and never
+/// completes the handshake (silent, or a partial ClientHello) is closed
+/// after the TLS handshake timeout (`phase="tls_handshake"`).
+#[tokio::test]
+async fn unfinished_tls_handshakes_are_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.issue("localhost", false);
+    std::fs::write(pki.dir.join("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(pki.dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    let dir = pki.dir.clone();
+    let app = spawn_app_with(|c| {
+        c.connection.tls_handshake_timeout = std::time::Duration::from_millis(300);
+        c.connection.first_request_timeout = std::time::Duration::from_secs(30);
+        c.tls = Some(token_authority::config::tls::TlsConfig {
+            cert_file: dir.join("server.pem").display().to_string(),
+            key_file: dir.join("server.key").display().to_string(),
+            client_ca_file: None,
+            client_auth: None,
+        });
+    })
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    // A TLS record header announcing a ClientHello that never comes.
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    for s in [&mut silent, &mut partial] {
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await {
+                Err(_) => break false,
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(_)) => {}
+            }
+        };
+        assert!(closed, "still open after 10 s");
+    }
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    // A real client is still served.
+    let (status, body) = tls_get(
+        app.addr(),
+        client_config(&pki, None, b"http/1.1"),
+        "/api/agora/token?channelName=tls-timeout&uid=9",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let metrics = app
+        .request_to(
+            app.handle.admin_addr().unwrap(),
+            "GET",
+            "/metrics",
+            None,
+            Vec::new(),
+        )
+        .await
+        .body;
+    let timed_out = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "token_authority_connections_timed_out_total{listener=\"main\",phase=\"tls_handshake\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(timed_out >= 2, "{timed_out}");
+}
