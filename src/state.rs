@@ -170,7 +170,8 @@ impl Shared {
     }
 
     /// [`Shared::new`] with the given metrics (e.g. [`Metrics::disabled`]).
-    pub fn with_metrics(snapshot: Snapshot, metrics: Metrics) -> Self {
+    pub fn with_metrics(mut snapshot: Snapshot, metrics: Metrics) -> Self {
+        snapshot.auth.adopt_keys(None);
         metrics.set_apps(snapshot.app_certificates());
         Self {
             current: ArcSwap::from_pointee(snapshot),
@@ -194,7 +195,9 @@ impl Shared {
 
     /// Atomically replaces issuer and policies (reload). Requests in flight
     /// finish with the snapshot they loaded.
-    pub fn replace(&self, snapshot: Snapshot) {
+    pub fn replace(&self, mut snapshot: Snapshot) {
+        // Keep the JWKS already fetched for unchanged issuers.
+        snapshot.auth.adopt_keys(Some(&self.current().auth));
         let apps = snapshot.app_certificates();
         self.current.store(Arc::new(snapshot));
         self.metrics.set_apps(apps);
@@ -203,7 +206,9 @@ impl Shared {
     /// Whether the service accepts work (credentials loaded, listeners
     /// bound, not shutting down, and the audit file, if any, writable).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && crate::telemetry::audit_file::healthy()
+        self.ready.load(Ordering::Acquire)
+            && crate::telemetry::audit_file::healthy()
+            && self.current().auth.jwks_status().is_ok()
     }
 
     /// Sets the watch limits and the clock (before the state is shared).

@@ -28,15 +28,40 @@ token_response!(
     BuildTokenResponse,
 );
 
-/// The `user` oneof of a request as an issuer [`RtcUser`] (absent: uid 0).
+/// The `user` oneof of a request as an issuer [`RtcUser`] (absent: the
+/// identity a JWT caller is bound to, else uid 0).
 macro_rules! rtc_user {
-    ($user:expr, $module:ident) => {
+    ($who:expr, $user:expr, $module:ident) => {
         match $user {
-            None => RtcUser::Uid(0),
+            None => bound_rtc_user($who),
             Some(pb::$module::User::Uid(u)) => RtcUser::Uid(u),
             Some(pb::$module::User::Account(a)) => RtcUser::Account(a),
         }
     };
+}
+
+/// The RTC identity a request without one gets: the JWT caller's bound
+/// identity, else uid 0 (any user).
+pub(crate) fn bound_rtc_user(who: &crate::policy::Authn) -> crate::domain::RtcUser {
+    use crate::domain::RtcUser;
+    use crate::policy::jwt::Bound;
+    match who.identity.as_ref().ok().and_then(|i| i.bound()) {
+        Some(Bound::Uid(u)) => RtcUser::Uid(*u),
+        Some(Bound::Account(a)) => RtcUser::Account(a.clone()),
+        None => RtcUser::Uid(0),
+    }
+}
+
+/// An RTM / Chat user id; an empty one is the JWT caller's bound identity.
+pub(crate) fn bound_user_id(who: &crate::policy::Authn, user_id: String) -> String {
+    if !user_id.is_empty() {
+        return user_id;
+    }
+    who.identity
+        .as_ref()
+        .ok()
+        .and_then(|i| i.bound())
+        .map_or(user_id, crate::policy::jwt::Bound::as_user_id)
 }
 
 pub(crate) fn role(v: i32) -> Result<agora_token::Role, IssueError> {

@@ -162,7 +162,9 @@ impl From<Denial> for ApiError {
     fn from(d: Denial) -> Self {
         let message = d.to_string();
         match d {
-            Denial::Unauthenticated(_) => Self::new(Code::Unauthenticated, message),
+            Denial::Unauthenticated(_) | Denial::Jwt { .. } => {
+                Self::new(Code::Unauthenticated, message)
+            }
             Denial::Policy { rule, .. } => {
                 let mut e = Self::new(Code::PermissionDenied, message);
                 e.detail = Some(Detail::PolicyRule(rule));

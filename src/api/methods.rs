@@ -23,7 +23,7 @@ impl TokenApi {
         let req = RtcRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
-            user: rtc_user!(r.user, build_rtc_token_request),
+            user: rtc_user!(who, r.user, build_rtc_token_request),
             role: role(r.role)?,
             privilege_expire: r.privilege_expire_seconds,
         };
@@ -51,7 +51,7 @@ impl TokenApi {
         let req = RtcPrivilegesRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
-            user: rtc_user!(r.user, build_rtc_token_with_privileges_request),
+            user: rtc_user!(who, r.user, build_rtc_token_with_privileges_request),
             privileges: PrivilegeExpires {
                 join_channel: r.join_channel_expire_seconds,
                 publish_audio: r.publish_audio_expire_seconds,
@@ -76,7 +76,7 @@ impl TokenApi {
         let req = RtcRtmRequest {
             common: common(r.app_id, r.expire_seconds),
             channel_name: r.channel_name,
-            user: rtc_user!(r.user, build_rtc_rtm_token_request),
+            user: rtc_user!(who, r.user, build_rtc_rtm_token_request),
             role: role(r.role)?,
             privilege_expire: r.privilege_expire_seconds,
             privileges: None,
@@ -99,7 +99,7 @@ impl TokenApi {
     ) -> Result<pb::BuildRtmTokenResponse, ApiError> {
         let req = RtmRequest {
             common: common(r.app_id, r.expire_seconds),
-            user_id: r.user_id,
+            user_id: bound_user_id(who, r.user_id),
             rtm2: r.rtm2,
             permissions: rtm2_permissions(&r.permissions),
         };
@@ -119,7 +119,7 @@ impl TokenApi {
     ) -> Result<pb::BuildChatUserTokenResponse, ApiError> {
         let req = ChatUserRequest {
             common: common(r.app_id, r.expire_seconds),
-            user_id: r.user_id,
+            user_id: bound_user_id(who, r.user_id),
         };
         let m = Method::BuildChatUserToken;
         let access = || Asked::plain(m.as_str(), TokenKind::ChatUser, req.common.expire);

@@ -13,12 +13,15 @@ pub struct Access {
     pub callers: Vec<CallerConfig>,
     /// `[anonymous]`.
     pub anonymous: Option<AnonymousConfig>,
+    /// `[[jwt_issuers]]`.
+    pub jwt_issuers: Vec<crate::policy::jwt::JwtIssuerConfig>,
 }
 
 impl Access {
-    /// Whether the service runs open (no callers: every request is allowed).
+    /// Whether the service runs open (no callers and no JWT issuers: every
+    /// request is allowed).
     pub fn is_open(&self) -> bool {
-        self.callers.is_empty()
+        self.callers.is_empty() && self.jwt_issuers.is_empty()
     }
 }
 
@@ -47,6 +50,8 @@ pub struct AccessChange {
     pub open_mode: Option<bool>,
     /// The anonymous policy's change.
     pub anonymous: Option<AnonymousChange>,
+    /// `[[jwt_issuers]]` entries added, removed or changed (`added NAME`, ...).
+    pub jwt_issuers: Vec<String>,
 }
 
 impl AccessChange {
@@ -82,12 +87,26 @@ impl AccessChange {
             (Some(a), Some(b)) if a != b => Some(AnonymousChange::Changed),
             _ => None,
         };
+        let mut jwt_issuers = Vec::new();
+        for n in &new.jwt_issuers {
+            match old.jwt_issuers.iter().find(|o| o.name == n.name) {
+                None => jwt_issuers.push(format!("added {}", n.name)),
+                Some(o) if o != n => jwt_issuers.push(format!("changed {}", n.name)),
+                Some(_) => {}
+            }
+        }
+        for o in &old.jwt_issuers {
+            if !new.jwt_issuers.iter().any(|n| n.name == o.name) {
+                jwt_issuers.push(format!("removed {}", o.name));
+            }
+        }
         Self {
             callers_added,
             callers_removed,
             callers_changed,
             open_mode,
             anonymous,
+            jwt_issuers,
         }
     }
 
@@ -177,6 +196,9 @@ impl fmt::Display for AccessChange {
                 }
             ));
         }
+        if !self.jwt_issuers.is_empty() {
+            parts.push(format!("JWT issuers: [{}]", self.jwt_issuers.join(", ")));
+        }
         if parts.is_empty() {
             f.write_str("no access change")
         } else {
@@ -203,7 +225,11 @@ mod tests {
     }
 
     fn access(callers: Vec<CallerConfig>, anonymous: Option<AnonymousConfig>) -> Access {
-        Access { callers, anonymous }
+        Access {
+            callers,
+            anonymous,
+            jwt_issuers: Vec::new(),
+        }
     }
 
     #[test]
@@ -268,5 +294,32 @@ mod tests {
         assert!(d.is_empty());
         assert_eq!(d.to_string(), "no access change");
         assert!(AccessChange::between(&Access::default(), &Access::default()).is_empty());
+    }
+
+    #[test]
+    fn jwt_issuers_added_changed_removed() {
+        let issuer = |name: &str, aud: &str| crate::policy::jwt::JwtIssuerConfig {
+            name: name.to_owned(),
+            audiences: vec![aud.to_owned()],
+            ..Default::default()
+        };
+        let old = Access {
+            jwt_issuers: vec![issuer("a", "x"), issuer("b", "x")],
+            ..Default::default()
+        };
+        let new = Access {
+            jwt_issuers: vec![issuer("a", "y"), issuer("c", "x")],
+            ..Default::default()
+        };
+        let c = AccessChange::between(&old, &new);
+        assert_eq!(
+            c.to_string(),
+            "JWT issuers: [changed a, added c, removed b]"
+        );
+        assert!(!old.is_open() && Access::default().is_open());
+        assert_eq!(
+            AccessChange::between(&Access::default(), &old).open_mode,
+            Some(false)
+        );
     }
 }

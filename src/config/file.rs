@@ -24,6 +24,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) callers: Vec<CallerConfig>,
     pub(crate) anonymous: Option<AnonymousConfig>,
+    #[serde(default)]
+    pub(crate) jwt_issuers: Vec<crate::policy::jwt::JwtIssuerConfig>,
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) cors: Option<CorsConfig>,
     pub(crate) limits: Option<FileLimits>,

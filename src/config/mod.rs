@@ -224,6 +224,8 @@ pub struct Config {
     pub callers: Vec<CallerConfig>,
     /// The anonymous policy for the GET endpoint.
     pub anonymous: Option<AnonymousConfig>,
+    /// JWT issuers whose tokens identify callers (paths resolved).
+    pub jwt_issuers: Vec<crate::policy::jwt::JwtIssuerConfig>,
     /// TLS on the main port.
     pub tls: Option<TlsConfig>,
     /// Origins allowed to call the GET endpoint from browsers.
@@ -273,6 +275,7 @@ impl Config {
             connection: ConnectionLimits::default(),
             callers: Vec::new(),
             anonymous: None,
+            jwt_issuers: Vec::new(),
             tls: None,
             cors_origins: Vec::new(),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -293,6 +296,11 @@ impl Config {
                 what: "callers".to_owned(),
                 problem: e,
             })?
+            .with_jwt_issuers(&self.jwt_issuers, Path::new(""))
+            .map_err(|e| ConfigError::Invalid {
+                what: "jwt_issuers".to_owned(),
+                problem: e,
+            })?
             .with_client_ipv6_prefix(self.connection.client_ipv6_prefix);
         Ok(Snapshot {
             issuer: Issuer::new(self.apps.clone())
@@ -306,6 +314,7 @@ impl Config {
         access::Access {
             callers: self.callers.clone(),
             anonymous: self.anonymous.clone(),
+            jwt_issuers: self.jwt_issuers.clone(),
         }
     }
 
@@ -464,7 +473,25 @@ impl Config {
             })?;
         }
         if args.config.is_some() {
-            access_mode(file.mode, file.callers.len(), file.anonymous.is_some())?;
+            access_mode(
+                file.mode,
+                file.callers.len() + file.jwt_issuers.len(),
+                file.anonymous.is_some(),
+            )?;
+        }
+        // JWKS and CA files resolve against the config file's folder; a
+        // changed JWKS file reloads like the config file.
+        let mut jwt_issuers = file.jwt_issuers;
+        for j in &mut jwt_issuers {
+            for p in [&mut j.jwks_file, &mut j.jwks_ca_file]
+                .into_iter()
+                .flatten()
+            {
+                *p = PathBuf::from(rel(p));
+            }
+            if let Some(f) = &j.jwks_file {
+                watch_files.push(f.clone());
+            }
         }
         let cors_origins = file.cors.map(|c| c.allowed_origins).unwrap_or_default();
         for o in &cors_origins {
@@ -495,6 +522,7 @@ impl Config {
             connection,
             callers: file.callers,
             anonymous: file.anonymous,
+            jwt_issuers,
             tls,
             cors_origins,
             max_concurrent_requests: limits

@@ -278,3 +278,121 @@ fn bad_listen_address() {
     .unwrap_err();
     assert!(e.to_string().starts_with("--listen"), "{e}");
 }
+
+#[test]
+fn jwt_issuers_are_validated_strictly() {
+    let d = tmpdir("jwt");
+    std::fs::write(
+        d.join("jwks.json"),
+        r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#,
+    )
+    .unwrap();
+    let issuer = |extra: &str| {
+        format!(
+            "[[jwt_issuers]]\nname = \"idp\"\nissuer = \"https://idp.example/\"\naudiences = [\"ta\"]\nkinds = [\"rtc\"]\n{extra}\n"
+        )
+    };
+    // A JWKS file relative to the config file; watched for reloads; not open.
+    let c = load_file(
+        &d,
+        "",
+        &issuer("jwks_file = \"jwks.json\"\nalgorithms = [\"EdDSA\"]"),
+    )
+    .unwrap();
+    assert!(!c.snapshot().unwrap().auth.is_open());
+    assert!(c.watch_files.iter().any(|p| p.ends_with("jwks.json")));
+    let err = |extra: &str| load_file(&d, "", &issuer(extra)).unwrap_err().to_string();
+    let cases = [
+        ("jwks_file = \"jwks.json\"\nsurprise = 1", "surprise"),
+        ("jwks_url = \"http://idp.example/jwks\"", "https"),
+        (
+            "jwks_file = \"jwks.json\"\njwks_url = \"https://idp.example/jwks\"",
+            "not both",
+        ),
+        ("", "jwks_url or jwks_file"),
+        (
+            "jwks_file = \"jwks.json\"\nleeway_seconds = 301",
+            "leeway_seconds",
+        ),
+        (
+            "jwks_file = \"jwks.json\"\nalgorithms = [\"HS256\"]",
+            "never none or HMAC",
+        ),
+        (
+            "jwks_file = \"jwks.json\"\nalgorithms = [\"none\"]",
+            "never none or HMAC",
+        ),
+        ("jwks_file = \"jwks.json\"\nalgorithms = []", "algorithms"),
+        (
+            "jwks_file = \"jwks.json\"\nmax_jwt_bytes = 100",
+            "max_jwt_bytes",
+        ),
+        ("jwks_file = \"missing.json\"", "jwks_file"),
+        (
+            "jwks_file = \"jwks.json\"\nuid_claim = \"uid\"\nuid_ranges = [\"1-9\"]",
+            "uid_ranges",
+        ),
+        (
+            "jwks_file = \"jwks.json\"\nuid_claim = \"uid\"\naccount_claim = \"sub\"",
+            "not both",
+        ),
+        (
+            "jwks_file = \"jwks.json\"\nchannels = [\"user-{sub\"]",
+            "channels",
+        ),
+        (
+            "jwks_file = \"jwks.json\"\nbound_claims = { groups = [] }",
+            "bound_claims.groups",
+        ),
+        (
+            "jwks_file = \"jwks.json\"\njwks_min_refresh_seconds = 0",
+            "jwks_min_refresh_seconds",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = err(extra);
+        assert!(e.contains(want), "{extra:?}: {e}");
+    }
+    // kinds is required, as for callers.
+    let e = load_file(
+        &d,
+        "",
+        "[[jwt_issuers]]\nname = \"idp\"\nissuer = \"i\"\naudiences = [\"ta\"]\njwks_file = \"jwks.json\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("kinds"), "{e}");
+    // An HMAC (oct) key in a JWKS is never used.
+    std::fs::write(
+        d.join("oct.json"),
+        r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#,
+    )
+    .unwrap();
+    let e = err("jwks_file = \"oct.json\"");
+    assert!(e.contains("no usable signing key"), "{e}");
+}
+
+#[test]
+fn the_workload_identity_overlay_config_loads_and_fails_closed_without_keys() {
+    let overlay =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/overlays/workload-identity");
+    let toml = std::fs::read_to_string(overlay.join("token-authority.toml")).unwrap();
+    let d = tmpdir("overlay");
+    // As shipped (no key): refused.
+    std::fs::copy(
+        overlay.join("cluster-jwks.json"),
+        d.join("cluster-jwks.json"),
+    )
+    .unwrap();
+    let e = load_file(&d, "", &toml).unwrap_err().to_string();
+    assert!(e.contains("no usable signing key"), "{e}");
+    // With a cluster's (RSA) key: loads, two entries of one issuer, not open.
+    std::fs::write(
+        d.join("cluster-jwks.json"),
+        r#"{"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid":"k","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}]}"#,
+    )
+    .unwrap();
+    let c = load_file(&d, "", &toml).unwrap();
+    assert_eq!(c.jwt_issuers.len(), 2);
+    assert!(!c.snapshot().unwrap().auth.is_open());
+}

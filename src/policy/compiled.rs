@@ -18,30 +18,102 @@ use crate::domain::{Draft, Granted, Limits, RtcIdentity, TokenKind};
 /// Matches `text` against a glob where only `*` (any run) and `?` (one
 /// byte) are special; every other character is literal.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some(b'*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == b'?' || c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
+    Glob::new(pattern).matches(text)
+}
+
+/// One element of a compiled [`Glob`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobTok {
+    /// A literal byte (also a `*` or `?` that came from a claim value).
+    Lit(u8),
+    /// `*`: any run of bytes.
+    Star,
+    /// `?`: one byte.
+    One,
+}
+
+/// A compiled glob: `*` and `?` of the configuration are special, every
+/// other byte is literal, and text substituted from a JWT claim
+/// ([`Glob::literal`]) is literal throughout, so a claim cannot widen a
+/// pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(Vec<GlobTok>);
+
+impl Glob {
+    /// A pattern as written in the configuration.
+    pub fn new(pattern: &str) -> Self {
+        let mut g = Self(Vec::with_capacity(pattern.len()));
+        g.push_pattern(pattern);
+        g
     }
-    p[pi..].iter().all(|&c| c == b'*')
+
+    /// A pattern matching exactly `text` (`*` and `?` literal).
+    pub fn literal(text: &str) -> Self {
+        let mut g = Self(Vec::with_capacity(text.len()));
+        g.push_literal(text);
+        g
+    }
+
+    /// Appends configuration text (`*` and `?` special).
+    pub fn push_pattern(&mut self, pattern: &str) {
+        self.0.extend(pattern.bytes().map(|b| match b {
+            b'*' => GlobTok::Star,
+            b'?' => GlobTok::One,
+            b => GlobTok::Lit(b),
+        }));
+    }
+
+    /// Appends literal text (a claim value).
+    pub fn push_literal(&mut self, text: &str) {
+        self.0.extend(text.bytes().map(GlobTok::Lit));
+    }
+
+    /// Whether this is `*` alone (any name).
+    fn is_any(&self) -> bool {
+        self.0 == [GlobTok::Star]
+    }
+
+    /// Whether this glob is the same pattern as `resource` read as a
+    /// pattern (an RTM2 resource with `*` or `?`).
+    fn same_pattern(&self, resource: &[u8]) -> bool {
+        std::str::from_utf8(resource).is_ok_and(|r| *self == Self::new(r))
+    }
+
+    /// Whether `text` matches.
+    pub fn matches(&self, text: &str) -> bool {
+        let (p, t) = (self.0.as_slice(), text.as_bytes());
+        let (mut pi, mut ti) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            match p.get(pi) {
+                Some(GlobTok::Star) => {
+                    star = Some((pi, ti));
+                    pi += 1;
+                }
+                Some(GlobTok::One) => {
+                    pi += 1;
+                    ti += 1;
+                }
+                Some(GlobTok::Lit(c)) if *c == t[ti] => {
+                    pi += 1;
+                    ti += 1;
+                }
+                _ => match star {
+                    Some((sp, st)) => {
+                        pi = sp + 1;
+                        ti = st + 1;
+                        star = Some((sp, st + 1));
+                    }
+                    None => return false,
+                },
+            }
+        }
+        p[pi..].iter().all(|&c| c == GlobTok::Star)
+    }
+}
+
+fn globs(v: &Option<Vec<String>>) -> Option<Vec<Glob>> {
+    v.as_ref().map(|v| v.iter().map(|s| Glob::new(s)).collect())
 }
 
 /// An inclusive uid range.
@@ -141,11 +213,11 @@ pub struct Policy {
     /// `None`: every kind (open mode only).
     kinds: Option<Vec<String>>,
     apps: Option<Vec<String>>,
-    channels: Option<Vec<String>>,
+    channels: Option<Vec<Glob>>,
     allow_wildcard: bool,
     uid_ranges: Option<Vec<UidRange>>,
-    accounts: Option<Vec<String>>,
-    user_ids: Option<Vec<String>>,
+    accounts: Option<Vec<Glob>>,
+    user_ids: Option<Vec<Glob>>,
     max_expire: u32,
     roles: Option<Vec<Role>>,
     pub(super) bucket: Option<TokenBucket>,
@@ -250,15 +322,69 @@ impl Policy {
             rpcs: c.rpcs.clone(),
             kinds: Some(kinds.clone()),
             apps: c.apps.clone(),
-            channels: c.channels.clone(),
+            channels: globs(&c.channels),
             allow_wildcard: c.allow_wildcard.unwrap_or(true),
             uid_ranges,
-            accounts: c.accounts.clone(),
-            user_ids: c.user_ids.clone(),
+            accounts: globs(&c.accounts),
+            user_ids: globs(&c.user_ids),
             max_expire,
             roles,
             bucket,
         })
+    }
+
+    /// This policy with what a verified JWT says: its channels (when the
+    /// issuer maps any), its roles (within this policy's), and the identity
+    /// its tokens are bound to (then the only uid / account and RTM / Chat
+    /// user id allowed, and no wildcard). No rate limit: the issuer keeps
+    /// one per subject.
+    pub fn derive(
+        &self,
+        channels: Option<Vec<Glob>>,
+        roles: Option<Vec<Role>>,
+        bound: Option<&super::jwt::Bound>,
+    ) -> Self {
+        use super::jwt::Bound;
+        let roles = match (roles, &self.roles) {
+            (Some(r), Some(allowed)) => {
+                Some(r.into_iter().filter(|x| allowed.contains(x)).collect())
+            }
+            (Some(r), None) => Some(r),
+            (None, r) => r.clone(),
+        };
+        let (allow_wildcard, uid_ranges, accounts, user_ids) = match bound {
+            None => (
+                self.allow_wildcard,
+                self.uid_ranges.clone(),
+                self.accounts.clone(),
+                self.user_ids.clone(),
+            ),
+            Some(b) => (
+                false,
+                Some(match b {
+                    Bound::Uid(u) => vec![UidRange(*u, *u)],
+                    Bound::Account(_) => Vec::new(),
+                }),
+                match b {
+                    Bound::Uid(_) => None,
+                    Bound::Account(a) => Some(vec![Glob::literal(a)]),
+                },
+                Some(vec![Glob::literal(&b.as_user_id())]),
+            ),
+        };
+        Self {
+            rpcs: self.rpcs.clone(),
+            kinds: self.kinds.clone(),
+            apps: self.apps.clone(),
+            channels: channels.or_else(|| self.channels.clone()),
+            allow_wildcard,
+            uid_ranges,
+            accounts,
+            user_ids,
+            max_expire: self.max_expire,
+            roles,
+            bucket: None,
+        }
     }
 
     /// The limits that shape the issuer's defaults for this caller.
@@ -480,7 +606,7 @@ impl Policy {
 
     fn check_glob_channel(&self, ch: &[u8]) -> Check {
         if let Some(globs) = &self.channels {
-            let ok = std::str::from_utf8(ch).is_ok_and(|c| globs.iter().any(|g| glob_match(g, c)));
+            let ok = std::str::from_utf8(ch).is_ok_and(|c| globs.iter().any(|g| g.matches(c)));
             if !ok {
                 return deny(
                     "channels",
@@ -497,7 +623,7 @@ impl Policy {
     fn check_resource_channel(&self, r: &[u8]) -> Check {
         if r.iter().any(|b| matches!(b, b'*' | b'?')) {
             if let Some(globs) = &self.channels {
-                let same = globs.iter().any(|g| g == "*" || g.as_bytes() == r);
+                let same = globs.iter().any(|g| g.is_any() || g.same_pattern(r));
                 if !same {
                     return deny(
                         "channels",
@@ -519,7 +645,7 @@ impl Policy {
     fn check_resource_user(&self, r: &[u8], draft: &Draft<'_>) -> Check {
         if r.iter().any(|b| matches!(b, b'*' | b'?')) {
             if let Some(globs) = &self.user_ids {
-                if !globs.iter().any(|g| g == "*" || g.as_bytes() == r) {
+                if !globs.iter().any(|g| g.is_any() || g.same_pattern(r)) {
                     return deny(
                         "user_ids",
                         format!(
@@ -550,7 +676,7 @@ impl Policy {
                 _ => Ok(()),
             },
             RtcIdentity::Account(a) => match (&self.accounts, &self.uid_ranges) {
-                (Some(globs), _) if !globs.iter().any(|g| glob_match(g, a)) => deny(
+                (Some(globs), _) if !globs.iter().any(|g| g.matches(a)) => deny(
                     "accounts",
                     format!("account {a:?} is not allowed for this caller"),
                 ),
@@ -581,8 +707,7 @@ impl Policy {
     fn check_user_id(&self, id: &[u8], draft: &Draft<'_>) -> Check {
         match &self.user_ids {
             Some(globs) => {
-                let ok =
-                    std::str::from_utf8(id).is_ok_and(|u| globs.iter().any(|g| glob_match(g, u)));
+                let ok = std::str::from_utf8(id).is_ok_and(|u| globs.iter().any(|g| g.matches(u)));
                 if ok {
                     Ok(())
                 } else {
@@ -627,5 +752,21 @@ mod tests {
         assert!(glob_match("[x]{y}^!", "[x]{y}^!"));
         assert!(!glob_match("[ab]", "a"));
         assert!(!glob_match("", "a"));
+    }
+
+    #[test]
+    fn claim_text_in_a_glob_is_literal() {
+        let mut g = Glob::new("team-");
+        g.push_literal("a*?");
+        g.push_pattern("-*");
+        assert!(g.matches("team-a*?-x"));
+        assert!(!g.matches("team-abc-x"));
+        assert!(!g.matches("team-a*b-x"));
+        assert!(Glob::literal("*").matches("*"));
+        assert!(!Glob::literal("*").matches("x"));
+        assert!(!Glob::literal("*").is_any());
+        assert!(Glob::new("*").is_any());
+        assert!(Glob::new("u-*").same_pattern(b"u-*"));
+        assert!(!Glob::literal("u-*").same_pattern(b"u-*"));
     }
 }

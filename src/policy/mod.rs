@@ -15,6 +15,7 @@
 pub mod bounded;
 mod compiled;
 mod config;
+pub mod jwt;
 mod keys;
 mod networks;
 mod rate;
@@ -69,12 +70,15 @@ impl Authn {
 
 /// What a request presented to be identified, kept by a long-lived
 /// request (`WatchToken`) to identify its caller again at each renewal:
-/// the SHA-256 of its API key (never the key), its client certificate's
-/// names, its client address.
+/// the SHA-256 of its API key (never the key), or its JWT (verified again),
+/// its client certificate's names, its client address.
 #[derive(Clone)]
 pub struct Credentials {
     /// The hash of the `Bearer` key, if one was sent.
     pub key: Option<ApiKeyHash>,
+    /// The JWT, if the caller is a JWT caller (verified again at each
+    /// renewal: the stream ends when it expires).
+    pub jwt: Option<Arc<str>>,
     /// The verified client-certificate names (mTLS).
     pub tls_names: Arc<Vec<String>>,
     /// The client address.
@@ -85,6 +89,7 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("jwt", &self.jwt.as_ref().map(|_| "[redacted]"))
             .field("tls_names", &self.tls_names)
             .field("ip", &self.ip)
             .finish()
@@ -97,6 +102,14 @@ pub enum Denial {
     /// No or invalid credentials (UNAUTHENTICATED / 401).
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// A JWT failed a check (UNAUTHENTICATED / 401); never holds the token.
+    #[error("JWT refused by check `{check}`: {detail}")]
+    Jwt {
+        /// The check that failed (`exp`, `aud`, `kid`, ...).
+        check: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
     /// The caller's policy forbids it (PERMISSION_DENIED / 403).
     #[error("permission denied by rule `{rule}`: {detail}")]
     Policy {
@@ -137,12 +150,15 @@ pub enum Identity {
     Caller(Arc<Caller>),
     /// An unauthenticated client under the `[anonymous]` policy.
     Anonymous(IpAddr),
+    /// A client that presented a JWT of a configured issuer.
+    Jwt(Arc<jwt::JwtCaller>),
 }
 
 /// All the caller configuration, compiled.
 #[derive(Debug)]
 pub struct Authenticator {
     callers: Vec<Arc<Caller>>,
+    jwt_issuers: Vec<Arc<jwt::JwtIssuer>>,
     anonymous: Option<Anonymous>,
     open: Policy,
 }
@@ -225,9 +241,74 @@ impl Authenticator {
             .transpose()?;
         Ok(Self {
             callers: out,
+            jwt_issuers: Vec::new(),
             anonymous,
             open: Policy::unrestricted(),
         })
+    }
+
+    /// Adds the `[[jwt_issuers]]` (relative paths resolve against `base`);
+    /// errors name the issuer and key.
+    pub fn with_jwt_issuers(
+        mut self,
+        issuers: &[jwt::JwtIssuerConfig],
+        base: &std::path::Path,
+    ) -> Result<Self, String> {
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in issuers.iter().enumerate() {
+            let at = format!("jwt_issuers[{i}] ({:?})", c.name);
+            if !names.insert(c.name.clone()) || self.callers.iter().any(|k| *k.name == *c.name) {
+                return Err(format!(
+                    "{at}: duplicate name (callers and issuers share names)"
+                ));
+            }
+            let issuer = jwt::JwtIssuer::new(c, base).map_err(|e| format!("{at}.{e}"))?;
+            self.jwt_issuers.push(Arc::new(issuer));
+        }
+        Ok(self)
+    }
+
+    /// Keeps the remote JWKS sources of `previous` whose settings did not
+    /// change (a reload must not drop fetched keys), then starts the
+    /// refresh of every remote source. Call before the snapshot is shared.
+    pub fn adopt_keys(&mut self, previous: Option<&Self>) {
+        for issuer in &mut self.jwt_issuers {
+            let Some(new) = Arc::get_mut(issuer) else {
+                continue;
+            };
+            let jwt::KeySource::Remote(r) = &mut new.keys else {
+                continue;
+            };
+            let old = previous
+                .into_iter()
+                .flat_map(|p| p.jwt_issuers.iter())
+                .find_map(|o| o.remote().filter(|o| o.identity == r.identity));
+            if let Some(o) = old {
+                *r = Arc::clone(o);
+            }
+            r.start();
+        }
+    }
+
+    /// The configured JWT issuers.
+    pub fn jwt_issuers(&self) -> &[Arc<jwt::JwtIssuer>] {
+        &self.jwt_issuers
+    }
+
+    /// Readiness of the remote JWKS sources: `Err` while one has no usable
+    /// keys; `Ok` with the warnings of those that cannot be refreshed.
+    pub fn jwks_status(&self) -> Result<Vec<String>, String> {
+        let mut stale = Vec::new();
+        for i in &self.jwt_issuers {
+            if let Some(r) = i.remote() {
+                match r.status() {
+                    jwt::KeyStatus::Fresh => {}
+                    jwt::KeyStatus::Stale(w) => stale.push(format!("issuer {}: {w}", i.name)),
+                    jwt::KeyStatus::Missing(e) => return Err(format!("issuer {}: {e}", i.name)),
+                }
+            }
+        }
+        Ok(stale)
     }
 
     /// Keys anonymous clients by their first `bits` bits when they use IPv6
@@ -244,14 +325,16 @@ impl Authenticator {
     pub fn open() -> Self {
         Self {
             callers: Vec::new(),
+            jwt_issuers: Vec::new(),
             anonymous: None,
             open: Policy::unrestricted(),
         }
     }
 
-    /// Whether no callers are configured (every request is allowed).
+    /// Whether no callers and no JWT issuers are configured (every request
+    /// is allowed).
     pub fn is_open(&self) -> bool {
-        self.callers.is_empty()
+        self.callers.is_empty() && self.jwt_issuers.is_empty()
     }
 
     /// Identifies a request. `bearer` is the value after `Bearer `;
@@ -264,14 +347,56 @@ impl Authenticator {
         client_ip: IpAddr,
         get_endpoint: bool,
     ) -> Result<Identity, Denial> {
+        match self.try_authenticate(bearer, tls_names, client_ip, get_endpoint) {
+            Ok(i) => Ok(i),
+            Err(jwt::JwtFail::Denied(d) | jwt::JwtFail::UnknownKid(_, d)) => Err(d),
+        }
+    }
+
+    /// [`Self::authenticate`], saying when a JWT names a `kid` that a
+    /// remote JWKS does not hold (the caller may refetch it and try once
+    /// more).
+    pub fn try_authenticate(
+        &self,
+        bearer: Option<&str>,
+        tls_names: &[String],
+        client_ip: IpAddr,
+        get_endpoint: bool,
+    ) -> Result<Identity, jwt::JwtFail> {
         if self.is_open() {
             return Ok(Identity::Open);
         }
+        if let Some(token) =
+            bearer.filter(|b| !self.jwt_issuers.is_empty() && jwt::looks_like_jwt(b))
+        {
+            // API keys this service generates have no dots; a key with
+            // exactly two dots is still an API key when one matches.
+            if let Some(c) = self.find_key(&ApiKeyHash::of_key(token)) {
+                return Ok(Identity::Caller(c));
+            }
+            return jwt::authenticate(&self.jwt_issuers, token).map(|c| Identity::Jwt(Arc::new(c)));
+        }
         let key = bearer.map(ApiKeyHash::of_key);
         self.authenticate_hashed(key.as_ref(), tls_names, client_ip, get_endpoint)
+            .map_err(jwt::JwtFail::Denied)
     }
 
-    /// [`Self::authenticate`] with the API key already hashed.
+    /// The unrevoked caller holding the key hashed as `presented`, compared
+    /// against every caller without stopping at a match.
+    fn find_key(&self, presented: &ApiKeyHash) -> Option<Arc<Caller>> {
+        let mut found: Option<&Arc<Caller>> = None;
+        for c in &self.callers {
+            if let Some(k) = &c.key {
+                if k.ct_eq(presented) && found.is_none() {
+                    found = Some(c);
+                }
+            }
+        }
+        found.filter(|c| !c.revoked).map(Arc::clone)
+    }
+
+    /// [`Self::authenticate`] of an API key already hashed, a client
+    /// certificate or the anonymous policy (also a `WatchToken` renewal's).
     fn authenticate_hashed(
         &self,
         key: Option<&ApiKeyHash>,
@@ -279,23 +404,11 @@ impl Authenticator {
         client_ip: IpAddr,
         get_endpoint: bool,
     ) -> Result<Identity, Denial> {
-        if self.is_open() {
-            return Ok(Identity::Open);
-        }
-        if let Some(presented) = key {
-            // Compare against every caller, without stopping at a match.
-            let mut found: Option<&Arc<Caller>> = None;
-            for c in &self.callers {
-                if let Some(k) = &c.key {
-                    if k.ct_eq(presented) && found.is_none() {
-                        found = Some(c);
-                    }
-                }
-            }
-            return match found {
-                Some(c) if !c.revoked => Ok(Identity::Caller(Arc::clone(c))),
-                _ => Err(Denial::Unauthenticated("invalid or revoked API key")),
-            };
+        if let Some(key) = key {
+            return self
+                .find_key(key)
+                .map(Identity::Caller)
+                .ok_or(Denial::Unauthenticated("invalid or revoked API key"));
         }
         if !tls_names.is_empty() {
             let found = self
@@ -313,7 +426,7 @@ impl Authenticator {
             return Ok(Identity::Anonymous(client_ip));
         }
         Err(Denial::Unauthenticated(
-            "credentials required: send `authorization: Bearer <key>` or a client certificate",
+            "credentials required: send `authorization: Bearer <key or JWT>` or a client certificate",
         ))
     }
 
@@ -330,6 +443,20 @@ impl Authenticator {
                 "the service now requires credentials: reconnect with them",
             )),
             Identity::Anonymous(_) => Err(Denial::Unauthenticated("credentials required")),
+            Identity::Jwt(old) => {
+                // Verified again (expiry, issuer, keys, claims): a stream
+                // lives no longer than the JWT it was opened with.
+                let Some(token) = creds.jwt.as_deref() else {
+                    return Err(Denial::Unauthenticated("credentials required"));
+                };
+                match jwt::authenticate(&self.jwt_issuers, token) {
+                    Ok(c) if c.name == old.name => Ok(Identity::Jwt(Arc::new(c))),
+                    Ok(_) => Err(Denial::Unauthenticated(
+                        "the credentials of this stream no longer identify its caller",
+                    )),
+                    Err(jwt::JwtFail::Denied(d) | jwt::JwtFail::UnknownKid(_, d)) => Err(d),
+                }
+            }
             Identity::Caller(old) => {
                 if self.is_open() {
                     return Err(Denial::Unauthenticated(
@@ -398,6 +525,7 @@ impl Authenticator {
         policy.check_rpc(rpc)?;
         let bucket = match who {
             Identity::Anonymous(ip) => self.anonymous.as_ref().map(|a| a.bucket(*ip)),
+            Identity::Jwt(j) => j.bucket.clone(),
             _ => None,
         };
         let limited = match &bucket {
@@ -430,6 +558,7 @@ impl Authenticator {
         match who {
             Identity::Open => Ok(&self.open),
             Identity::Caller(c) => Ok(&c.policy),
+            Identity::Jwt(j) => Ok(&j.policy),
             Identity::Anonymous(_) => self
                 .anonymous
                 .as_ref()
@@ -446,6 +575,8 @@ impl Identity {
         match self {
             Self::Open => None,
             Self::Caller(c) => Some(Arc::clone(&c.name)),
+            // The issuer, not the subject: metric labels stay bounded.
+            Self::Jwt(j) => Some(Arc::clone(&j.issuer.name)),
             Self::Anonymous(_) => {
                 static ANON: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
                 Some(Arc::clone(ANON.get_or_init(|| Arc::from("anonymous"))))
@@ -458,7 +589,16 @@ impl Identity {
         match self {
             Self::Open => "open",
             Self::Caller(c) => &c.name,
+            Self::Jwt(j) => &j.name,
             Self::Anonymous(_) => "anonymous",
+        }
+    }
+
+    /// The identity a JWT caller's tokens are bound to.
+    pub fn bound(&self) -> Option<&jwt::Bound> {
+        match self {
+            Self::Jwt(j) => j.bound.as_ref(),
+            _ => None,
         }
     }
 }

@@ -7,6 +7,7 @@
 use super::*;
 use crate::api::{ApiError, Code};
 use crate::policy::Authn;
+use crate::policy::jwt::JwtFail;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
@@ -408,7 +409,7 @@ pub(super) async fn guard(
         return r;
     }
     let start = Instant::now();
-    let mut resp = match authenticate(&g, &mut req, get) {
+    let mut resp = match authenticate(&g, &mut req, get).await {
         Err(e) => {
             // Refused before anything of the request was read, and before
             // it took a concurrency slot: counted, logged (at a bounded
@@ -477,7 +478,7 @@ pub(super) async fn guard(
 /// whose credentials fail is refused here (401), and so is every request
 /// with credentials from a client that failed too often recently (429, see
 /// [`crate::policy::throttle`]).
-fn authenticate(
+async fn authenticate(
     g: &Guard,
     req: &mut Request,
     get: bool,
@@ -506,7 +507,17 @@ fn authenticate(
             .retry_after(wait));
         }
     }
-    let identity = snap.auth.authenticate(key, names, ip, get);
+    let identity = match snap.auth.try_authenticate(key, names, ip, get) {
+        Ok(i) => Ok(i),
+        Err(JwtFail::Denied(d)) => Err(d),
+        Err(JwtFail::UnknownKid(source, _)) => {
+            // A JWT signed with a key the cached JWKS lacks (a rotation):
+            // one refetch (rate-limited per JWKS), then one more try.
+            let key = key.map(str::to_owned);
+            source.refetch().await;
+            snap.auth.authenticate(key.as_deref(), names, ip, get)
+        }
+    };
     let identity = match identity {
         Ok(i) => i,
         Err(d) => {
@@ -519,13 +530,16 @@ fn authenticate(
     let (slot_key, anonymous) = match &identity {
         crate::policy::Identity::Caller(c) => (SlotKey::Caller(Arc::clone(c)), false),
         crate::policy::Identity::Anonymous(_) => (client(), true),
-        crate::policy::Identity::Open => (client(), false),
+        // JWT callers: per client address (subjects are unbounded).
+        crate::policy::Identity::Jwt(_) | crate::policy::Identity::Open => (client(), false),
     };
+    let is_jwt = matches!(identity, crate::policy::Identity::Jwt(_));
     let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
     if req.uri().path() == WATCH_PATH {
         // A watch identifies its caller again at each renewal.
         let creds = crate::policy::Credentials {
             key: bearer(req).map(crate::policy::ApiKeyHash::of_key),
+            jwt: is_jwt.then(|| bearer(req).map(Arc::from)).flatten(),
             tls_names: tls_names.unwrap_or_default(),
             ip,
         };

@@ -240,16 +240,21 @@ impl Server {
         let api = TokenApi::new(Arc::clone(&self.shared));
         let (reporter, health_service) = tonic_health::server::health_reporter();
         reporter.set_serving::<TokenServiceServer<TokenApi>>().await;
-        // gRPC health follows the audit file: NOT_SERVING while it cannot
-        // be written (as /readyz), SERVING again when it can.
-        let audit_health = crate::telemetry::audit_file::device().map(|device| {
+        // gRPC health follows the audit file and the JWT issuers' keys:
+        // NOT_SERVING while the file cannot be written or an issuer has no
+        // usable keys (as /readyz), SERVING again when both are fine.
+        let watch_jwks = !self.shared.current().auth.jwt_issuers().is_empty();
+        let device = crate::telemetry::audit_file::device();
+        let audit_health = (device.is_some() || watch_jwks).then(|| {
             let reporter = reporter.clone();
+            let shared = Arc::clone(&self.shared);
             tokio::spawn(async move {
                 let mut was = true;
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
                 loop {
                     tick.tick().await;
-                    let now = device.is_healthy();
+                    let now = device.as_ref().is_none_or(|d| d.is_healthy())
+                        && shared.current().auth.jwks_status().is_ok();
                     if now != was {
                         let status = if now {
                             ServingStatus::Serving

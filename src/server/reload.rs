@@ -13,7 +13,10 @@
 //! running callers stay in force.
 //!
 //! What is reloaded: `[[apps]]` (or the environment's app) with their
-//! primary and secondary certificates, `[[callers]]` and `[anonymous]`.
+//! primary and secondary certificates, `[[callers]]`, `[anonymous]` and
+//! `[[jwt_issuers]]` (a `jwks_file` is watched; a `jwks_url` source whose
+//! settings did not change keeps its fetched keys, see
+//! [`crate::policy::Authenticator::adopt_keys`]).
 //! Everything else (listen addresses, TLS, limits, CORS, logging, shutdown
 //! timing) is fixed at start-up: a change is logged as ignored until a
 //! restart. Rate-limit buckets start full after a reload.
@@ -25,9 +28,10 @@
 //!
 //! Triggers (wired in `token-authority serve`): SIGHUP, and a change of the
 //! CONTENT of a watched file, checked every [`POLL_INTERVAL`]. Watched are
-//! the config file, every app's certificate files and the environment's
-//! `*_FILE` credential files, whether they exist or not (a secondary
-//! certificate appears and disappears during a rotation). Polling contents
+//! the config file, every app's certificate files, the JWT issuers'
+//! `jwks_file`s and the environment's `*_FILE` credential files, whether
+//! they exist or not (a secondary certificate appears and disappears during
+//! a rotation). Polling contents
 //! by path follows symlinks on every read, so it sees the kubelet's atomic
 //! `..data` symlink swap of a mounted Secret or ConfigMap, which inotify
 //! watches on the old target would miss. Only SHA-256 digests of the files

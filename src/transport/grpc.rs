@@ -56,6 +56,7 @@ fn credentials<T>(request: &Request<T>) -> crate::policy::Credentials {
         .cloned()
         .unwrap_or(crate::policy::Credentials {
             key: None,
+            jwt: None,
             tls_names: std::sync::Arc::default(),
             ip: std::net::IpAddr::from([0, 0, 0, 0]),
         })

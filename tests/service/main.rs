@@ -11,6 +11,9 @@
 //! - `grpc`: every RPC over gRPC, tokens decoded and verified.
 //! - `json`: every RPC over JSON (proto3 mapping, both field spellings).
 //! - `http_get`: the compatible `GET /api/agora/token`.
+//! - `jwt`: JWT callers: keys made in the test, a JWKS on a loopback HTTPS
+//!   server, every bad JWT, rotation, outage and readiness, claims to policy
+//!   on every transport, and a page on another origin in headless Chromium.
 //! - `limits`: connection caps, timeouts of every phase, in-flight per caller.
 //! - `ops`: reflection v1/v1alpha, health, /healthz, /readyz, /metrics,
 //!   the admin port, plain 404s, shutdown.
@@ -38,6 +41,7 @@ mod grants_prop;
 mod grpc;
 mod http_get;
 mod json;
+mod jwt;
 mod lifecycle;
 mod limits;
 mod ops;

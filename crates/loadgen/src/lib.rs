@@ -143,6 +143,10 @@ pub struct BenchArgs {
     /// Bearer API key to send (when the server has callers configured).
     #[arg(long, env = "TOKEN_AUTHORITY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Bearer credential for the `--compare` server (default: `--api-key`),
+    /// e.g. a JWT there against an API key here, in the same rounds.
+    #[arg(long, env = "TOKEN_AUTHORITY_COMPARE_API_KEY", hide_env_values = true)]
+    pub compare_api_key: Option<String>,
     /// Print the results as JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -163,6 +167,7 @@ impl BenchArgs {
             runs: 1,
             timeout: 5.0,
             api_key: None,
+            compare_api_key: None,
             json: false,
         }
     }
@@ -172,6 +177,14 @@ impl BenchArgs {
             Scenario::ALL.to_vec()
         } else {
             self.scenario.clone()
+        }
+    }
+
+    /// The bearer credential sent to `addr`.
+    fn key_for(&self, addr: &str) -> Option<String> {
+        match &self.compare {
+            Some(c) if c == addr && self.compare_api_key.is_some() => self.compare_api_key.clone(),
+            _ => self.api_key.clone(),
         }
     }
 
@@ -715,7 +728,7 @@ async fn run_one(args: &BenchArgs, addr: &str, scenario: Scenario) -> Result<Run
             start,
             scenario,
             addr.to_owned(),
-            args.api_key.clone(),
+            args.key_for(addr),
         )));
     }
     let mut hist = new_histogram()?;

@@ -488,3 +488,68 @@ fn credentials_in_code_have_nothing_to_watch_but_dotenv() {
         vec![Path::new(DOTENV)]
     );
 }
+
+/// An Ed25519 key: its signing key and its public JWK with `kid`.
+fn ed_key(kid: &str) -> (jsonwebtoken::EncodingKey, String) {
+    use base64::Engine as _;
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.public_key_raw());
+    (
+        jsonwebtoken::EncodingKey::from_ed_der(&kp.serialize_der()),
+        format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"{x}"}}"#),
+    )
+}
+
+#[test]
+fn a_changed_jwks_file_reloads_and_a_broken_one_keeps_the_keys() {
+    let d = Dir::new("jwks");
+    d.write("cert", &format!("{OLD}\n"));
+    let (a, a_jwk) = ed_key("a");
+    let (b, b_jwk) = ed_key("b");
+    d.write("jwks.json", &format!(r#"{{"keys":[{a_jwk}]}}"#));
+    let cfg = d.write(
+        "ta.toml",
+        &format!(
+            "[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\n[[jwt_issuers]]\n\
+             name = \"k8s\"\nissuer = \"https://k8s.example\"\naudiences = [\"ta\"]\n\
+             jwks_file = \"jwks.json\"\nalgorithms = [\"EdDSA\"]\nkinds = [\"rtc\"]\n"
+        ),
+    );
+    let (c, shared) = start(&cfg);
+    let mut r = Reloader::new(c, Arc::clone(&shared), no_env);
+    assert!(r.watched_files().any(|p| p == d.0.join("jwks.json")));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mint = |key: &jsonwebtoken::EncodingKey, kid: &str| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        h.kid = Some(kid.into());
+        let claims = serde_json::json!({"iss": "https://k8s.example", "aud": "ta",
+            "sub": "system:serviceaccount:ns:sa", "exp": now + 600});
+        jsonwebtoken::encode(&h, &claims, key).unwrap()
+    };
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let accepts = |jwt: &str| {
+        shared
+            .current()
+            .auth
+            .authenticate(Some(jwt), &[], ip, false)
+            .is_ok()
+    };
+    let (ja, jb) = (mint(&a, "a"), mint(&b, "b"));
+    assert!(accepts(&ja) && !accepts(&jb));
+    // Rotation: b published, a withdrawn.
+    d.write("jwks.json", &format!(r#"{{"keys":[{b_jwk}]}}"#));
+    let done = settle(&mut r).unwrap().unwrap();
+    assert!(done.access.is_empty(), "{}", done.access);
+    assert!(!accepts(&ja) && accepts(&jb));
+    // A broken file is refused; the keys stay.
+    d.write("jwks.json", "{not json");
+    let e = settle(&mut r).unwrap().unwrap_err().to_string();
+    assert!(
+        e.contains("jwks_file") && e.contains("not a JSON document"),
+        "{e}"
+    );
+    assert!(accepts(&jb));
+}

@@ -69,9 +69,11 @@ pub(crate) fn get_token_inner(
             "is required (an empty value means any channel)",
         ));
     };
-    let uid = match p.uid.as_deref() {
-        None => 0,
-        Some(s) => rules::parse_uid("uid", s).map_err(|v| ApiError::invalid("uid", v.rule))?,
+    let user = match p.uid.as_deref() {
+        None => crate::api::bound_rtc_user(who),
+        Some(s) => {
+            RtcUser::Uid(rules::parse_uid("uid", s).map_err(|v| ApiError::invalid("uid", v.rule))?)
+        }
     };
     let role = match p.role.as_deref() {
         None => agora_token::Role::Publisher,
@@ -98,7 +100,7 @@ pub(crate) fn get_token_inner(
             expire,
         },
         channel_name,
-        user: RtcUser::Uid(uid),
+        user,
         role,
         privilege_expire: expire,
     };

@@ -19,12 +19,23 @@ pub(crate) async fn readyz(State(s): State<HttpState>) -> Response {
                 "ready (OPEN: no callers are configured, any client can get tokens)\n",
             )
         } else {
-            text(StatusCode::OK, "ready\n")
+            match shared.current().auth.jwks_status() {
+                Ok(stale) if !stale.is_empty() => text(
+                    StatusCode::OK,
+                    format!("ready (degraded: {})\n", stale.join("; ")),
+                ),
+                _ => text(StatusCode::OK, "ready\n"),
+            }
         }
     } else if !crate::telemetry::audit_file::healthy() {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready (the audit log cannot be written: no token is issued until it can)\n",
+        )
+    } else if let Err(e) = shared.current().auth.jwks_status() {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready (JWT keys: {e})\n"),
         )
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
