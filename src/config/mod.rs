@@ -230,6 +230,9 @@ pub struct Config {
     pub watch_files: Vec<PathBuf>,
     /// Whether metrics are recorded and served (default true).
     pub metrics: bool,
+    /// The shared rate-limit store (`[limits] rate_limit_store`): every
+    /// rate limit is then one decision for the whole fleet.
+    pub rate_limit_store: Option<crate::policy::store::StoreConfig>,
 }
 
 /// Default `max_concurrent_requests`.
@@ -264,6 +267,7 @@ impl Config {
             audit_fsync: false,
             watch_files: Vec::new(),
             metrics: true,
+            rate_limit_store: None,
         }
     }
 
@@ -332,6 +336,7 @@ impl Config {
             (file_apps(&file.apps, &base, &mut watch_files)?, source)
         };
         let limits = file.limits.unwrap_or_default();
+        let rate_limit_store = rate_limit_store(&limits, env)?;
         let defaults = ConnectionLimits::default();
         let secs = |v: Option<u64>, d: Duration| v.map_or(d, |s| Duration::from_secs(s.max(1)));
         let connection = ConnectionLimits {
@@ -481,6 +486,7 @@ impl Config {
             audit_fsync: args.audit_fsync || file.audit_fsync.unwrap_or(false),
             watch_files,
             metrics: !args.no_metrics && file.metrics.unwrap_or(true),
+            rate_limit_store,
         };
         // Compile the caller policies now, so mistakes stop start-up.
         config.snapshot()?;
@@ -560,6 +566,64 @@ fn access_mode(mode: Option<Mode>, callers: usize, anonymous: bool) -> Result<()
         }),
         (None, _) => Ok(()),
     }
+}
+
+/// The variable holding the rate-limit store's password (also as
+/// `*_FILE`), when the URL holds none.
+pub const RATE_LIMIT_STORE_PASSWORD: &str = "TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD";
+
+/// `[limits] rate_limit_store*`, with the password from the environment.
+fn rate_limit_store(
+    limits: &FileLimits,
+    env: &impl Env,
+) -> Result<Option<crate::policy::store::StoreConfig>, ConfigError> {
+    let invalid = |(what, problem): (&str, String)| ConfigError::Invalid {
+        what: what.to_owned(),
+        problem,
+    };
+    let Some(url) = &limits.rate_limit_store else {
+        let other = limits.rate_limit_store_timeout_ms.is_some()
+            || limits.rate_limit_store_failure.is_some()
+            || limits.rate_limit_store_key_prefix.is_some()
+            || limits.rate_limit_store_local_cache.is_some();
+        if other {
+            return Err(invalid((
+                "limits.rate_limit_store",
+                "rate_limit_store_* settings need rate_limit_store (the Redis URL)".to_owned(),
+            )));
+        }
+        return Ok(None);
+    };
+    let file_var = format!("{RATE_LIMIT_STORE_PASSWORD}_FILE");
+    let password = match (env.var(RATE_LIMIT_STORE_PASSWORD), env.var(&file_var)) {
+        (Some(_), Some(_)) => {
+            return Err(invalid((
+                RATE_LIMIT_STORE_PASSWORD,
+                format!("set it or {file_var}, not both"),
+            )));
+        }
+        (Some(p), None) => Some(p),
+        (None, Some(path)) => Some(env::read_secret_file(&file_var, &path).map_err(|e| {
+            ConfigError::Invalid {
+                what: file_var.clone(),
+                problem: match e {
+                    EnvError::File { path, reason, .. } => format!("cannot read {path}: {reason}"),
+                    other => other.to_string(),
+                },
+            }
+        })?),
+        (None, None) => None,
+    };
+    crate::policy::store::StoreConfig::new(
+        &url.0,
+        password,
+        limits.rate_limit_store_timeout_ms,
+        limits.rate_limit_store_failure,
+        limits.rate_limit_store_key_prefix.clone(),
+        limits.rate_limit_store_local_cache,
+    )
+    .map(Some)
+    .map_err(invalid)
 }
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {

@@ -18,6 +18,7 @@ mod config;
 mod keys;
 mod networks;
 mod rate;
+pub mod store;
 pub mod throttle;
 
 pub use compiled::*;
@@ -44,6 +45,11 @@ pub struct Authn {
     pub identity: Result<Identity, Denial>,
     /// The snapshot the identity came from (`None`: the current one).
     pub snapshot: Option<Arc<crate::state::Snapshot>>,
+    /// The rate limit's decision when it was already made (by the shared
+    /// store or its fallback, in the server's guard): `Err` is the wait.
+    /// [`Authenticator::admit_checked`] then applies it instead of taking
+    /// a token in-process.
+    pub rate_decision: Option<Result<(), Duration>>,
 }
 
 impl Authn {
@@ -52,6 +58,7 @@ impl Authn {
         Self {
             identity,
             snapshot: None,
+            rate_decision: None,
         }
     }
 
@@ -63,6 +70,7 @@ impl Authn {
         Self {
             identity,
             snapshot: Some(snapshot),
+            rate_decision: None,
         }
     }
 }
@@ -321,20 +329,59 @@ impl Authenticator {
     /// caller may call `rpc`, and has a request left in its rate limit (so
     /// refused and inspection requests count too).
     pub fn admit(&self, who: &Identity, rpc: &str) -> Result<(), Denial> {
+        self.admit_checked(who, rpc, None)
+    }
+
+    /// [`Self::admit`]; with a `decision` already made (by the shared
+    /// store, see [`Authn::rate_decision`]) that one instead of the
+    /// in-process bucket.
+    pub fn admit_checked(
+        &self,
+        who: &Identity,
+        rpc: &str,
+        decision: Option<Result<(), Duration>>,
+    ) -> Result<(), Denial> {
         let policy = self.policy_of(who)?;
         policy.check_rpc(rpc)?;
-        let bucket = match who {
-            Identity::Anonymous(ip) => self.anonymous.as_ref().map(|a| a.bucket(*ip)),
-            _ => None,
-        };
-        let limited = match &bucket {
-            Some(b) => b.try_acquire(),
-            None => policy
-                .bucket
+        decision
+            .unwrap_or_else(|| self.take_local(who))
+            .map_err(|retry_after| Denial::RateLimited { retry_after })
+    }
+
+    /// A token from `who`'s in-process bucket, if it has one.
+    pub fn take_local(&self, who: &Identity) -> Result<(), Duration> {
+        match who {
+            Identity::Anonymous(ip) => self
+                .anonymous
                 .as_ref()
+                .map_or(Ok(()), |a| a.bucket(*ip).try_acquire()),
+            _ => self
+                .policy_of(who)
+                .ok()
+                .and_then(|p| p.bucket.as_ref())
                 .map_or(Ok(()), TokenBucket::try_acquire),
-        };
-        limited.map_err(|retry_after| Denial::RateLimited { retry_after })
+        }
+    }
+
+    /// The bucket `who` takes a token from for `rpc` in the shared store:
+    /// none when it has no rate limit, or when `rpc` is not allowed (the
+    /// request is refused later without costing a token, as in-process).
+    pub fn store_bucket<'a>(&'a self, who: &'a Identity, rpc: &str) -> Option<store::Bucket<'a>> {
+        let policy = self.policy_of(who).ok()?;
+        policy.check_rpc(rpc).ok()?;
+        match who {
+            Identity::Anonymous(ip) => self.anonymous.as_ref().map(|a| store::Bucket {
+                key: store::BucketKey::Client(networks::client_key(*ip, a.ipv6_prefix)),
+                rate: a.rate,
+                burst: a.burst,
+            }),
+            Identity::Caller(c) => c.policy.bucket.as_ref().map(|b| store::Bucket {
+                key: store::BucketKey::Caller(&c.name),
+                rate: b.rate,
+                burst: b.burst(),
+            }),
+            Identity::Open => None,
+        }
     }
 
     /// Checks every draft against the identity's policy; the permit it

@@ -370,7 +370,11 @@ pub(super) async fn guard(
         return r;
     }
     let start = Instant::now();
-    let mut resp = match authenticate(&g, &mut req, get) {
+    let authed = match g.shared.rate_store.as_deref() {
+        None => authenticate(&g, &mut req, get),
+        Some(store) => authenticate_shared(&g, store, &mut req, get).await,
+    };
+    let mut resp = match authed {
         Err(e) => {
             // Refused before anything of the request was read, and before
             // it took a concurrency slot: counted, logged (at a bounded
@@ -479,6 +483,111 @@ fn authenticate(
         crate::policy::Identity::Open => (client(), false),
     };
     let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
+    req.extensions_mut().insert(authn);
+    Ok((label, slot_key, anonymous))
+}
+
+/// [`authenticate`] with the shared rate-limit store: one decision of the
+/// store (at most one round trip) covers the failed-authentication
+/// throttle (checked when credentials are presented, counted when they
+/// fail) and the identity's bucket. The bucket's verdict travels in
+/// [`Authn::rate_decision`], so a rate-limited request is refused, counted
+/// and audited by the API like an in-process one. While the store is
+/// down, `rate_limit_store_failure` decides: this replica's own limiters
+/// (`local`) or UNAVAILABLE (`deny`).
+async fn authenticate_shared(
+    g: &Guard,
+    store: &crate::policy::store::RateStore,
+    req: &mut Request,
+    get: bool,
+) -> Result<(Option<Arc<str>>, SlotKey, bool), ApiError> {
+    use crate::policy::store::{Ask, StoreFailure, Verdict};
+    let snap = g.shared.current_full();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let headers = req.headers();
+    let xff = || headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = snap.auth.client_ip_with(peer, xff);
+    let names = req
+        .extensions()
+        .get::<TlsClientNames>()
+        .map(|n| Arc::clone(&n.0))
+        .unwrap_or_default();
+    let key = bearer(req);
+    let check_throttle = key.is_some() || !names.is_empty();
+    let identity = snap.auth.authenticate(key, &names, ip, get);
+    // The GET endpoint is limited as BuildRtcToken (as in the API).
+    let rpc = if get {
+        "BuildRtcToken"
+    } else {
+        req.uri().path().strip_prefix(TOKEN_PREFIX).unwrap_or("")
+    };
+    let bucket = identity
+        .as_ref()
+        .ok()
+        .and_then(|i| snap.auth.store_bucket(i, rpc));
+    let ask = Ask {
+        ip,
+        check_throttle,
+        failed: identity.is_err(),
+        bucket,
+    };
+    let verdict = match store.decide(&ask).await {
+        Some(v) => v,
+        None if store.config().failure == StoreFailure::Deny => {
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "the shared rate limit store is unavailable and rate_limit_store_failure = \"deny\": \
+                 token requests are refused until it answers",
+            )
+            .retry_after(Duration::from_secs(1)));
+        }
+        // This replica's own limiters, with the same limits.
+        None => {
+            let throttled = if check_throttle {
+                g.shared.auth_throttle.check(ip).err()
+            } else {
+                None
+            };
+            match (throttled, &identity) {
+                (Some(wait), _) => Verdict::Throttled(wait),
+                (None, Err(_)) => {
+                    g.shared.auth_throttle.failed(ip);
+                    Verdict::Failed
+                }
+                (None, Ok(i)) if bucket.is_some() => match snap.auth.take_local(i) {
+                    Ok(()) => Verdict::Allowed,
+                    Err(wait) => Verdict::RateLimited(wait),
+                },
+                (None, Ok(_)) => Verdict::Allowed,
+            }
+        }
+    };
+    let rate_decision = match verdict {
+        Verdict::Throttled(wait) => {
+            return Err(ApiError::new(
+                Code::ResourceExhausted,
+                "too many failed authentications from this address; retry later",
+            )
+            .retry_after(wait));
+        }
+        Verdict::Failed => Ok(()),
+        Verdict::Allowed => Ok(()),
+        Verdict::RateLimited(wait) => Err(wait),
+    };
+    let identity = identity?;
+    let label = identity.label();
+    let client = || SlotKey::Client(crate::policy::client_key(ip, g.slots.ipv6_prefix));
+    let (slot_key, anonymous) = match &identity {
+        crate::policy::Identity::Caller(c) => (SlotKey::Caller(Arc::clone(c)), false),
+        crate::policy::Identity::Anonymous(_) => (client(), true),
+        crate::policy::Identity::Open => (client(), false),
+    };
+    let mut authn = Authn::pinned(Ok(identity), snap);
+    // Without a bucket there is nothing to decide later either.
+    authn.rate_decision = Some(rate_decision);
     req.extensions_mut().insert(authn);
     Ok((label, slot_key, anonymous))
 }

@@ -1,0 +1,457 @@
+//! Fleet-wide rate limits in a real Redis (issue 20): several server
+//! instances ("replicas", each with its own limiters, connection and
+//! over-limit cache) share one `redis-server` that the test starts on a
+//! free port and kills itself. No mock: Redis is the Debian package
+//! (`.ci/run` installs it).
+//!
+//! Timing: real sockets and a real Redis; assertions on outcomes, with
+//! generous bounds where time matters (recovery within 10 s, a request
+//! within 2 s while the store is silent).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use token_authority::policy::store::{StoreConfig, StoreFailure};
+use token_authority::policy::{AnonymousConfig, ApiKeyHash, CallerConfig, PolicyConfig};
+
+use crate::common::{TestApp, spawn_app_with};
+
+const KEY: &str = "ta_fleet-test-key-0123456789";
+const PASSWORD: &str = "fleet-redis-s3cret";
+
+/// A `redis-server` on a loopback port, killed when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    password: Option<&'static str>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Redis {
+    fn start(password: Option<&'static str>) -> Self {
+        let mut r = Self {
+            child: None,
+            port: free_port(),
+            password,
+        };
+        r.restart();
+        r
+    }
+
+    /// (Re)starts the server on its port (empty: no persistence).
+    fn restart(&mut self) {
+        let dir = std::env::temp_dir();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}): install it (`apt-get install redis-server`; .ci/run does)")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.command(&["PING"]).is_some_and(|r| r == "+PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer on port {}", self.port);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// One command over RESP; the first line of the answer (with
+    /// `*N` arrays, the first element).
+    fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut send = |args: &[&str]| {
+            let mut out = format!("*{}\r\n", args.len());
+            for a in args {
+                out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            s.write_all(out.as_bytes()).ok()
+        };
+        if let Some(p) = self.password {
+            send(&["AUTH", p])?;
+        }
+        send(args)?;
+        let mut r = BufReader::new(s.try_clone().ok()?);
+        let mut line = String::new();
+        if self.password.is_some() {
+            r.read_line(&mut line).ok()?;
+            line.clear();
+        }
+        r.read_line(&mut line).ok()?;
+        let mut line = line.trim_end().to_owned();
+        if line.starts_with('*') || line.starts_with('$') {
+            if line.starts_with('*') {
+                line.clear();
+                r.read_line(&mut line).ok()?;
+                line = line.trim_end().to_owned();
+            }
+            if line.starts_with('$') && line != "$-1" {
+                line.clear();
+                r.read_line(&mut line).ok()?;
+                line = line.trim_end().to_owned();
+            }
+        }
+        Some(line)
+    }
+
+    fn pttl(&self, key: &str) -> i64 {
+        let r = self.command(&["PTTL", key]).unwrap();
+        r.trim_start_matches(':').parse().unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn store(url: &str, prefix: &str, failure: StoreFailure, password: Option<&str>) -> StoreConfig {
+    StoreConfig::new(
+        url,
+        password.map(str::to_owned),
+        Some(25),
+        Some(failure),
+        Some(prefix.to_owned()),
+        None,
+    )
+    .unwrap()
+}
+
+/// A replica: one caller `fleet` (burst 10, one token per 100 s: no refill
+/// during a test) and anonymous GET (burst 4, same rate).
+async fn replica(store: StoreConfig) -> TestApp {
+    spawn_app_with(|c| {
+        c.callers = vec![CallerConfig {
+            name: "fleet".into(),
+            api_key_sha256: Some(ApiKeyHash::of_key(KEY).to_hex()),
+            policy: PolicyConfig {
+                kinds: Some(vec!["*".into()]),
+                rate_per_second: Some(0.01),
+                burst: Some(10),
+                ..Default::default()
+            },
+            ..Default::default()
+        }];
+        c.anonymous = Some(AnonymousConfig {
+            channels: Some(vec!["public-*".into()]),
+            rate_per_second: Some(0.01),
+            burst: Some(4),
+            ..Default::default()
+        });
+        c.rate_limit_store = Some(store);
+    })
+    .await
+}
+
+/// A token request of the caller (`key`), or anonymous; status,
+/// Retry-After and body.
+async fn token(app: &TestApp, key: Option<&str>) -> (u16, Option<String>, String) {
+    token_at(app.addr(), key).await
+}
+
+async fn token_at(addr: SocketAddr, key: Option<&str>) -> (u16, Option<String>, String) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder()
+        .uri("/api/agora/token?channelName=public-1&uid=9&role=subscriber")
+        .header("host", "localhost");
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    let resp = send
+        .send_request(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, retry, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `n` requests spread round-robin over `apps`; the statuses.
+async fn spread(apps: &[&TestApp], n: usize, key: Option<&str>) -> Vec<u16> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (status, retry, body) = token(apps[i % apps.len()], key).await;
+        if status == 429 {
+            assert!(retry.is_some(), "429 without Retry-After: {body}");
+        }
+        out.push(status);
+    }
+    out
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+async fn wait_store_up(app: &TestApp, up: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if app.metric("token_authority_rate_limit_store_up").await == up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rate_limit_store_up did not become {up} within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_and_anonymous_limits_hold_in_total_across_replicas() {
+    let redis = Redis::start(Some(PASSWORD));
+    // The password comes from outside the URL (as from *_FILE).
+    let cfg = store(&redis.url(), "t1", StoreFailure::Local, Some(PASSWORD));
+    let apps = [
+        replica(cfg.clone()).await,
+        replica(cfg.clone()).await,
+        replica(cfg).await,
+    ];
+    let refs: Vec<&TestApp> = apps.iter().collect();
+    for a in &apps {
+        assert_eq!(a.metric("token_authority_rate_limit_store_up").await, 1);
+    }
+    // Burst 10 for the caller: 10 tokens in total over three replicas.
+    let statuses = spread(&refs, 30, Some(KEY)).await;
+    assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 20, "{statuses:?}");
+    assert!(statuses[..10].iter().all(|s| *s == 200), "{statuses:?}");
+    let (_, retry, body) = token(&apps[0], Some(KEY)).await;
+    let retry: u64 = retry.unwrap().parse().unwrap();
+    assert!((1..=100).contains(&retry), "{retry} {body}");
+    // Refused keys are refused locally: after each replica's first
+    // refusal, no round trip.
+    let mut cached = 0;
+    for a in &apps {
+        cached += a
+            .metric("token_authority_rate_limit_store_cached_refusals_total")
+            .await;
+    }
+    assert!(cached >= 17, "cached refusals: {cached}");
+
+    // Anonymous (per client address): burst 4 in total.
+    let statuses = spread(&refs, 12, None).await;
+    assert_eq!(count(&statuses, 200), 4, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 8, "{statuses:?}");
+
+    // Keys are namespaced and expire when idle (a bucket when it is full
+    // again: 10 tokens at 0.01/s is 1000 s).
+    let ttl = redis.pttl("t1:c:fleet");
+    assert!(ttl > 0 && ttl <= 1_001_000, "caller bucket ttl {ttl}");
+    let anon_key = format!("t1:a:{:032x}", ipv4_key("127.0.0.1"));
+    let ttl = redis.pttl(&anon_key);
+    assert!(ttl > 0 && ttl <= 401_000, "anonymous bucket ttl {ttl}");
+
+    // A flushed script cache (NOSCRIPT) is loaded again, the state kept.
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).unwrap(), "+OK");
+    let (status, _, body) = token_at(apps[1].addr(), None).await;
+    assert_eq!(status, 429, "{body}");
+    let (status, _, _) = token_at(apps[1].addr(), Some("ta_wrong-key")).await;
+    assert_eq!(status, 401);
+    assert!(redis.pttl(&format!("t1:f:{:032x}", ipv4_key("127.0.0.1"))) > 0);
+    for a in &apps {
+        assert_eq!(a.metric("token_authority_rate_limit_store_up").await, 1);
+        assert_eq!(
+            a.metric("token_authority_rate_limit_store_errors_total")
+                .await,
+            0
+        );
+    }
+}
+
+/// The anonymous limiter's key of an IPv4 address (as the server keys it).
+fn ipv4_key(ip: &str) -> u128 {
+    token_authority::policy::client_key(ip.parse().unwrap(), 64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failed_authentication_throttle_is_shared() {
+    let redis = Redis::start(None);
+    let cfg = store(&redis.url(), "t2", StoreFailure::Local, None);
+    let apps = [replica(cfg.clone()).await, replica(cfg).await];
+    // 20 failures in the window, spread over both replicas: all 401.
+    for i in 0..20 {
+        let (status, _, body) = token_at(apps[i % 2].addr(), Some("ta_guess")).await;
+        assert_eq!(status, 401, "failure {i}: {body}");
+    }
+    // Now the address is throttled on both, even with a valid key.
+    for a in &apps {
+        let (status, retry, body) = token(a, Some(KEY)).await;
+        assert_eq!(status, 429, "{body}");
+        assert!(body.contains("failed authentications"), "{body}");
+        let retry: u64 = retry.unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+    }
+    let ttl = redis.pttl(&format!("t2:f:{:032x}", ipv4_key("127.0.0.1")));
+    assert!(ttl > 0 && ttl <= 60_000, "throttle ttl {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_falls_back_to_local_limits_and_shares_again_when_back() {
+    let mut redis = Redis::start(None);
+    let cfg = store(&redis.url(), "t3", StoreFailure::Local, None);
+    let apps = [replica(cfg.clone()).await, replica(cfg).await];
+    let refs: Vec<&TestApp> = apps.iter().collect();
+    let statuses = spread(&refs, 4, Some(KEY)).await;
+    assert_eq!(count(&statuses, 200), 4);
+
+    redis.kill();
+    // Each replica falls back to its own bucket (burst 10): never
+    // unlimited, at most replicas × limit.
+    for a in &apps {
+        let statuses = spread(&[a], 15, Some(KEY)).await;
+        assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+        assert_eq!(count(&statuses, 429), 5, "{statuses:?}");
+        assert_eq!(a.metric("token_authority_rate_limit_store_up").await, 0);
+        assert!(
+            a.metric("token_authority_rate_limit_store_errors_total")
+                .await
+                >= 1
+        );
+        // Readiness is unaffected.
+        assert_eq!(a.get("/readyz").await.status, 200);
+    }
+
+    // Redis back (empty: a restart): shared again within seconds.
+    redis.restart();
+    for a in &apps {
+        wait_store_up(a, 1).await;
+    }
+    let statuses = spread(&refs, 20, Some(KEY)).await;
+    assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 10, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_mode_refuses_with_503_while_redis_is_down() {
+    let mut redis = Redis::start(None);
+    let app = replica(store(&redis.url(), "t4", StoreFailure::Deny, None)).await;
+    assert_eq!(token(&app, Some(KEY)).await.0, 200);
+    redis.kill();
+    let (status, _, body) = token(&app, Some(KEY)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("rate_limit_store_failure"), "{body}");
+    let (status, _, body) = token(&app, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(app.get("/readyz").await.status, 200);
+    redis.restart();
+    wait_store_up(&app, 1).await;
+    assert_eq!(token(&app, Some(KEY)).await.0, 200);
+}
+
+/// Accepts connections and never answers (a hung Redis, a black hole).
+fn silent_listener() -> (TcpListener, std::thread::JoinHandle<()>, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let l2 = l.try_clone().unwrap();
+    l2.set_nonblocking(true).unwrap();
+    let t = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            match l2.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+            if held.len() > 64 {
+                break;
+            }
+        }
+    });
+    (l, t, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_store_never_stalls_requests() {
+    // A listener that accepts and never answers, from the start: the
+    // replica starts (after at most its 1 s connect wait) in fallback.
+    let (_l, _t, addr) = silent_listener();
+    let url = format!("redis://{addr}/0");
+    let app = replica(store(&url, "t5", StoreFailure::Local, None)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let start = Instant::now();
+        statuses.push(token(&app, Some(KEY)).await.0);
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+    assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+    assert_eq!(app.metric("token_authority_rate_limit_store_up").await, 0);
+    let deny = replica(store(&url, "t5", StoreFailure::Deny, None)).await;
+    let start = Instant::now();
+    assert_eq!(token(&deny, Some(KEY)).await.0, 503);
+    assert!(start.elapsed() < Duration::from_secs(2));
+
+    // A connected Redis that stops answering (SIGSTOP): the request in
+    // flight waits at most the timeout, then local; SIGCONT: shared again.
+    let redis = Redis::start(None);
+    let app = replica(store(&redis.url(), "t6", StoreFailure::Local, None)).await;
+    assert_eq!(token(&app, Some(KEY)).await.0, 200);
+    redis.signal("-STOP");
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let start = Instant::now();
+        statuses.push(token(&app, Some(KEY)).await.0);
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+    // The local bucket is full (10): never unlimited.
+    assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+    assert_eq!(app.metric("token_authority_rate_limit_store_up").await, 0);
+    redis.signal("-CONT");
+    wait_store_up(&app, 1).await;
+    // Shared again: the store's bucket had 9 left, less the decision that
+    // timed out while Redis was stopped: Redis ran it when it woke up (a
+    // timed-out call may still count; it never counts less).
+    let statuses = spread(&[&app], 12, Some(KEY)).await;
+    assert_eq!(count(&statuses, 200), 8, "{statuses:?}");
+}
