@@ -603,15 +603,19 @@ fn rate_limit_store(
             )));
         }
         (Some(p), None) => Some(p),
-        (None, Some(path)) => Some(env::read_secret_file(&file_var, &path).map_err(|e| {
-            ConfigError::Invalid {
-                what: file_var.clone(),
-                problem: match e {
-                    EnvError::File { path, reason, .. } => format!("cannot read {path}: {reason}"),
-                    other => other.to_string(),
-                },
-            }
-        })?),
+        (None, Some(path)) => {
+            Some(
+                env::read_secret_file(&file_var, &path).map_err(|e| ConfigError::Invalid {
+                    what: file_var.clone(),
+                    problem: match e {
+                        EnvError::File { path, reason, .. } => {
+                            format!("cannot read {path}: {reason}")
+                        }
+                        other => other.to_string(),
+                    },
+                })?,
+            )
+        }
         (None, None) => None,
     };
     crate::policy::store::StoreConfig::new(

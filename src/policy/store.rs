@@ -412,10 +412,7 @@ impl RateStore {
         };
         let mut conn = conn;
         let load = self.script.load_async(&mut conn);
-        matches!(
-            tokio::time::timeout(CONNECT_TIMEOUT, load).await,
-            Ok(Ok(_))
-        )
+        matches!(tokio::time::timeout(CONNECT_TIMEOUT, load).await, Ok(Ok(_)))
     }
 
     fn key_of(&self, kind: &str, key: &str) -> String {
@@ -615,15 +612,7 @@ mod tests {
         .unwrap();
         assert!(!format!("{with_env:?}").contains("envsecret"));
         assert!(
-            StoreConfig::new(
-                "redis://:a@h:1",
-                Some("b".into()),
-                None,
-                None,
-                None,
-                None
-            )
-            .is_err()
+            StoreConfig::new("redis://:a@h:1", Some("b".into()), None, None, None, None).is_err()
         );
         let bad = |t: Option<u64>, p: Option<&str>| {
             StoreConfig::new("redis://h:1", None, t, None, p.map(Into::into), None)

@@ -168,10 +168,7 @@ impl Server {
         };
         let rate_store = match &config.rate_limit_store {
             Some(c) => {
-                if matches!(
-                    c.address().split_once("://"),
-                    Some(("rediss", _))
-                ) {
+                if matches!(c.address().split_once("://"), Some(("rediss", _))) {
                     // TLS to the store: rustls with the provider the server
                     // uses (a second install is refused, harmlessly).
                     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -180,8 +177,7 @@ impl Server {
             }
             None => None,
         };
-        let shared =
-            Arc::new(Shared::with_metrics(snapshot, metrics).with_rate_store(rate_store));
+        let shared = Arc::new(Shared::with_metrics(snapshot, metrics).with_rate_store(rate_store));
         let guard = Arc::new(Guard {
             shared: Arc::clone(&shared),
             slots: Slots::new(config.max_concurrent_requests, &config.connection),

@@ -453,5 +453,6 @@ async fn a_silent_store_never_stalls_requests() {
     // timed out while Redis was stopped: Redis ran it when it woke up (a
     // timed-out call may still count; it never counts less).
     let statuses = spread(&[&app], 12, Some(KEY)).await;
-    assert_eq!(count(&statuses, 200), 8, "{statuses:?}");
+    let ok = count(&statuses, 200);
+    assert!((8..=9).contains(&ok), "{statuses:?}");
 }
