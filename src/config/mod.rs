@@ -568,11 +568,39 @@ fn access_mode(mode: Option<Mode>, callers: usize, anonymous: bool) -> Result<()
     }
 }
 
+/// The variable holding the rate-limit store's URL (also as `*_FILE`),
+/// when the config file sets none (a Kubernetes Secret, see
+/// deploy/kubernetes/components).
+pub const RATE_LIMIT_STORE: &str = "TOKEN_AUTHORITY_RATE_LIMIT_STORE";
 /// The variable holding the rate-limit store's password (also as
 /// `*_FILE`), when the URL holds none.
 pub const RATE_LIMIT_STORE_PASSWORD: &str = "TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD";
 
-/// `[limits] rate_limit_store*`, with the password from the environment.
+/// A secret from `name` or the file `name_FILE` (not both; the value is
+/// never shown).
+fn secret_var(env: &impl Env, name: &str) -> Result<Option<String>, ConfigError> {
+    let file_var = format!("{name}_FILE");
+    match (env.var(name), env.var(&file_var)) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid {
+            what: name.to_owned(),
+            problem: format!("set it or {file_var}, not both"),
+        }),
+        (Some(p), None) => Ok(Some(p)),
+        (None, Some(path)) => env::read_secret_file(&file_var, &path)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                what: file_var.clone(),
+                problem: match e {
+                    EnvError::File { path, reason, .. } => format!("cannot read {path}: {reason}"),
+                    other => other.to_string(),
+                },
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `[limits] rate_limit_store*` (the URL from the file, else from the
+/// environment), with the password from the environment.
 fn rate_limit_store(
     limits: &FileLimits,
     env: &impl Env,
@@ -581,7 +609,11 @@ fn rate_limit_store(
         what: what.to_owned(),
         problem,
     };
-    let Some(url) = &limits.rate_limit_store else {
+    let url = match &limits.rate_limit_store {
+        Some(u) => Some(u.0.clone()),
+        None => secret_var(env, RATE_LIMIT_STORE)?,
+    };
+    let Some(url) = url else {
         let other = limits.rate_limit_store_timeout_ms.is_some()
             || limits.rate_limit_store_failure.is_some()
             || limits.rate_limit_store_key_prefix.is_some()
@@ -594,32 +626,9 @@ fn rate_limit_store(
         }
         return Ok(None);
     };
-    let file_var = format!("{RATE_LIMIT_STORE_PASSWORD}_FILE");
-    let password = match (env.var(RATE_LIMIT_STORE_PASSWORD), env.var(&file_var)) {
-        (Some(_), Some(_)) => {
-            return Err(invalid((
-                RATE_LIMIT_STORE_PASSWORD,
-                format!("set it or {file_var}, not both"),
-            )));
-        }
-        (Some(p), None) => Some(p),
-        (None, Some(path)) => {
-            Some(
-                env::read_secret_file(&file_var, &path).map_err(|e| ConfigError::Invalid {
-                    what: file_var.clone(),
-                    problem: match e {
-                        EnvError::File { path, reason, .. } => {
-                            format!("cannot read {path}: {reason}")
-                        }
-                        other => other.to_string(),
-                    },
-                })?,
-            )
-        }
-        (None, None) => None,
-    };
+    let password = secret_var(env, RATE_LIMIT_STORE_PASSWORD)?;
     crate::policy::store::StoreConfig::new(
-        &url.0,
+        &url,
         password,
         limits.rate_limit_store_timeout_ms,
         limits.rate_limit_store_failure,
