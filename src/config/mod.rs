@@ -577,10 +577,14 @@ pub const RATE_LIMIT_STORE: &str = "TOKEN_AUTHORITY_RATE_LIMIT_STORE";
 pub const RATE_LIMIT_STORE_PASSWORD: &str = "TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD";
 
 /// A secret from `name` or the file `name_FILE` (not both; the value is
-/// never shown).
-fn secret_var(env: &impl Env, name: &str) -> Result<Option<String>, ConfigError> {
+/// never shown). With `missing_ok`, a `name_FILE` naming a file that does
+/// not exist means "not set" (an optional Secret key).
+fn secret_var(env: &impl Env, name: &str, missing_ok: bool) -> Result<Option<String>, ConfigError> {
     let file_var = format!("{name}_FILE");
     match (env.var(name), env.var(&file_var)) {
+        (None, Some(path)) if missing_ok && !Path::new(&path).try_exists().unwrap_or(true) => {
+            Ok(None)
+        }
         (Some(_), Some(_)) => Err(ConfigError::Invalid {
             what: name.to_owned(),
             problem: format!("set it or {file_var}, not both"),
@@ -611,7 +615,7 @@ fn rate_limit_store(
     };
     let url = match &limits.rate_limit_store {
         Some(u) => Some(u.0.clone()),
-        None => secret_var(env, RATE_LIMIT_STORE)?,
+        None => secret_var(env, RATE_LIMIT_STORE, false)?,
     };
     let Some(url) = url else {
         let other = limits.rate_limit_store_timeout_ms.is_some()
@@ -626,7 +630,7 @@ fn rate_limit_store(
         }
         return Ok(None);
     };
-    let password = secret_var(env, RATE_LIMIT_STORE_PASSWORD)?;
+    let password = secret_var(env, RATE_LIMIT_STORE_PASSWORD, true)?;
     crate::policy::store::StoreConfig::new(
         &url,
         password,
