@@ -516,18 +516,23 @@ async fn authenticate_shared(
         .map(|n| Arc::clone(&n.0))
         .unwrap_or_default();
     let key = bearer(req);
-    let check_throttle = key.is_some() || !names.is_empty();
+    // In open mode nothing fails authentication: no throttle to check.
+    let check_throttle = (key.is_some() || !names.is_empty()) && !snap.auth.is_open();
     let identity = snap.auth.authenticate(key, &names, ip, get);
-    // The GET endpoint is limited as BuildRtcToken (as in the API).
+    // The GET endpoint is limited as BuildRtcToken (as in the API); a
+    // path that names no RPC is answered without taking a token.
     let rpc = if get {
-        "BuildRtcToken"
+        Some("BuildRtcToken")
     } else {
-        req.uri().path().strip_prefix(TOKEN_PREFIX).unwrap_or("")
+        req.uri()
+            .path()
+            .strip_prefix(TOKEN_PREFIX)
+            .filter(|n| crate::telemetry::metrics::Method::from_rpc_name(n).is_some())
     };
-    let bucket = identity
-        .as_ref()
-        .ok()
-        .and_then(|i| snap.auth.store_bucket(i, rpc));
+    let bucket = match (&identity, rpc) {
+        (Ok(i), Some(rpc)) => snap.auth.store_bucket(i, rpc),
+        _ => None,
+    };
     let ask = Ask {
         ip,
         check_throttle,
