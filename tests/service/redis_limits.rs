@@ -148,11 +148,25 @@ impl Drop for Redis {
     }
 }
 
+/// The store settings of a test. The timeout is generous (1 s) where a test
+/// counts shared decisions: on a loaded machine (parallel tests, CI) a
+/// 25 ms answer is not guaranteed, and one late answer would switch a
+/// replica to its own limits. The silent-store test uses the default.
 fn store(url: &str, prefix: &str, failure: StoreFailure, password: Option<&str>) -> StoreConfig {
+    store_with(url, prefix, failure, password, 1000)
+}
+
+fn store_with(
+    url: &str,
+    prefix: &str,
+    failure: StoreFailure,
+    password: Option<&str>,
+    timeout_ms: u64,
+) -> StoreConfig {
     StoreConfig::new(
         url,
         password.map(str::to_owned),
-        Some(25),
+        Some(timeout_ms),
         Some(failure),
         Some(prefix.to_owned()),
         None,
@@ -418,7 +432,7 @@ async fn a_silent_store_never_stalls_requests() {
     // replica starts (after at most its 1 s connect wait) in fallback.
     let (_l, _t, addr) = silent_listener();
     let url = format!("redis://{addr}/0");
-    let app = replica(store(&url, "t5", StoreFailure::Local, None)).await;
+    let app = replica(store_with(&url, "t5", StoreFailure::Local, None, 25)).await;
     let mut statuses = Vec::new();
     for _ in 0..12 {
         let start = Instant::now();
@@ -427,15 +441,23 @@ async fn a_silent_store_never_stalls_requests() {
     }
     assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
     assert_eq!(app.metric("token_authority_rate_limit_store_up").await, 0);
-    let deny = replica(store(&url, "t5", StoreFailure::Deny, None)).await;
+    let deny = replica(store_with(&url, "t5", StoreFailure::Deny, None, 25)).await;
     let start = Instant::now();
     assert_eq!(token(&deny, Some(KEY)).await.0, 503);
     assert!(start.elapsed() < Duration::from_secs(2));
 
     // A connected Redis that stops answering (SIGSTOP): the request in
-    // flight waits at most the timeout, then local; SIGCONT: shared again.
+    // flight waits at most the timeout (250 ms here), then local; SIGCONT:
+    // shared again.
     let redis = Redis::start(None);
-    let app = replica(store(&redis.url(), "t6", StoreFailure::Local, None)).await;
+    let app = replica(store_with(
+        &redis.url(),
+        "t6",
+        StoreFailure::Local,
+        None,
+        250,
+    ))
+    .await;
     assert_eq!(token(&app, Some(KEY)).await.0, 200);
     redis.signal("-STOP");
     let mut statuses = Vec::new();
