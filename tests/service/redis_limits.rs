@@ -177,14 +177,19 @@ fn store_with(
 /// A replica: one caller `fleet` (burst 10, one token per 100 s: no refill
 /// during a test) and anonymous GET (burst 4, same rate).
 async fn replica(store: StoreConfig) -> TestApp {
+    replica_with(store, 0.01, 10).await
+}
+
+/// [`replica`] with the caller's rate and burst.
+async fn replica_with(store: StoreConfig, rate: f64, burst: u32) -> TestApp {
     spawn_app_with(|c| {
         c.callers = vec![CallerConfig {
             name: "fleet".into(),
             api_key_sha256: Some(ApiKeyHash::of_key(KEY).to_hex()),
             policy: PolicyConfig {
                 kinds: Some(vec!["*".into()]),
-                rate_per_second: Some(0.01),
-                burst: Some(10),
+                rate_per_second: Some(rate),
+                burst: Some(burst),
                 ..Default::default()
             },
             ..Default::default()
@@ -322,6 +327,28 @@ async fn caller_and_anonymous_limits_hold_in_total_across_replicas() {
             0
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_buckets_refill_at_their_rate() {
+    let redis = Redis::start(None);
+    let cfg = store(&redis.url(), "t7", StoreFailure::Local, None);
+    // 4 tokens a second, burst 2, over two replicas.
+    let apps = [
+        replica_with(cfg.clone(), 4.0, 2).await,
+        replica_with(cfg, 4.0, 2).await,
+    ];
+    let refs: Vec<&TestApp> = apps.iter().collect();
+    let statuses = spread(&refs, 4, Some(KEY)).await;
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    // A refusal says when: a token refills in 250 ms (Retry-After rounds up).
+    let (status, retry, _) = token(&apps[0], Some(KEY)).await;
+    assert_eq!((status, retry.as_deref()), (429, Some("1")));
+    // After 600 ms at least one more token (two at most: the burst).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let statuses = spread(&refs, 4, Some(KEY)).await;
+    let ok = count(&statuses, 200);
+    assert!((1..=2).contains(&ok), "{statuses:?}");
 }
 
 /// The anonymous limiter's key of an IPv4 address (as the server keys it).
