@@ -13,6 +13,7 @@
 #
 #   scripts/bench-redis.sh               # 5 rounds x 10 s, 32 connections, both parts
 #   RUNS=3 DURATION=5 PART=store scripts/bench-redis.sh
+#   PART=latency RATE=2000 scripts/bench-redis.sh   # open loop: p99 below saturation
 #
 # CPUs: the server (and the compared server) on SERVER_CPU (0), the load
 # generator on CLIENT_CPU (1), redis-server on REDIS_CPU (default 0, beside
@@ -22,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-10}
-PART=${PART:-store,attacker}
+PART=${PART:-store,latency,attacker}
 REDIS_PORT=${REDIS_PORT:-16379}
 REDIS_CPU=${REDIS_CPU:-0}
 KEY=ta_bench-redis-key-0123456789abcdef
@@ -68,6 +69,18 @@ if [[ ",$PART," == *",store,"* ]]; then
     SERVE_ARGS="--config $DIR/store.toml" COMPARE_ARGS="--config $DIR/local.toml" \
     scripts/bench-local.sh --scenario get,json,grpc --api-key "$KEY" || true
   echo "   Redis script calls: $(evalsha "$REDIS_PORT")"
+fi
+
+if [[ ",$PART," == *",latency,"* ]]; then
+  # Open loop below saturation: the latency a request sees, not the
+  # throughput the machine has left.
+  redis $((REDIS_PORT + 3))
+  config lstore 1000000000 4000000000 "$(store $((REDIS_PORT + 3)))"
+  config llocal 1000000000 4000000000
+  echo "== 3. latency at ${RATE:-2000} req/s (open loop): store (A, :18100) vs in-process (B, :18101)"
+  NO_BUILD=1 PORT=18100 RUNS=$RUNS DURATION=$DURATION \
+    SERVE_ARGS="--config $DIR/lstore.toml" COMPARE_ARGS="--config $DIR/llocal.toml" \
+    scripts/bench-local.sh --scenario get,grpc --rate "${RATE:-2000}" --api-key "$KEY" || true
 fi
 
 if [[ ",$PART," == *",attacker,"* ]]; then
