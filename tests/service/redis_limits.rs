@@ -19,6 +19,7 @@ use token_authority::policy::{AnonymousConfig, ApiKeyHash, CallerConfig, PolicyC
 use crate::common::{TestApp, spawn_app_with};
 
 const KEY: &str = "ta_fleet-test-key-0123456789";
+const KEY2: &str = "ta_fleet-other-key-0123456789";
 const PASSWORD: &str = "fleet-redis-s3cret";
 
 /// A `redis-server` on a loopback port, killed when dropped.
@@ -504,4 +505,176 @@ async fn a_silent_store_never_stalls_requests() {
     let statuses = spread(&[&app], 12, Some(KEY)).await;
     let ok = count(&statuses, 200);
     assert!((8..=9).contains(&ok), "{statuses:?}");
+}
+
+/// The built binary as a replica: `serve` with a config file and the
+/// environment, its log lines collected; killed when dropped.
+struct Replica {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    addr: SocketAddr,
+}
+
+impl Replica {
+    fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_token-authority"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--config")
+            .arg(config)
+            .current_dir(config.parent().unwrap())
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .env("SHENGWANG_APP_ID", crate::common::APP_ID)
+            .env("SHENGWANG_APP_CERTIFICATE", crate::common::CERT)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let addr = log.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "serving gRPC (h2c) and HTTP/1.1")
+                    .then(|| v["addr"].as_str()?.parse().ok())?
+            });
+            if let Some(addr) = addr {
+                return Self { child, log, addr };
+            }
+            assert!(Instant::now() < deadline, "{:?}", log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn lines_with(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
+    /// Waits (up to 10 s: the log is written in batches) until a line
+    /// with `text` is there.
+    async fn wait_line(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.lines_with(text) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in {}",
+                self.whole_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn whole_log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_processes_share_limits_warn_once_and_never_log_the_password() {
+    let mut redis = Redis::start(Some(PASSWORD));
+    let dir = std::env::temp_dir().join(format!("ta-redis-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ta.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[callers]]\nname = \"fleet\"\napi_key_sha256 = \"{}\"\nkinds = [\"*\"]\n\
+             rate_per_second = 0.01\nburst = 10\n\
+             [[callers]]\nname = \"other\"\napi_key_sha256 = \"{}\"\nkinds = [\"*\"]\n\
+             rate_per_second = 0.01\nburst = 10\n\
+             [limits]\nrate_limit_store_timeout_ms = 1000\nrate_limit_store_key_prefix = \"bin\"\n",
+            ApiKeyHash::of_key(KEY).to_hex(),
+            ApiKeyHash::of_key(KEY2).to_hex()
+        ),
+    )
+    .unwrap();
+    let pw = dir.join("redis-password");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let url = redis.url();
+    let pw_path = pw.display().to_string();
+    let env = [
+        ("TOKEN_AUTHORITY_RATE_LIMIT_STORE", url.as_str()),
+        (
+            "TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD_FILE",
+            pw_path.as_str(),
+        ),
+    ];
+    let replicas = [Replica::start(&config, &env), Replica::start(&config, &env)];
+    for r in &replicas {
+        assert_eq!(
+            r.lines_with("rate limits are shared in the rate limit store"),
+            1
+        );
+    }
+    // Two processes, one bucket of 10.
+    let mut statuses = Vec::new();
+    for i in 0..16 {
+        statuses.push(token_at(replicas[i % 2].addr, Some(KEY)).await.0);
+    }
+    assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 6, "{statuses:?}");
+
+    // Redis down: each falls back (one WARN each, however many requests).
+    // `fleet` stays refused (its refusal is cached until its retry time);
+    // `other` gets its own full bucket on each replica.
+    redis.kill();
+    for r in &replicas {
+        assert_eq!(token_at(r.addr, Some(KEY)).await.0, 429);
+        for _ in 0..3 {
+            let (status, _, body) = token_at(r.addr, Some(KEY2)).await;
+            assert_eq!(status, 200, "its own full bucket: {body}");
+        }
+        r.wait_line("the rate limit store failed").await;
+    }
+    // Back: one WARN each, within seconds.
+    redis.restart();
+    for r in &replicas {
+        r.wait_line("the rate limit store answers again").await;
+    }
+    // The restarted Redis is empty: `other` has one shared bucket of 10 again.
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        statuses.push(token_at(replicas[i % 2].addr, Some(KEY2)).await.0);
+    }
+    assert_eq!(count(&statuses, 200), 10, "shared again: {statuses:?}");
+    // Every line so far is out (the requests above waited for their own).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for r in &replicas {
+        assert_eq!(r.lines_with("the rate limit store failed"), 1);
+        assert_eq!(r.lines_with("the rate limit store answers again"), 1);
+        let log = r.whole_log();
+        assert!(!log.contains(PASSWORD), "the password is logged: {log}");
+        assert!(
+            log.contains(&format!("redis://127.0.0.1:{}/0", redis.port)),
+            "{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
