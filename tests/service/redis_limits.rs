@@ -556,7 +556,11 @@ impl Replica {
             if let Some(addr) = addr {
                 return Self { child, log, addr };
             }
-            assert!(Instant::now() < deadline, "{:?}", log.lock().unwrap());
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the replica did not serve: {:?}", log.lock().unwrap());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
