@@ -516,6 +516,9 @@ struct Replica {
 }
 
 impl Replica {
+    // The child is killed and waited for by `Drop` once it is a `Replica`,
+    // and before the panic when it never serves.
+    #[allow(clippy::zombie_processes)]
     fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_token-authority"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
