@@ -79,6 +79,7 @@ pub(crate) struct FileLimits {
     pub(crate) rate_limit_store_failure: Option<crate::policy::store::StoreFailure>,
     pub(crate) rate_limit_store_key_prefix: Option<String>,
     pub(crate) rate_limit_store_local_cache: Option<bool>,
+    pub(crate) rate_limit_store_ca_file: Option<PathBuf>,
 }
 
 /// A string from the file that may hold a secret: `Debug` hides it.

@@ -336,7 +336,7 @@ impl Config {
             (file_apps(&file.apps, &base, &mut watch_files)?, source)
         };
         let limits = file.limits.unwrap_or_default();
-        let rate_limit_store = rate_limit_store(&limits, env)?;
+        let rate_limit_store = rate_limit_store(&limits, env, &base)?;
         let defaults = ConnectionLimits::default();
         let secs = |v: Option<u64>, d: Duration| v.map_or(d, |s| Duration::from_secs(s.max(1)));
         let connection = ConnectionLimits {
@@ -608,6 +608,7 @@ fn secret_var(env: &impl Env, name: &str, missing_ok: bool) -> Result<Option<Str
 fn rate_limit_store(
     limits: &FileLimits,
     env: &impl Env,
+    base: &Path,
 ) -> Result<Option<crate::policy::store::StoreConfig>, ConfigError> {
     let invalid = |(what, problem): (&str, String)| ConfigError::Invalid {
         what: what.to_owned(),
@@ -621,7 +622,8 @@ fn rate_limit_store(
         let other = limits.rate_limit_store_timeout_ms.is_some()
             || limits.rate_limit_store_failure.is_some()
             || limits.rate_limit_store_key_prefix.is_some()
-            || limits.rate_limit_store_local_cache.is_some();
+            || limits.rate_limit_store_local_cache.is_some()
+            || limits.rate_limit_store_ca_file.is_some();
         if other {
             return Err(invalid((
                 "limits.rate_limit_store",
@@ -631,7 +633,7 @@ fn rate_limit_store(
         return Ok(None);
     };
     let password = secret_var(env, RATE_LIMIT_STORE_PASSWORD, true)?;
-    crate::policy::store::StoreConfig::new(
+    let store = crate::policy::store::StoreConfig::new(
         &url,
         password,
         limits.rate_limit_store_timeout_ms,
@@ -639,8 +641,17 @@ fn rate_limit_store(
         limits.rate_limit_store_key_prefix.clone(),
         limits.rate_limit_store_local_cache,
     )
-    .map(Some)
-    .map_err(invalid)
+    .map_err(invalid)?;
+    let Some(ca) = &limits.rate_limit_store_ca_file else {
+        return Ok(Some(store));
+    };
+    const CA: &str = "limits.rate_limit_store_ca_file";
+    let path = resolve(ca, base);
+    let pem = std::fs::read(&path).map_err(|e| ConfigError::Invalid {
+        what: CA.to_owned(),
+        problem: format!("cannot read {}: {e}", path.display()),
+    })?;
+    store.with_ca_pem(CA, pem).map(Some).map_err(invalid)
 }
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {

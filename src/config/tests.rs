@@ -337,6 +337,30 @@ fn rate_limit_store_settings_and_password_sources() {
         e.contains("limits.rate_limit_store") && !e.contains("url-s3cret"),
         "{e}"
     );
+    // A private CA for rediss:// only; a file that is not PEM is refused.
+    let ca = rcgen::generate_simple_self_signed(vec!["redis.internal".to_owned()]).unwrap();
+    std::fs::write(d.join("ca.pem"), ca.cert.pem()).unwrap();
+    std::fs::write(d.join("junk.pem"), "not a certificate").unwrap();
+    write(
+        "rate_limit_store = \"rediss://redis.internal:6380/0\"\nrate_limit_store_ca_file = \"ca.pem\"\n",
+    );
+    assert!(
+        Config::load(&args, &env(&[]))
+            .unwrap()
+            .rate_limit_store
+            .is_some()
+    );
+    for (url, file) in [
+        ("redis://redis.internal:6379/0", "ca.pem"),
+        ("rediss://redis.internal:6380/0", "junk.pem"),
+        ("rediss://redis.internal:6380/0", "absent.pem"),
+    ] {
+        write(&format!(
+            "rate_limit_store = \"{url}\"\nrate_limit_store_ca_file = \"{file}\"\n"
+        ));
+        let e = Config::load(&args, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("limits.rate_limit_store_ca_file"), "{e}");
+    }
     // Store settings without the store.
     write("rate_limit_store_failure = \"deny\"\n");
     let e = Config::load(&args, &env(&[])).unwrap_err().to_string();

@@ -90,6 +90,9 @@ pub struct StoreConfig {
     pub key_prefix: String,
     /// Whether refused keys are refused locally until their retry time.
     pub local_cache: bool,
+    /// PEM certificates to trust for `rediss://` instead of the system's
+    /// roots (`rate_limit_store_ca_file`).
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -101,6 +104,7 @@ impl fmt::Debug for StoreConfig {
             .field("failure", &self.failure)
             .field("key_prefix", &self.key_prefix)
             .field("local_cache", &self.local_cache)
+            .field("ca_file", &self.ca_pem.is_some())
             .finish()
     }
 }
@@ -181,7 +185,30 @@ impl StoreConfig {
             failure: failure.unwrap_or_default(),
             key_prefix,
             local_cache: local_cache.unwrap_or(true),
+            ca_pem: None,
         })
+    }
+
+    /// Trusts the PEM certificates `pem` (a private CA) for `rediss://`
+    /// instead of the system's roots. `what` names the setting in errors.
+    pub fn with_ca_pem(
+        mut self,
+        what: &'static str,
+        pem: Vec<u8>,
+    ) -> Result<Self, (&'static str, String)> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        if !self.shown.starts_with("rediss://") {
+            return Err((what, "needs a rediss:// (TLS) rate_limit_store".to_owned()));
+        }
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| (what, format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err((what, "no certificate found".to_owned()));
+        }
+        self.ca_pem = Some(pem);
+        Ok(self)
     }
 
     /// The store's address without credentials (for logs).
@@ -195,7 +222,16 @@ impl StoreConfig {
             let settings = info.redis_settings().clone().set_password(p);
             info = info.set_redis_settings(settings);
         }
-        redis::Client::open(info)
+        match &self.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
     }
 }
 

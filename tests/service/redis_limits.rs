@@ -27,6 +27,8 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     password: Option<&'static str>,
+    /// With TLS only (`--tls-port`): the server's certificate and key.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -43,6 +45,19 @@ impl Redis {
             child: None,
             port: free_port(),
             password,
+            tls: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// A Redis that speaks TLS only, with `cert` and `key`.
+    fn start_tls(cert: std::path::PathBuf, key: std::path::PathBuf) -> Self {
+        let mut r = Self {
+            child: None,
+            port: free_port(),
+            password: None,
+            tls: Some((cert, key)),
         };
         r.restart();
         r
@@ -52,8 +67,17 @@ impl Redis {
     fn restart(&mut self) {
         let dir = std::env::temp_dir();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .arg("--dir")
@@ -69,7 +93,12 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.command(&["PING"]).is_some_and(|r| r == "+PONG") {
+            let up = if self.tls.is_some() {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.command(&["PING"]).is_some_and(|r| r == "+PONG")
+            };
+            if up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -683,5 +712,49 @@ async fn replica_processes_share_limits_warn_once_and_never_log_the_password() {
             "{log}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_is_shared_and_an_untrusted_certificate_is_not_used() {
+    // A private CA and a server certificate for 127.0.0.1.
+    let dir = std::env::temp_dir().join(format!("ta-redis-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "redis test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let redis = Redis::start_tls(dir.join("server.pem"), dir.join("server.key"));
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+
+    let trusted = store(&url, "tls", StoreFailure::Local, None)
+        .with_ca_pem("ca", ca.pem().into_bytes())
+        .unwrap();
+    let apps = [replica(trusted.clone()).await, replica(trusted).await];
+    let refs: Vec<&TestApp> = apps.iter().collect();
+    for a in &apps {
+        assert_eq!(a.metric("token_authority_rate_limit_store_up").await, 1);
+    }
+    let statuses = spread(&refs, 16, Some(KEY)).await;
+    assert_eq!(count(&statuses, 200), 10, "shared over TLS: {statuses:?}");
+
+    // The system's roots do not know this CA: the store is not used (its
+    // own limits), never an unverified connection.
+    let untrusted = replica(store(&url, "tls2", StoreFailure::Local, None)).await;
+    assert_eq!(
+        untrusted
+            .metric("token_authority_rate_limit_store_up")
+            .await,
+        0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
