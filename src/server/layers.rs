@@ -445,6 +445,28 @@ fn authenticate(
     get: bool,
 ) -> Result<(Option<Arc<str>>, SlotKey, bool), ApiError> {
     let snap = g.shared.current();
+    let (ip, names) = client_of(&snap, req);
+    let key = bearer(req);
+    if key.is_some() || !names.is_empty() {
+        if let Err(wait) = g.shared.auth_throttle.check(ip) {
+            return Err(throttled(wait));
+        }
+    }
+    let identity = snap.auth.authenticate(key, &names, ip, get);
+    let identity = match identity {
+        Ok(i) => i,
+        Err(d) => {
+            g.shared.auth_throttle.failed(ip);
+            return Err(d.into());
+        }
+    };
+    let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
+    Ok(attach(g, req, ip, authn))
+}
+
+/// The client address of a token request and its verified client
+/// certificate names.
+fn client_of(snap: &crate::state::Snapshot, req: &Request) -> (std::net::IpAddr, Arc<Vec<String>>) {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -457,34 +479,37 @@ fn authenticate(
         .get::<TlsClientNames>()
         .map(|n| Arc::clone(&n.0))
         .unwrap_or_default();
-    let key = bearer(req);
-    if key.is_some() || !names.is_empty() {
-        if let Err(wait) = g.shared.auth_throttle.check(ip) {
-            return Err(ApiError::new(
-                Code::ResourceExhausted,
-                "too many failed authentications from this address; retry later",
-            )
-            .retry_after(wait));
-        }
-    }
-    let identity = snap.auth.authenticate(key, &names, ip, get);
-    let identity = match identity {
-        Ok(i) => i,
-        Err(d) => {
-            g.shared.auth_throttle.failed(ip);
-            return Err(d.into());
-        }
-    };
-    let label = identity.label();
+    (ip, names)
+}
+
+/// The failed-authentication throttle's refusal.
+fn throttled(wait: Duration) -> ApiError {
+    ApiError::new(
+        Code::ResourceExhausted,
+        "too many failed authentications from this address; retry later",
+    )
+    .retry_after(wait)
+}
+
+/// Attaches an authenticated `authn` to the request; its metrics label, the
+/// key its concurrency slots count against and whether it is anonymous.
+fn attach(
+    g: &Guard,
+    req: &mut Request,
+    ip: std::net::IpAddr,
+    authn: Authn,
+) -> (Option<Arc<str>>, SlotKey, bool) {
     let client = || SlotKey::Client(crate::policy::client_key(ip, g.slots.ipv6_prefix));
-    let (slot_key, anonymous) = match &identity {
-        crate::policy::Identity::Caller(c) => (SlotKey::Caller(Arc::clone(c)), false),
-        crate::policy::Identity::Anonymous(_) => (client(), true),
-        crate::policy::Identity::Open => (client(), false),
+    let (label, slot_key, anonymous) = match &authn.identity {
+        Ok(i @ crate::policy::Identity::Caller(c)) => {
+            (i.label(), SlotKey::Caller(Arc::clone(c)), false)
+        }
+        Ok(i @ crate::policy::Identity::Anonymous(_)) => (i.label(), client(), true),
+        Ok(i @ crate::policy::Identity::Open) => (i.label(), client(), false),
+        Err(_) => (None, client(), false),
     };
-    let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
     req.extensions_mut().insert(authn);
-    Ok((label, slot_key, anonymous))
+    (label, slot_key, anonymous)
 }
 
 /// [`authenticate`] with the shared rate-limit store: one decision of the
@@ -503,18 +528,7 @@ async fn authenticate_shared(
 ) -> Result<(Option<Arc<str>>, SlotKey, bool), ApiError> {
     use crate::policy::store::{Ask, StoreFailure, Verdict};
     let snap = g.shared.current_full();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let headers = req.headers();
-    let xff = || headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = snap.auth.client_ip_with(peer, xff);
-    let names = req
-        .extensions()
-        .get::<TlsClientNames>()
-        .map(|n| Arc::clone(&n.0))
-        .unwrap_or_default();
+    let (ip, names) = client_of(&snap, req);
     let key = bearer(req);
     // In open mode nothing fails authentication: no throttle to check.
     let check_throttle = (key.is_some() || !names.is_empty()) && !snap.auth.is_open();
@@ -571,30 +585,14 @@ async fn authenticate_shared(
         }
     };
     let rate_decision = match verdict {
-        Verdict::Throttled(wait) => {
-            return Err(ApiError::new(
-                Code::ResourceExhausted,
-                "too many failed authentications from this address; retry later",
-            )
-            .retry_after(wait));
-        }
-        Verdict::Failed => Ok(()),
-        Verdict::Allowed => Ok(()),
+        Verdict::Throttled(wait) => return Err(throttled(wait)),
+        Verdict::Failed | Verdict::Allowed => Ok(()),
         Verdict::RateLimited(wait) => Err(wait),
     };
-    let identity = identity?;
-    let label = identity.label();
-    let client = || SlotKey::Client(crate::policy::client_key(ip, g.slots.ipv6_prefix));
-    let (slot_key, anonymous) = match &identity {
-        crate::policy::Identity::Caller(c) => (SlotKey::Caller(Arc::clone(c)), false),
-        crate::policy::Identity::Anonymous(_) => (client(), true),
-        crate::policy::Identity::Open => (client(), false),
-    };
-    let mut authn = Authn::pinned(Ok(identity), snap);
+    let mut authn = Authn::pinned(Ok(identity?), snap);
     // Without a bucket there is nothing to decide later either.
     authn.rate_decision = Some(rate_decision);
-    req.extensions_mut().insert(authn);
-    Ok((label, slot_key, anonymous))
+    Ok(attach(g, req, ip, authn))
 }
 
 /// Marks the response of a refusal whose log lines were suppressed by its
