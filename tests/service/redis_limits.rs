@@ -483,6 +483,18 @@ fn silent_listener() -> (TcpListener, std::thread::JoinHandle<()>, SocketAddr) {
     (l, t, addr)
 }
 
+/// `n` requests of the caller, each answered within 2 s (a generous bound:
+/// a stalled store would hold them for good); their statuses.
+async fn prompt_statuses(app: &TestApp, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let start = Instant::now();
+        statuses.push(token(app, Some(KEY)).await.0);
+        assert!(start.elapsed() < Duration::from_secs(2), "{statuses:?}");
+    }
+    statuses
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_store_never_stalls_requests() {
     // A listener that accepts and never answers, from the start: the
@@ -490,12 +502,7 @@ async fn a_silent_store_never_stalls_requests() {
     let (_l, _t, addr) = silent_listener();
     let url = format!("redis://{addr}/0");
     let app = replica(store_with(&url, "t5", StoreFailure::Local, None, 25)).await;
-    let mut statuses = Vec::new();
-    for _ in 0..12 {
-        let start = Instant::now();
-        statuses.push(token(&app, Some(KEY)).await.0);
-        assert!(start.elapsed() < Duration::from_secs(2));
-    }
+    let statuses = prompt_statuses(&app, 12).await;
     assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
     assert_eq!(app.metric("token_authority_rate_limit_store_up").await, 0);
     let deny = replica(store_with(&url, "t5", StoreFailure::Deny, None, 25)).await;
@@ -517,12 +524,7 @@ async fn a_silent_store_never_stalls_requests() {
     .await;
     assert_eq!(token(&app, Some(KEY)).await.0, 200);
     redis.signal("-STOP");
-    let mut statuses = Vec::new();
-    for _ in 0..12 {
-        let start = Instant::now();
-        statuses.push(token(&app, Some(KEY)).await.0);
-        assert!(start.elapsed() < Duration::from_secs(2));
-    }
+    let statuses = prompt_statuses(&app, 12).await;
     // The local bucket is full (10): never unlimited.
     assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
     assert_eq!(app.metric("token_authority_rate_limit_store_up").await, 0);
