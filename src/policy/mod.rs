@@ -343,9 +343,18 @@ impl Authenticator {
     ) -> Result<(), Denial> {
         let policy = self.policy_of(who)?;
         policy.check_rpc(rpc)?;
-        decision
-            .unwrap_or_else(|| self.take_local(who))
-            .map_err(|retry_after| Denial::RateLimited { retry_after })
+        let limited = match (decision, who) {
+            (Some(d), _) => d,
+            (None, Identity::Anonymous(ip)) => self
+                .anonymous
+                .as_ref()
+                .map_or(Ok(()), |a| a.bucket(*ip).try_acquire()),
+            (None, _) => policy
+                .bucket
+                .as_ref()
+                .map_or(Ok(()), TokenBucket::try_acquire),
+        };
+        limited.map_err(|retry_after| Denial::RateLimited { retry_after })
     }
 
     /// A token from `who`'s in-process bucket, if it has one.
