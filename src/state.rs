@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use crate::domain::Issuer;
 use crate::policy::Authenticator;
+use crate::policy::store::RateStore;
 use crate::policy::throttle::AuthThrottle;
 use crate::telemetry::metrics::Metrics;
 
@@ -58,6 +59,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Failed authentications per client (kept across reloads).
     pub auth_throttle: AuthThrottle,
+    /// The shared rate-limit store (`[limits] rate_limit_store`), if any;
+    /// without it every limit is this process's own.
+    pub rate_store: Option<Arc<RateStore>>,
     ready: AtomicBool,
     /// The open `WatchToken` streams.
     pub watches: Watches,
@@ -177,10 +181,18 @@ impl Shared {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             auth_throttle: AuthThrottle::new(),
+            rate_store: None,
             ready: AtomicBool::new(false),
             watches: Watches::new(),
             clock: Arc::new(crate::domain::SystemClock),
         }
+    }
+
+    /// Decides the rate limits in `store`, shared with the other replicas.
+    #[must_use]
+    pub fn with_rate_store(mut self, store: Option<Arc<RateStore>>) -> Self {
+        self.rate_store = store;
+        self
     }
 
     /// The current snapshot. Hold the guard for one request only.

@@ -153,6 +153,20 @@ def flag(args, name):
 for path in sys.argv[1:]:
     label = path.rsplit("/", 1)[-1]
     docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    # The optional Redis of components/redis (shared rate limits) is checked
+    # on its own: only token-authority pods may reach it. The rules below are
+    # the token-authority server's.
+    component = lambda d: d.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component")
+    redis = [d for d in docs if component(d) == "redis"]
+    if redis:
+        kinds = {d["kind"] for d in redis}
+        check({"Deployment", "Service", "NetworkPolicy"} <= kinds, label, "Redis comes with its Service and NetworkPolicy")
+        for np in (d for d in redis if d["kind"] == "NetworkPolicy"):
+            froms = [f for r in np["spec"].get("ingress", []) for f in r.get("from", [])]
+            check(froms and all(f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "server"
+                                for f in froms), f"{label}: NetworkPolicy/{np['metadata']['name']}",
+                  "only token-authority server pods reach Redis")
+    docs = [d for d in docs if component(d) != "redis"]
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)

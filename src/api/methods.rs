@@ -270,7 +270,8 @@ impl TokenApi {
             .clone()
             .unwrap_or_else(|| self.shared.current_full());
         // Inspection issues nothing, but counts against the rate limit.
-        snap.auth.admit(caller, Method::InspectToken.as_str())?;
+        snap.auth
+            .admit_checked(caller, Method::InspectToken.as_str(), who.rate_decision)?;
         let uid = match r.user {
             None => None,
             Some(pb::inspect_token_request::User::Uid(u)) => {

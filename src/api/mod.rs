@@ -152,7 +152,7 @@ impl TokenApi {
                 .identity
                 .as_ref()
                 .map_err(|d| ApiError::from(d.clone()))?;
-            snap.auth.admit(identity, rpc)?;
+            snap.auth.admit_checked(identity, rpc, who.rate_decision)?;
             let limits = snap.auth.limits(identity);
             let signer = Signer {
                 auth: &snap.auth,

@@ -52,7 +52,7 @@ pub struct CorsConfig {
 }
 
 /// `[limits]`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileLimits {
     pub(crate) max_concurrent_requests: Option<usize>,
@@ -75,6 +75,26 @@ pub(crate) struct FileLimits {
     pub(crate) max_in_flight_anonymous: Option<usize>,
     pub(crate) max_watches_per_caller: Option<usize>,
     pub(crate) max_watch_seconds: Option<u64>,
+    /// `redis://` / `rediss://` URL of the shared rate-limit store (a
+    /// secret: it may hold a password; `Debug` of the validated
+    /// [`crate::policy::store::StoreConfig`] hides it).
+    pub(crate) rate_limit_store: Option<Secret>,
+    pub(crate) rate_limit_store_timeout_ms: Option<u64>,
+    pub(crate) rate_limit_store_failure: Option<crate::policy::store::StoreFailure>,
+    pub(crate) rate_limit_store_key_prefix: Option<String>,
+    pub(crate) rate_limit_store_local_cache: Option<bool>,
+    pub(crate) rate_limit_store_ca_file: Option<PathBuf>,
+}
+
+/// A string from the file that may hold a secret: `Debug` hides it.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// One `[[apps]]` entry.

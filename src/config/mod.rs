@@ -250,6 +250,9 @@ pub struct Config {
     /// The clock of the issuer and of `WatchToken` schedules (the system
     /// clock; tests move a [`crate::domain::ManualClock`] by hand).
     pub clock: Arc<dyn crate::domain::Timer>,
+    /// The shared rate-limit store (`[limits] rate_limit_store`): every
+    /// rate limit is then one decision for the whole fleet.
+    pub rate_limit_store: Option<crate::policy::store::StoreConfig>,
 }
 
 /// Default `max_concurrent_requests`.
@@ -286,6 +289,7 @@ impl Config {
             watch_files: Vec::new(),
             metrics: true,
             clock: Arc::new(crate::domain::SystemClock),
+            rate_limit_store: None,
         }
     }
 
@@ -361,6 +365,7 @@ impl Config {
             (file_apps(&file.apps, &base, &mut watch_files)?, source)
         };
         let limits = file.limits.unwrap_or_default();
+        let rate_limit_store = rate_limit_store(&limits, env, &base)?;
         let defaults = ConnectionLimits::default();
         let secs = |v: Option<u64>, d: Duration| v.map_or(d, |s| Duration::from_secs(s.max(1)));
         let connection = ConnectionLimits {
@@ -544,6 +549,7 @@ impl Config {
             watch_files,
             metrics: !args.no_metrics && file.metrics.unwrap_or(true),
             clock: Arc::new(crate::domain::SystemClock),
+            rate_limit_store,
         };
         // Compile the caller policies now, so mistakes stop start-up.
         config.snapshot()?;
@@ -623,6 +629,92 @@ fn access_mode(mode: Option<Mode>, callers: usize, anonymous: bool) -> Result<()
         }),
         (None, _) => Ok(()),
     }
+}
+
+/// The variable holding the rate-limit store's URL (also as `*_FILE`),
+/// when the config file sets none (a Kubernetes Secret, see
+/// deploy/kubernetes/components).
+pub const RATE_LIMIT_STORE: &str = "TOKEN_AUTHORITY_RATE_LIMIT_STORE";
+/// The variable holding the rate-limit store's password (also as
+/// `*_FILE`), when the URL holds none.
+pub const RATE_LIMIT_STORE_PASSWORD: &str = "TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD";
+
+/// A secret from `name` or the file `name_FILE` (not both; the value is
+/// never shown). With `missing_ok`, a `name_FILE` naming a file that does
+/// not exist means "not set" (an optional Secret key).
+fn secret_var(env: &impl Env, name: &str, missing_ok: bool) -> Result<Option<String>, ConfigError> {
+    let file_var = format!("{name}_FILE");
+    match (env.var(name), env.var(&file_var)) {
+        (None, Some(path)) if missing_ok && !Path::new(&path).try_exists().unwrap_or(true) => {
+            Ok(None)
+        }
+        (Some(_), Some(_)) => Err(ConfigError::Invalid {
+            what: name.to_owned(),
+            problem: format!("set it or {file_var}, not both"),
+        }),
+        (Some(p), None) => Ok(Some(p)),
+        (None, Some(path)) => env::read_secret_file(&file_var, &path)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                what: file_var.clone(),
+                problem: match e {
+                    EnvError::File { path, reason, .. } => format!("cannot read {path}: {reason}"),
+                    other => other.to_string(),
+                },
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `[limits] rate_limit_store*` (the URL from the file, else from the
+/// environment), with the password from the environment.
+fn rate_limit_store(
+    limits: &FileLimits,
+    env: &impl Env,
+    base: &Path,
+) -> Result<Option<crate::policy::store::StoreConfig>, ConfigError> {
+    let invalid = |(what, problem): (&str, String)| ConfigError::Invalid {
+        what: what.to_owned(),
+        problem,
+    };
+    let url = match &limits.rate_limit_store {
+        Some(u) => Some(u.0.clone()),
+        None => secret_var(env, RATE_LIMIT_STORE, false)?,
+    };
+    let Some(url) = url else {
+        let other = limits.rate_limit_store_timeout_ms.is_some()
+            || limits.rate_limit_store_failure.is_some()
+            || limits.rate_limit_store_key_prefix.is_some()
+            || limits.rate_limit_store_local_cache.is_some()
+            || limits.rate_limit_store_ca_file.is_some();
+        if other {
+            return Err(invalid((
+                "limits.rate_limit_store",
+                "rate_limit_store_* settings need rate_limit_store (the Redis URL)".to_owned(),
+            )));
+        }
+        return Ok(None);
+    };
+    let password = secret_var(env, RATE_LIMIT_STORE_PASSWORD, true)?;
+    let store = crate::policy::store::StoreConfig::new(
+        &url,
+        password,
+        limits.rate_limit_store_timeout_ms,
+        limits.rate_limit_store_failure,
+        limits.rate_limit_store_key_prefix.clone(),
+        limits.rate_limit_store_local_cache,
+    )
+    .map_err(invalid)?;
+    let Some(ca) = &limits.rate_limit_store_ca_file else {
+        return Ok(Some(store));
+    };
+    const CA: &str = "limits.rate_limit_store_ca_file";
+    let path = resolve(ca, base);
+    let pem = std::fs::read(&path).map_err(|e| ConfigError::Invalid {
+        what: CA.to_owned(),
+        problem: format!("cannot read {}: {e}", path.display()),
+    })?;
+    store.with_ca_pem(CA, pem).map(Some).map_err(invalid)
 }
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {

@@ -396,3 +396,99 @@ fn the_workload_identity_overlay_config_loads_and_fails_closed_without_keys() {
     assert_eq!(c.jwt_issuers.len(), 2);
     assert!(!c.snapshot().unwrap().auth.is_open());
 }
+
+#[test]
+fn rate_limit_store_settings_and_password_sources() {
+    let d = tmpdir("store");
+    std::fs::write(d.join("cert"), format!("{CERT}\n")).unwrap();
+    std::fs::write(d.join("pw"), "from-file-s3cret\n").unwrap();
+    let path = d.join("ta.toml");
+    let write = |limits: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "mode = \"open\"\n[[apps]]\napp_id = \"{ID}\"\ncertificate_file = \"cert\"\n\
+                 [limits]\n{limits}"
+            ),
+        )
+        .unwrap();
+    };
+    let args = ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    write(
+        "rate_limit_store = \"redis://127.0.0.1:6379/1\"\nrate_limit_store_timeout_ms = 40\n\
+         rate_limit_store_failure = \"deny\"\nrate_limit_store_key_prefix = \"fleet\"\n",
+    );
+    let pw_file = d.join("pw").display().to_string();
+    let c = Config::load(
+        &args,
+        &env(&[("TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD_FILE", &pw_file)]),
+    )
+    .unwrap();
+    let s = c.rate_limit_store.clone().unwrap();
+    assert_eq!(s.timeout, Duration::from_millis(40));
+    assert_eq!(s.failure, crate::policy::store::StoreFailure::Deny);
+    assert_eq!(s.key_prefix, "fleet");
+    assert!(!format!("{c:?}").contains("from-file-s3cret"));
+    // Both variables: refused; a password in the URL and the environment: refused.
+    let both = env(&[
+        ("TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD_FILE", &pw_file),
+        ("TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD", "x"),
+    ]);
+    assert!(Config::load(&args, &both).is_err());
+    write("rate_limit_store = \"redis://:url-s3cret@127.0.0.1:6379/1\"\n");
+    let c = Config::load(&args, &env(&[])).unwrap();
+    assert!(!format!("{c:?}").contains("url-s3cret"));
+    let e = Config::load(
+        &args,
+        &env(&[("TOKEN_AUTHORITY_RATE_LIMIT_STORE_PASSWORD", "x")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(!e.contains("url-s3cret"), "{e}");
+    // A bad URL is named, never shown.
+    write("rate_limit_store = \"http://:url-s3cret@h\"\n");
+    let e = Config::load(&args, &env(&[])).unwrap_err().to_string();
+    assert!(
+        e.contains("limits.rate_limit_store") && !e.contains("url-s3cret"),
+        "{e}"
+    );
+    // A private CA for rediss:// only; a file that is not PEM is refused.
+    let ca = rcgen::generate_simple_self_signed(vec!["redis.internal".to_owned()]).unwrap();
+    std::fs::write(d.join("ca.pem"), ca.cert.pem()).unwrap();
+    std::fs::write(d.join("junk.pem"), "not a certificate").unwrap();
+    write(
+        "rate_limit_store = \"rediss://redis.internal:6380/0\"\nrate_limit_store_ca_file = \"ca.pem\"\n",
+    );
+    assert!(
+        Config::load(&args, &env(&[]))
+            .unwrap()
+            .rate_limit_store
+            .is_some()
+    );
+    for (url, file) in [
+        ("redis://redis.internal:6379/0", "ca.pem"),
+        ("rediss://redis.internal:6380/0", "junk.pem"),
+        ("rediss://redis.internal:6380/0", "absent.pem"),
+    ] {
+        write(&format!(
+            "rate_limit_store = \"{url}\"\nrate_limit_store_ca_file = \"{file}\"\n"
+        ));
+        let e = Config::load(&args, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("limits.rate_limit_store_ca_file"), "{e}");
+    }
+    // Store settings without the store.
+    write("rate_limit_store_failure = \"deny\"\n");
+    let e = Config::load(&args, &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("need rate_limit_store"), "{e}");
+    // Without the setting: no store (the in-process limiters).
+    write("");
+    assert!(
+        Config::load(&args, &env(&[]))
+            .unwrap()
+            .rate_limit_store
+            .is_none()
+    );
+}

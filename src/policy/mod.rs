@@ -19,6 +19,7 @@ pub mod jwt;
 mod keys;
 mod networks;
 mod rate;
+pub mod store;
 pub mod throttle;
 
 pub use compiled::*;
@@ -45,6 +46,11 @@ pub struct Authn {
     pub identity: Result<Identity, Denial>,
     /// The snapshot the identity came from (`None`: the current one).
     pub snapshot: Option<Arc<crate::state::Snapshot>>,
+    /// The rate limit's decision when it was already made (by the shared
+    /// store or its fallback, in the server's guard): `Err` is the wait.
+    /// [`Authenticator::admit_checked`] then applies it instead of taking
+    /// a token in-process.
+    pub rate_decision: Option<Result<(), Duration>>,
 }
 
 impl Authn {
@@ -53,6 +59,7 @@ impl Authn {
         Self {
             identity,
             snapshot: None,
+            rate_decision: None,
         }
     }
 
@@ -64,6 +71,7 @@ impl Authn {
         Self {
             identity,
             snapshot: Some(snapshot),
+            rate_decision: None,
         }
     }
 }
@@ -521,21 +529,86 @@ impl Authenticator {
     /// caller may call `rpc`, and has a request left in its rate limit (so
     /// refused and inspection requests count too).
     pub fn admit(&self, who: &Identity, rpc: &str) -> Result<(), Denial> {
+        self.admit_checked(who, rpc, None)
+    }
+
+    /// [`Self::admit`]; with a `decision` already made (by the shared
+    /// store, see [`Authn::rate_decision`]) that one instead of the
+    /// in-process bucket.
+    pub fn admit_checked(
+        &self,
+        who: &Identity,
+        rpc: &str,
+        decision: Option<Result<(), Duration>>,
+    ) -> Result<(), Denial> {
         let policy = self.policy_of(who)?;
         policy.check_rpc(rpc)?;
-        let bucket = match who {
-            Identity::Anonymous(ip) => self.anonymous.as_ref().map(|a| a.bucket(*ip)),
-            Identity::Jwt(j) => j.bucket.clone(),
-            _ => None,
-        };
-        let limited = match &bucket {
-            Some(b) => b.try_acquire(),
-            None => policy
+        let limited = match (decision, who) {
+            (Some(d), _) => d,
+            (None, Identity::Anonymous(ip)) => self
+                .anonymous
+                .as_ref()
+                .map_or(Ok(()), |a| a.bucket(*ip).try_acquire()),
+            // A JWT caller's subject has a bucket of its own.
+            (None, Identity::Jwt(j)) if j.bucket.is_some() => {
+                j.bucket.as_ref().map_or(Ok(()), |b| b.try_acquire())
+            }
+            (None, _) => policy
                 .bucket
                 .as_ref()
                 .map_or(Ok(()), TokenBucket::try_acquire),
         };
         limited.map_err(|retry_after| Denial::RateLimited { retry_after })
+    }
+
+    /// A token from `who`'s in-process bucket, if it has one.
+    pub fn take_local(&self, who: &Identity) -> Result<(), Duration> {
+        match who {
+            Identity::Anonymous(ip) => self
+                .anonymous
+                .as_ref()
+                .map_or(Ok(()), |a| a.bucket(*ip).try_acquire()),
+            Identity::Jwt(j) if j.bucket.is_some() => {
+                j.bucket.as_ref().map_or(Ok(()), |b| b.try_acquire())
+            }
+            _ => self
+                .policy_of(who)
+                .ok()
+                .and_then(|p| p.bucket.as_ref())
+                .map_or(Ok(()), TokenBucket::try_acquire),
+        }
+    }
+
+    /// The bucket `who` takes a token from for `rpc` in the shared store:
+    /// none when it has no rate limit, or when `rpc` is not allowed (the
+    /// request is refused later without costing a token, as in-process).
+    pub fn store_bucket<'a>(&'a self, who: &'a Identity, rpc: &str) -> Option<store::Bucket<'a>> {
+        let policy = self.policy_of(who).ok()?;
+        policy.check_rpc(rpc).ok()?;
+        match who {
+            Identity::Anonymous(ip) => self.anonymous.as_ref().map(|a| store::Bucket {
+                key: store::BucketKey::Client(networks::client_key(*ip, a.ipv6_prefix)),
+                rate: a.rate,
+                burst: a.burst,
+            }),
+            Identity::Caller(c) => c.policy.bucket.as_ref().map(|b| store::Bucket {
+                key: store::BucketKey::Caller(&c.name),
+                rate: b.rate,
+                burst: b.burst(),
+            }),
+            // A JWT caller: its subject's bucket, else its policy's.
+            Identity::Jwt(j) => {
+                j.bucket
+                    .as_deref()
+                    .or(j.policy.bucket.as_ref())
+                    .map(|b| store::Bucket {
+                        key: store::BucketKey::Subject(&j.name),
+                        rate: b.rate,
+                        burst: b.burst(),
+                    })
+            }
+            Identity::Open => None,
+        }
     }
 
     /// Checks every draft against the identity's policy; the permit it

@@ -25,6 +25,12 @@ impl TokenBucket {
         }
     }
 
+    /// The burst (most tokens stored).
+    pub fn burst(&self) -> u32 {
+        // At most u32::MAX (it came from a u32).
+        self.burst as u32
+    }
+
     /// Takes one token, or says how long until one is available.
     pub fn try_acquire(&self) -> Result<(), Duration> {
         self.try_acquire_at(Instant::now())

@@ -409,7 +409,11 @@ pub(super) async fn guard(
         return r;
     }
     let start = Instant::now();
-    let mut resp = match authenticate(&g, &mut req, get).await {
+    let authed = match g.shared.rate_store.as_deref() {
+        None => authenticate(&g, &mut req, get).await,
+        Some(store) => authenticate_shared(&g, store, &mut req, get).await,
+    };
+    let mut resp = match authed {
         Err(e) => {
             // Refused before anything of the request was read, and before
             // it took a concurrency slot: counted, logged (at a bounded
@@ -484,6 +488,50 @@ async fn authenticate(
     get: bool,
 ) -> Result<(Option<Arc<str>>, SlotKey, bool), ApiError> {
     let snap = g.shared.current();
+    let (ip, tls_names) = client_of(&snap, req);
+    let names: &[String] = tls_names.as_deref().map_or(&[], Vec::as_slice);
+    let key = bearer(req);
+    if key.is_some() || !names.is_empty() {
+        if let Err(wait) = g.shared.auth_throttle.check(ip) {
+            return Err(throttled(wait));
+        }
+    }
+    let identity = match identify(&snap.auth, key, names, ip, get).await {
+        Ok(i) => i,
+        Err(d) => {
+            g.shared.auth_throttle.failed(ip);
+            return Err(d.into());
+        }
+    };
+    let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
+    Ok(attach(g, req, ip, tls_names, authn))
+}
+
+/// Identifies a request; a JWT signed with a key the cached JWKS lacks (a
+/// rotation) gets one refetch (rate-limited per JWKS), then one more try.
+async fn identify(
+    auth: &crate::policy::Authenticator,
+    key: Option<&str>,
+    names: &[String],
+    ip: std::net::IpAddr,
+    get: bool,
+) -> Result<crate::policy::Identity, crate::policy::Denial> {
+    match auth.try_authenticate(key, names, ip, get) {
+        Ok(i) => Ok(i),
+        Err(JwtFail::Denied(d)) => Err(d),
+        Err(JwtFail::UnknownKid(source, _)) => {
+            source.refetch().await;
+            auth.authenticate(key, names, ip, get)
+        }
+    }
+}
+
+/// The client address of a token request and its verified client
+/// certificate names (only on TLS connections with one).
+fn client_of(
+    snap: &crate::state::Snapshot,
+    req: &Request,
+) -> (std::net::IpAddr, Option<Arc<Vec<String>>>) {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -491,52 +539,44 @@ async fn authenticate(
     let headers = req.headers();
     let xff = || headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = snap.auth.client_ip_with(peer, xff);
-    // Only on TLS connections with a verified client certificate.
-    let tls_names = req
+    let names = req
         .extensions()
         .get::<TlsClientNames>()
         .map(|n| Arc::clone(&n.0));
-    let names: &[String] = tls_names.as_deref().map_or(&[], Vec::as_slice);
-    let key = bearer(req);
-    if key.is_some() || !names.is_empty() {
-        if let Err(wait) = g.shared.auth_throttle.check(ip) {
-            return Err(ApiError::new(
-                Code::ResourceExhausted,
-                "too many failed authentications from this address; retry later",
-            )
-            .retry_after(wait));
-        }
-    }
-    let identity = match snap.auth.try_authenticate(key, names, ip, get) {
-        Ok(i) => Ok(i),
-        Err(JwtFail::Denied(d)) => Err(d),
-        Err(JwtFail::UnknownKid(source, _)) => {
-            // A JWT signed with a key the cached JWKS lacks (a rotation):
-            // one refetch (rate-limited per JWKS), then one more try.
-            let key = key.map(str::to_owned);
-            source.refetch().await;
-            snap.auth.authenticate(key.as_deref(), names, ip, get)
-        }
-    };
-    let identity = match identity {
-        Ok(i) => i,
-        Err(d) => {
-            g.shared.auth_throttle.failed(ip);
-            return Err(d.into());
-        }
-    };
-    let label = identity.label();
+    (ip, names)
+}
+
+/// The failed-authentication throttle's refusal.
+fn throttled(wait: Duration) -> ApiError {
+    ApiError::new(
+        Code::ResourceExhausted,
+        "too many failed authentications from this address; retry later",
+    )
+    .retry_after(wait)
+}
+
+/// Attaches an authenticated `authn` to the request (and, to a
+/// `WatchToken` request, what it presented, to identify it again at each
+/// renewal); its metrics label, the key its concurrency slots count
+/// against and whether it is anonymous.
+fn attach(
+    g: &Guard,
+    req: &mut Request,
+    ip: std::net::IpAddr,
+    tls_names: Option<Arc<Vec<String>>>,
+    authn: Authn,
+) -> (Option<Arc<str>>, SlotKey, bool) {
+    use crate::policy::Identity;
     let client = || SlotKey::Client(crate::policy::client_key(ip, g.slots.ipv6_prefix));
-    let (slot_key, anonymous) = match &identity {
-        crate::policy::Identity::Caller(c) => (SlotKey::Caller(Arc::clone(c)), false),
-        crate::policy::Identity::Anonymous(_) => (client(), true),
+    let (label, slot_key, anonymous) = match &authn.identity {
+        Ok(i @ Identity::Caller(c)) => (i.label(), SlotKey::Caller(Arc::clone(c)), false),
+        Ok(i @ Identity::Anonymous(_)) => (i.label(), client(), true),
         // JWT callers: per client address (subjects are unbounded).
-        crate::policy::Identity::Jwt(_) | crate::policy::Identity::Open => (client(), false),
+        Ok(i @ (Identity::Jwt(_) | Identity::Open)) => (i.label(), client(), false),
+        Err(_) => (None, client(), false),
     };
-    let is_jwt = matches!(identity, crate::policy::Identity::Jwt(_));
-    let authn = Authn::pinned(Ok(identity), arc_swap::Guard::into_inner(snap));
     if req.uri().path() == WATCH_PATH {
-        // A watch identifies its caller again at each renewal.
+        let is_jwt = matches!(authn.identity, Ok(Identity::Jwt(_)));
         let creds = crate::policy::Credentials {
             key: bearer(req).map(crate::policy::ApiKeyHash::of_key),
             jwt: is_jwt.then(|| bearer(req).map(Arc::from)).flatten(),
@@ -546,7 +586,91 @@ async fn authenticate(
         req.extensions_mut().insert(creds);
     }
     req.extensions_mut().insert(authn);
-    Ok((label, slot_key, anonymous))
+    (label, slot_key, anonymous)
+}
+
+/// [`authenticate`] with the shared rate-limit store: one decision of the
+/// store (at most one round trip) covers the failed-authentication
+/// throttle (checked when credentials are presented, counted when they
+/// fail) and the identity's bucket. The bucket's verdict travels in
+/// [`Authn::rate_decision`], so a rate-limited request is refused, counted
+/// and audited by the API like an in-process one. While the store is
+/// down, `rate_limit_store_failure` decides: this replica's own limiters
+/// (`local`) or UNAVAILABLE (`deny`).
+async fn authenticate_shared(
+    g: &Guard,
+    store: &crate::policy::store::RateStore,
+    req: &mut Request,
+    get: bool,
+) -> Result<(Option<Arc<str>>, SlotKey, bool), ApiError> {
+    use crate::policy::store::{Ask, StoreFailure, Verdict};
+    let snap = g.shared.current_full();
+    let (ip, tls_names) = client_of(&snap, req);
+    let names: &[String] = tls_names.as_deref().map_or(&[], Vec::as_slice);
+    let key = bearer(req);
+    // In open mode nothing fails authentication: no throttle to check.
+    let check_throttle = (key.is_some() || !names.is_empty()) && !snap.auth.is_open();
+    let identity = identify(&snap.auth, key, names, ip, get).await;
+    // The GET endpoint is limited as BuildRtcToken (as in the API); a
+    // path that names no RPC is answered without taking a token.
+    let rpc = if get {
+        Some("BuildRtcToken")
+    } else {
+        req.uri()
+            .path()
+            .strip_prefix(TOKEN_PREFIX)
+            .filter(|n| crate::telemetry::metrics::Method::from_rpc_name(n).is_some())
+    };
+    let bucket = match (&identity, rpc) {
+        (Ok(i), Some(rpc)) => snap.auth.store_bucket(i, rpc),
+        _ => None,
+    };
+    let ask = Ask {
+        ip,
+        check_throttle,
+        failed: identity.is_err(),
+        bucket,
+    };
+    let verdict = match store.decide(&ask).await {
+        Some(v) => v,
+        None if store.config().failure == StoreFailure::Deny => {
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "the shared rate limit store is unavailable and rate_limit_store_failure = \"deny\": \
+                 token requests are refused until it answers",
+            )
+            .retry_after(Duration::from_secs(1)));
+        }
+        // This replica's own limiters, with the same limits.
+        None => {
+            let throttled = if check_throttle {
+                g.shared.auth_throttle.check(ip).err()
+            } else {
+                None
+            };
+            match (throttled, &identity) {
+                (Some(wait), _) => Verdict::Throttled(wait),
+                (None, Err(_)) => {
+                    g.shared.auth_throttle.failed(ip);
+                    Verdict::Failed
+                }
+                (None, Ok(i)) if bucket.is_some() => match snap.auth.take_local(i) {
+                    Ok(()) => Verdict::Allowed,
+                    Err(wait) => Verdict::RateLimited(wait),
+                },
+                (None, Ok(_)) => Verdict::Allowed,
+            }
+        }
+    };
+    let rate_decision = match verdict {
+        Verdict::Throttled(wait) => return Err(throttled(wait)),
+        Verdict::Failed | Verdict::Allowed => Ok(()),
+        Verdict::RateLimited(wait) => Err(wait),
+    };
+    let mut authn = Authn::pinned(Ok(identity?), snap);
+    // Without a bucket there is nothing to decide later either.
+    authn.rate_decision = Some(rate_decision);
+    Ok(attach(g, req, ip, tls_names, authn))
 }
 
 /// Marks the response of a refusal whose log lines were suppressed by its

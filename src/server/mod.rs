@@ -168,7 +168,18 @@ impl Server {
         } else {
             crate::telemetry::metrics::Metrics::disabled()
         };
-        let mut shared = Shared::with_metrics(snapshot, metrics);
+        let rate_store = match &config.rate_limit_store {
+            Some(c) => {
+                if matches!(c.address().split_once("://"), Some(("rediss", _))) {
+                    // TLS to the store: rustls with the provider the server
+                    // uses (a second install is refused, harmlessly).
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                }
+                Some(crate::policy::store::RateStore::start(c.clone()).await)
+            }
+            None => None,
+        };
+        let mut shared = Shared::with_metrics(snapshot, metrics).with_rate_store(rate_store);
         shared.configure_watches(
             config.connection.max_watches_per_caller,
             config.connection.max_watch,

@@ -377,6 +377,10 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
             || running.request_timeout != new.request_timeout,
     );
     check("cors", running.cors_origins != new.cors_origins);
+    check(
+        "rate_limit_store",
+        running.rate_limit_store != new.rate_limit_store,
+    );
     changed
 }
 

@@ -17,6 +17,9 @@
 //! - `limits`: connection caps, timeouts of every phase, in-flight per caller.
 //! - `ops`: reflection v1/v1alpha, health, /healthz, /readyz, /metrics,
 //!   the admin port, plain 404s, shutdown.
+//! - `redis_limits`: fleet-wide rate limits in a real `redis-server` shared
+//!   by several replicas: totals, the throttle, expiry, Redis killed,
+//!   `deny`, a silent store.
 //! - `bad_input`: the bad-input matrix over both transports.
 //! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
 //! - `security`: callers, policy, rate limits, CORS, mTLS, property tests
@@ -45,6 +48,7 @@ mod jwt;
 mod lifecycle;
 mod limits;
 mod ops;
+mod redis_limits;
 mod security;
 mod stalled_stdout;
 mod watch;

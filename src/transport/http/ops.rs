@@ -63,6 +63,9 @@ pub(crate) async fn metrics(State(s): State<HttpState>) -> Response {
         "token_authority_open_mode {open}
 "
     ));
+    if let Some(store) = &shared.rate_store {
+        store.render_metrics(&mut body);
+    }
     if let Some(a) = crate::telemetry::audit_file::device() {
         body.push_str(&format!(
             "# HELP token_authority_audit_write_failures_total Audit log writes that failed (no token was returned for their records).\n\
