@@ -1077,3 +1077,67 @@ async fn rsa_keys_under_2048_bits_are_refused() {
     .await;
     assert_eq!(s, 200, "{b}");
 }
+
+/// A `WatchToken` stream opened with a JWT verifies it again at each
+/// renewal: renewals flow while it is valid, bound to its identity, and the
+/// stream ends with UNAUTHENTICATED once the JWT has expired (the client
+/// reconnects with a fresh one). The issuer's clock is a manual one (the
+/// renewals); the JWT's expiry is real time (a few seconds).
+#[tokio::test]
+async fn a_watch_lives_no_longer_than_its_jwt() {
+    use pb::watch_token_request::Request as W;
+    use pb::watch_token_response::Response as D;
+    let key = ed();
+    let jwks = JwksServer::start(vec![key.with_kid("e1")]).await;
+    let mut issuer = issuer_config(&jwks);
+    issuer.leeway_seconds = Some(0);
+    let clock = Arc::new(token_authority::domain::ManualClock::new(
+        u32::try_from(now()).unwrap(),
+    ));
+    let app_clock = Arc::clone(&clock);
+    let app = spawn_app_with(move |c| {
+        c.jwt_issuers = vec![issuer];
+        c.clock = app_clock;
+    })
+    .await;
+    eventually("ready", || async { readyz(&app).await.0 == 200 }).await;
+    let exp = now() + 4;
+    let jwt = mint(&key, Some("e1"), &claims(json!({"exp": exp})));
+    let req = pb::WatchTokenRequest {
+        request: Some(W::Rtc(pb::BuildRtcTokenRequest {
+            channel_name: "user-alice".into(),
+            expire_seconds: Some(600),
+            ..Default::default()
+        })),
+        renew_before_seconds: None,
+    };
+    let mut s = app
+        .grpc()
+        .await
+        .watch_token(with_jwt(req, &jwt))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = s.message().await.unwrap().unwrap();
+    let Some(D::Rtc(r)) = &first.response else {
+        panic!("not an RTC token: {first:?}")
+    };
+    assert_eq!(rtc_payload(&r.token), rtc("user-alice", "1001"));
+    // A renewal while the JWT is valid.
+    clock.set(first.renew_at);
+    let second = s.message().await.unwrap().unwrap();
+    assert_eq!(second.sequence, 2);
+    let Some(D::Rtc(r)) = &second.response else {
+        panic!("not an RTC token: {second:?}")
+    };
+    assert_eq!(rtc_payload(&r.token), rtc("user-alice", "1001"));
+    // The JWT expires: the next renewal ends the stream.
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    clock.set(second.renew_at);
+    let e = s.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("exp"), "{}", e.message());
+    assert!(!e.message().contains(&jwt), "the JWT is never echoed");
+}
