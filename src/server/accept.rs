@@ -49,34 +49,6 @@ fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// A response body that keeps its request counted on its connection until
-/// it is sent or dropped (its concurrency slot, if any, is in the body:
-/// see `layers::hold`).
-struct TrackedBody {
-    inner: axum::body::Body,
-    _in_flight: InFlight,
-}
-
-impl hyper::body::Body for TrackedBody {
-    type Data = hyper::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// Requests that legitimately stay open (a gRPC health `Watch` stream, a
 /// `WatchToken` stream): never closed as stalled.
 fn long_lived(path: &str) -> bool {
@@ -181,10 +153,10 @@ pub(crate) async fn serve_connections(
                     async move {
                         let resp = call.await?;
                         let (parts, inner) = resp.into_parts();
-                        let body = TrackedBody {
-                            inner,
-                            _in_flight: in_flight,
-                        };
+                        // Counted on its connection until the body is sent
+                        // or dropped (its slot, if any, is in the body too:
+                        // `layers::hold`).
+                        let body = Held::new(inner, in_flight);
                         Ok::<_, std::convert::Infallible>(hyper::Response::from_parts(parts, body))
                     }
                 })

@@ -189,13 +189,21 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub(crate) struct SlotPermit(#[allow(dead_code)] Slot);
 
-/// A response body and the slot of its request.
-struct Held {
+/// A response body and what it keeps until it is sent or dropped (its
+/// request's concurrency slot here; its place on its connection in
+/// `accept`).
+pub(crate) struct Held<T> {
     inner: axum::body::Body,
-    _permit: SlotPermit,
+    _keep: T,
 }
 
-impl hyper::body::Body for Held {
+impl<T> Held<T> {
+    pub(crate) fn new(inner: axum::body::Body, keep: T) -> Self {
+        Self { inner, _keep: keep }
+    }
+}
+
+impl<T: Unpin> hyper::body::Body for Held<T> {
     type Data = axum::body::Bytes;
     type Error = axum::Error;
 
@@ -217,12 +225,7 @@ impl hyper::body::Body for Held {
 
 /// `resp`, whose body keeps `permit` until it is sent or dropped.
 fn hold(resp: Response, permit: SlotPermit) -> Response {
-    resp.map(|inner| {
-        axum::body::Body::new(Held {
-            inner,
-            _permit: permit,
-        })
-    })
+    resp.map(|inner| axum::body::Body::new(Held::new(inner, permit)))
 }
 
 impl Slots {
