@@ -194,10 +194,7 @@ impl TokenApi {
         if let Err(e) = &result {
             // At a bounded rate (the audit log has every refusal).
             if !tracing::enabled!(tracing::Level::INFO)
-                || !crate::telemetry::logging::admit_line(
-                    &crate::telemetry::logging::REFUSALS,
-                    "request refused",
-                )
+                || !crate::telemetry::logging::admit_line(&crate::telemetry::logging::REFUSALS)
             {
                 return result;
             }

@@ -714,13 +714,8 @@ fn refused_early(
             .request(transport, m, e.code, start.elapsed());
     }
     let rpc = method.map_or("unknown", |m| m.as_str());
-    let kind = if std::ptr::eq(budget, &crate::telemetry::logging::UNAUTHENTICATED_REFUSALS) {
-        "request refused (unauthenticated)"
-    } else {
-        "request refused"
-    };
-    let logged = !tracing::enabled!(tracing::Level::INFO)
-        || crate::telemetry::logging::admit_line(budget, kind);
+    let logged =
+        !tracing::enabled!(tracing::Level::INFO) || crate::telemetry::logging::admit_line(budget);
     if logged {
         tracing::info!(
             rpc,
@@ -831,10 +826,7 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
                 tracing::debug!(%method, path, status, elapsed_ms, "request");
             }
         } else if tracing::enabled!(tracing::Level::INFO)
-            && crate::telemetry::logging::admit_line(
-                &crate::telemetry::logging::REQUEST_LINES,
-                "request",
-            )
+            && crate::telemetry::logging::admit_line(&crate::telemetry::logging::REQUEST_LINES)
         {
             let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
             tracing::info!(%method, path, status, elapsed_ms, "request");

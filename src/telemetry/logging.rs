@@ -97,7 +97,10 @@ pub const REFUSAL_LINES_PER_SECOND: u32 = 10;
 /// failed-authentication throttle): a flood of them cannot fill a disk
 /// through the log. Their count is in `/metrics`
 /// (`token_authority_log_refusals_suppressed_total`).
-pub static UNAUTHENTICATED_REFUSALS: LineBudget = LineBudget::new(REFUSAL_LINES_PER_SECOND);
+pub static UNAUTHENTICATED_REFUSALS: LineBudget = LineBudget::named(
+    REFUSAL_LINES_PER_SECOND,
+    "request refused (unauthenticated)",
+);
 
 /// At most this many `request refused` lines per second of requests that
 /// passed authentication (see [`REFUSALS`]).
@@ -108,16 +111,18 @@ pub const AUTHENTICATED_REFUSAL_LINES_PER_SECOND: u32 = 100;
 /// concurrency limit cannot flood the log. (The audit log records refusals
 /// under its own budget.) Counted with [`UNAUTHENTICATED_REFUSALS`] in
 /// `token_authority_log_refusals_suppressed_total`.
-pub static REFUSALS: LineBudget = LineBudget::new(AUTHENTICATED_REFUSAL_LINES_PER_SECOND);
+pub static REFUSALS: LineBudget =
+    LineBudget::named(AUTHENTICATED_REFUSAL_LINES_PER_SECOND, "request refused");
 
 /// Whether a line of `budget`'s kind may be logged now; when it may and
 /// lines of its kind were suppressed since the last one, first logs one
-/// summary line with their count (`kind` names them).
-pub fn admit_line(budget: &LineBudget, kind: &'static str) -> bool {
+/// summary line with their count (`kind`: the budget's name).
+pub fn admit_line(budget: &LineBudget) -> bool {
     match budget.admit(Instant::now()) {
         Verdict::Log { suppressed } => {
             if suppressed > 0 {
                 let per_second = budget.per_second();
+                let kind = budget.kind;
                 tracing::warn!(
                     suppressed,
                     per_second,
@@ -141,7 +146,7 @@ pub const REQUEST_LINES_PER_SECOND: u32 = 100;
 /// the slot pools, 400s, timeouts) cannot turn into a flood of log lines.
 /// Their count is in `/metrics`
 /// (`token_authority_log_request_lines_suppressed_total`).
-pub static REQUEST_LINES: LineBudget = LineBudget::new(REQUEST_LINES_PER_SECOND);
+pub static REQUEST_LINES: LineBudget = LineBudget::named(REQUEST_LINES_PER_SECOND, "request");
 
 /// A rate limit for one kind of log line: at most `per_second` lines in
 /// each one-second window (a window opens at the first line after the
@@ -171,6 +176,8 @@ pub static REQUEST_LINES: LineBudget = LineBudget::new(REQUEST_LINES_PER_SECOND)
 #[derive(Debug)]
 pub struct LineBudget {
     per_second: u32,
+    /// What its lines are (named in [`admit_line`]'s summary line).
+    kind: &'static str,
     window: Mutex<Window>,
     suppressed_total: AtomicU64,
 }
@@ -198,8 +205,14 @@ pub enum Verdict {
 impl LineBudget {
     /// A budget of `per_second` lines (at least 1) per second.
     pub const fn new(per_second: u32) -> Self {
+        Self::named(per_second, "")
+    }
+
+    /// [`Self::new`], for lines of the kind `kind`.
+    pub const fn named(per_second: u32, kind: &'static str) -> Self {
         Self {
             per_second: if per_second == 0 { 1 } else { per_second },
+            kind,
             window: Mutex::new(Window {
                 start: None,
                 logged: 0,
