@@ -135,8 +135,19 @@ impl Inner {
         let before = s.buf.len();
         s.buf.extend_from_slice(data);
         let after = s.buf.len();
+        let idle = s.in_flight == 0;
         drop(s);
-        if before == 0 || (before < BATCH && after >= BATCH) {
+        if before < BATCH && after >= BATCH {
+            self.wake.notify_one();
+            if idle {
+                // A batch is ready and the flusher is not writing: let it
+                // run now. On a busy CPU it shares with this thread it
+                // would otherwise wait until this thread sleeps, while the
+                // buffer grows into cold memory and then drops lines. One
+                // call per batch; returns at once when another CPU is free.
+                std::thread::yield_now();
+            }
+        } else if before == 0 {
             self.wake.notify_one();
         }
     }
