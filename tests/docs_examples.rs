@@ -16,6 +16,8 @@
 //!   are moved under a scratch directory), so any error is the example's.
 //! - ```` ```dotenv ```` blocks: each is a `.env` file every line of which
 //!   parses.
+//! - Links: every relative link names a file of the repository (never one
+//!   outside it) and, with `#anchor`, one of its headings.
 //!
 //! `grpcurl` commands need grpcurl on `PATH` (.ci/run installs it); without
 //! it they are skipped with a message, except under CI (`CI` set), where
@@ -172,9 +174,9 @@ fn examples(b: &Block) -> Vec<Example> {
                 status: 0,
             });
         } else {
-            let e = out.last_mut().unwrap_or_else(|| {
-                panic!("{}:{}: output before any `$ ` command", b.file, b.line)
-            });
+            let e = out
+                .last_mut()
+                .unwrap_or_else(|| panic!("{}:{}: output before any `$ ` command", b.file, b.line));
             e.expected.push(line.trim_end().to_owned());
         }
     }
@@ -216,7 +218,9 @@ fn line_matches(expected: &str, actual: &str) -> bool {
 fn lines_match(expected: &[String], actual: &[&str]) -> bool {
     match expected.split_first() {
         None => actual.is_empty(),
-        Some((e, rest)) if e == "..." => (0..=actual.len()).any(|k| lines_match(rest, &actual[k..])),
+        Some((e, rest)) if e == "..." => {
+            (0..=actual.len()).any(|k| lines_match(rest, &actual[k..]))
+        }
         Some((e, rest)) => {
             !actual.is_empty() && line_matches(e, actual[0]) && lines_match(rest, &actual[1..])
         }
@@ -318,8 +322,8 @@ fn is_name(k: &str) -> bool {
 /// Files a documented config names: made here, absolute paths moved under
 /// `dir` (the returned text names the moved paths).
 fn stand_in_files(toml_text: &str, dir: &Path) -> String {
-    let value: toml::Value = toml::from_str(toml_text)
-        .unwrap_or_else(|e| panic!("not TOML: {e}\n{toml_text}"));
+    let value: toml::Value =
+        toml::from_str(toml_text).unwrap_or_else(|e| panic!("not TOML: {e}\n{toml_text}"));
     let mut files: Vec<(String, String)> = Vec::new();
     collect_files(&value, &mut files);
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -404,7 +408,13 @@ fn dotenv_examples_parse() {
     let mut n = 0;
     for b in blocks().iter().filter(|b| b.info == "dotenv") {
         let d = token_authority::config::env::parse_dotenv(&b.text);
-        assert!(d.bad_lines.is_empty(), "{}:{}: {:?}", b.file, b.line, d.bad_lines);
+        assert!(
+            d.bad_lines.is_empty(),
+            "{}:{}: {:?}",
+            b.file,
+            b.line,
+            d.bad_lines
+        );
         assert!(!d.vars.is_empty(), "{}:{}", b.file, b.line);
         n += 1;
     }
@@ -415,7 +425,10 @@ fn dotenv_examples_parse() {
 #[test]
 fn wildcards_match_as_documented() {
     assert!(line_matches("a...c", "abc"));
-    assert!(line_matches("\"token\": \"007eJx...\",", "\"token\": \"007eJxABC\","));
+    assert!(line_matches(
+        "\"token\": \"007eJx...\",",
+        "\"token\": \"007eJxABC\","
+    ));
     assert!(!line_matches("a...c", "abd"));
     assert!(!line_matches("abc", "abcd"));
     let e = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -423,4 +436,91 @@ fn wildcards_match_as_documented() {
     assert!(lines_match(&e(&["..."]), &[]));
     assert!(!lines_match(&e(&["x"]), &["x", "y"]));
     assert!(!lines_match(&e(&[]), &["y"]));
+}
+
+/// Documents another change adds at the same time: linked already, checked
+/// once they exist.
+const PENDING: &[&str] = &["docs/PROTOCOLS.md", "docs/CLIENTS.md"];
+
+/// GitHub's anchor of a heading: lower case, punctuation dropped, spaces
+/// to dashes.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn anchors(text: &str) -> Vec<String> {
+    let mut fence = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fence = !fence;
+        } else if !fence && line.starts_with('#') {
+            out.push(slug(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Every relative link of README.md and docs/*.md names a file of the
+/// repository (never one outside it) and, with `#anchor`, a heading of it.
+#[test]
+fn links_stay_in_the_repository_and_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .unwrap();
+    let mut broken = Vec::new();
+    for doc in documents()
+        .into_iter()
+        .chain([root.join("SECURITY.md"), root.join("BENCHMARKS.md")])
+    {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let name = doc
+            .strip_prefix(&root)
+            .unwrap_or(&doc)
+            .display()
+            .to_string();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("](") {
+            rest = &rest[i + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let path = if file.is_empty() {
+                doc.clone()
+            } else {
+                doc.parent().unwrap().join(file)
+            };
+            let Ok(path) = path.canonicalize() else {
+                let rel = doc.parent().unwrap().join(file);
+                let pending = PENDING.iter().any(|p| rel.ends_with(p));
+                if !pending {
+                    broken.push(format!("{name}: ({target}): no such file"));
+                }
+                continue;
+            };
+            if !path.starts_with(&root) {
+                broken.push(format!("{name}: ({target}): outside the repository"));
+                continue;
+            }
+            if !anchor.is_empty() && path.extension().is_some_and(|x| x == "md") {
+                let target_text = std::fs::read_to_string(&path).unwrap();
+                if !anchors(&target_text).iter().any(|a| a == anchor) {
+                    broken.push(format!("{name}: ({target}): no such heading"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
