@@ -46,7 +46,7 @@
 //! [cors]
 //! allowed_origins = ["https://app.example.com"]
 //!
-//! [limits]                              # every key: README, "[limits]"
+//! [limits]                              # every key: docs/CONFIGURATION.md
 //! max_concurrent_requests = 1024
 //! request_timeout_seconds = 10          # 1 ..= 86400
 //! max_connections = 4096
