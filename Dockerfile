@@ -7,25 +7,32 @@
 #     -v "$PWD/agora_cert:/run/secrets/agora_cert:ro" token-authority
 # Credentials come only from the environment or mounted files at run time,
 # never from build arguments or image layers.
+#
+# Dependencies are cached with cargo-chef: `cargo chef prepare` derives a
+# recipe from the manifests themselves (every workspace member, bench,
+# example and build script), so the cached layer cannot drift from them;
+# it changes only when a manifest or Cargo.lock does. .ci/run runs the same
+# three cargo commands on a clean copy without a container engine
+# (scripts/docker-build-check.sh), and hadolint over this file.
 
-# ---- build -----------------------------------------------------------------
-# The toolchain the project is tested with (MSRV 1.85).
-FROM rust:1.95-bookworm AS build
+# ---- chef: the toolchain the project is tested with (MSRV 1.85) ------------
+FROM rust:1.95-bookworm AS chef
+RUN cargo install --locked cargo-chef --version 0.1.78
 WORKDIR /src
 
-# The whole workspace (every crate under crates/, the service, build.rs,
-# proto/) is copied as is: no per-target placeholder files to keep in step
-# with the manifests. Only the service is built (`-p`): the load generator,
-# crates/loadgen, is a dev tool, not part of the image. Dependencies are cached by BuildKit cache mounts
-# instead of an image layer: the registry (downloaded crates) and the target
-# directory persist between builds, so a source change rebuilds only the
-# workspace's own crates. The cache mounts are not part of the image, hence
-# the binary is copied out in the same step.
+# ---- plan: the recipe (manifests and lock file only) -----------------------
+FROM chef AS plan
 COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/usr/local/cargo/git \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p token-authority \
+RUN cargo chef prepare --recipe-path recipe.json
+
+# ---- build -----------------------------------------------------------------
+# Only the service is built (`-p`): the load generator, crates/loadgen, is a
+# dev tool, not part of the image.
+FROM chef AS build
+COPY --from=plan /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked -p token-authority --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked -p token-authority \
  && install -D -m 0755 target/release/token-authority /out/token-authority
 
 # ---- runtime ---------------------------------------------------------------

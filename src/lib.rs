@@ -4,7 +4,7 @@
 //! App Certificate lives only here; everything else asks for tokens over
 //! gRPC, JSON/HTTP or the compatible `GET /api/agora/token`.
 //!
-//! Dependencies point one way, down this list (the README's architecture
+//! Dependencies point one way, down this list (docs/ARCHITECTURE.md's
 //! section draws it):
 //!
 //! * [`cli`]: the commands; `main` maps their typed errors to exit codes.

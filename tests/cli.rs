@@ -565,3 +565,56 @@ fn inspect_recognises_legacy_006() {
     let o = run(&["inspect", t, "--channel", "other", "--uid", &uid]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// A 006 token without `--channel`: the signature line says what to give
+/// (there is a certificate for its app in the environment), not "no
+/// certificate".
+#[test]
+fn inspect_006_without_channel_says_what_to_give() {
+    let v: Value = serde_json::from_str(include_str!(
+        "../crates/agora-token/tests/data/vectors-006.json"
+    ))
+    .unwrap();
+    let t = v["vectors"][0]["token"].as_str().unwrap();
+    let o = run(&["inspect", t]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("signature:  NOT_CHECKED (a 006 token is verified with the channel and uid it was made for: give --channel and --uid or --account)"),
+        "{out}"
+    );
+    assert!(!out.contains("no certificate"), "{out}");
+    // Without credentials it is the certificate that is missing.
+    let o = inspect_stdin(t, &[], false);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains("NOT_CHECKED (no certificate for this app in the environment)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// A token whose embedded app id is not 32 hex characters cannot have been
+/// issued for any app: INVALID, exit 1, with or without credentials.
+#[test]
+fn inspect_refuses_an_app_id_that_is_not_32_hex() {
+    let bad = vectors()["parse"]["malformed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "app_id_not_hex32")
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for creds in [true, false] {
+        let o = inspect_stdin(&bad, &[], creds);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        let out = stdout(&o);
+        assert!(out.contains("signature:  INVALID"), "{out}");
+        assert!(
+            out.contains("note: the embedded app id is not 32 hexadecimal characters"),
+            "{out}"
+        );
+    }
+}

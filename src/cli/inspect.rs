@@ -108,11 +108,12 @@ pub fn inspection_text(ins: &Inspection) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let status = match ins.signature {
-        SignatureStatus::Valid => "VALID",
-        SignatureStatus::Invalid => "INVALID",
-        SignatureStatus::NotChecked => {
-            "NOT_CHECKED (no certificate for this app in the environment)"
-        }
+        SignatureStatus::Valid => "VALID".to_owned(),
+        SignatureStatus::Invalid => "INVALID".to_owned(),
+        SignatureStatus::NotChecked => format!(
+            "NOT_CHECKED ({})",
+            ins.not_checked.unwrap_or(crate::domain::NO_CERTIFICATE)
+        ),
     };
     // Writing to a String cannot fail; the results are ignored.
     match ins.version {
@@ -229,7 +230,12 @@ pub fn inspection_text(ins: &Inspection) -> String {
             let _ = writeln!(s, "  {name:<20} {when}");
         }
     }
-    for n in &ins.notes {
+    // The reason a signature was not checked is on the signature line.
+    for n in ins
+        .notes
+        .iter()
+        .filter(|n| !n.starts_with("not verified: "))
+    {
         let _ = writeln!(s, "note: {n}");
     }
     s.trim_end().to_owned()

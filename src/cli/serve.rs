@@ -60,10 +60,9 @@ pub fn serve_main(args: ServeArgs) -> Result<(), CliError> {
         let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
         let server = match Server::bind(&config).await {
             Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "start-up failed");
-                return Err(CliError::new(1, format!("token-authority: {e}")));
-            }
+            // Said once, on stderr (the log is on stdout): the exit status
+            // and this line are what a supervisor shows.
+            Err(e) => return Err(CliError::new(1, format!("token-authority: {e}"))),
         };
         let apps: Vec<String> = server
             .shared()
@@ -72,7 +71,16 @@ pub fn serve_main(args: ServeArgs) -> Result<(), CliError> {
             .into_iter()
             .map(|(id, n)| format!("{id} ({n} certificate{})", if n == 1 { "" } else { "s" }))
             .collect();
-        tracing::info!(apps = ?apps, source = %config.apps_source, "credentials loaded (certificates not shown)");
+        // A list as one plain text value (`a, b`), not a JSON array in a string.
+        let apps = apps.join(", ");
+        tracing::info!(apps = %apps, source = %config.apps_source, "credentials loaded (certificates not shown)");
+        if let Some(id) = &config.replaced_env_app {
+            tracing::warn!(
+                app_id = %id,
+                config = %config.apps_source,
+                "[[apps]] in the config file replace the environment's credentials: the app the environment names (SHENGWANG_APP_ID or AGORA_APP_ID) is NOT served; list it under [[apps]] to keep it"
+            );
+        }
         let reloader = Reloader::new(
             config.clone(),
             Arc::clone(server.shared()),
@@ -132,7 +140,8 @@ where
         .watched_files()
         .map(|p| p.display().to_string())
         .collect();
-    tracing::info!(files = ?files, "reloading on SIGHUP and on changes of these files");
+    let files = files.join(", ");
+    tracing::info!(files = %files, "reloading on SIGHUP and on changes of these files");
     let mut next = tokio::time::Instant::now() + reload::POLL_INTERVAL;
     loop {
         let trigger = tokio::select! {

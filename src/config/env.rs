@@ -167,13 +167,13 @@ pub fn parse_dotenv(text: &str) -> Dotenv {
                     })
                     .map_or(line, |(i, _)| (i + 1).min(line));
                 out.bad_lines.push(if first == line {
-                    format!("line {line}: does not parse (see the .env syntax in the README); skipped")
+                    format!("line {line}: does not parse (see the .env syntax in docs/CONFIGURATION.md); skipped")
                 } else if end == text.len() {
                     format!(
                         "lines {first} to {line} (the end of the file): does not parse (an unclosed quote?); skipped"
                     )
                 } else {
-                    format!("lines {first} to {line}: does not parse (see the .env syntax in the README); skipped")
+                    format!("lines {first} to {line}: does not parse (see the .env syntax in docs/CONFIGURATION.md); skipped")
                 });
             }
         }

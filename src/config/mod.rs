@@ -46,7 +46,7 @@
 //! [cors]
 //! allowed_origins = ["https://app.example.com"]
 //!
-//! [limits]                              # every key: README, "[limits]"
+//! [limits]                              # every key: docs/CONFIGURATION.md
 //! max_concurrent_requests = 1024
 //! request_timeout_seconds = 10          # 1 ..= 86400
 //! max_connections = 4096
@@ -218,6 +218,10 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Where the apps came from (for the start-up log).
     pub apps_source: String,
+    /// The app id the environment names (`SHENGWANG_APP_ID`, ...) when
+    /// `[[apps]]` in the config file replace the environment's app and do
+    /// not list it: that app is not served (the start-up log warns).
+    pub replaced_env_app: Option<String>,
     /// Per-connection limits (`[limits]` in the config file).
     pub connection: ConnectionLimits,
     /// Callers and their policies (empty: open mode).
@@ -275,6 +279,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE),
             max_request_bytes: crate::transport::http::DEFAULT_MAX_BODY,
             apps_source: "code".to_owned(),
+            replaced_env_app: None,
             connection: ConnectionLimits::default(),
             callers: Vec::new(),
             anonymous: None,
@@ -354,6 +359,7 @@ impl Config {
             });
         }
         let mut watch_files: Vec<PathBuf> = args.config.iter().cloned().collect();
+        let mut replaced_env_app = None;
         let (apps, apps_source) = if file.apps.is_empty() {
             watch_files.extend(env::credential_files(env));
             (vec![env::credentials(env)?], "environment".to_owned())
@@ -362,7 +368,18 @@ impl Config {
                 .config
                 .as_ref()
                 .map_or_else(String::new, |p| p.display().to_string());
-            (file_apps(&file.apps, &base, &mut watch_files)?, source)
+            let apps = file_apps(&file.apps, &base, &mut watch_files)?;
+            // `[[apps]]` replace the environment's credentials; an app the
+            // environment names that they do not list is not served.
+            if let Ok(Some(id)) = env::app_id(env) {
+                if !apps
+                    .iter()
+                    .any(|a| a.app_id.as_str().eq_ignore_ascii_case(id.as_str()))
+                {
+                    replaced_env_app = Some(id.as_str().to_owned());
+                }
+            }
+            (apps, source)
         };
         let limits = file.limits.unwrap_or_default();
         let rate_limit_store = rate_limit_store(&limits, env, &base)?;
@@ -524,6 +541,7 @@ impl Config {
             ),
             max_request_bytes,
             apps_source,
+            replaced_env_app,
             connection,
             callers: file.callers,
             anonymous: file.anonymous,
@@ -717,11 +735,36 @@ fn rate_limit_store(
     store.with_ca_pem(CA, pem).map(Some).map_err(invalid)
 }
 
+/// `IP:PORT`, or `HOST:PORT` with a name the system resolves (as
+/// `healthcheck --addr` takes it): the first IPv4 address it resolves to,
+/// else the first address (`localhost:8080` listens on 127.0.0.1:8080).
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse().map_err(|_| ConfigError::Invalid {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let invalid = |problem: String| ConfigError::Invalid {
         what: what.to_owned(),
-        problem: format!("{s:?} is not an IP:PORT socket address (e.g. 0.0.0.0:8080 or [::]:8080)"),
-    })
+        problem,
+    };
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(invalid(format!(
+            "{s:?} is not HOST:PORT (e.g. 0.0.0.0:8080, [::]:8080 or localhost:8080)"
+        )));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid(format!(
+            "{s:?} is not HOST:PORT with a port in 0..=65535 (e.g. 0.0.0.0:8080, [::]:8080 or localhost:8080)"
+        )));
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| invalid(format!("cannot resolve {host:?}: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| invalid(format!("{host:?} resolves to no address")))
 }
 
 /// The `[[apps]]` entries; every certificate path goes into `watch`.

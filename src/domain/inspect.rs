@@ -13,7 +13,7 @@ pub enum SignatureStatus {
     /// Does not verify with any configured certificate of the token's app.
     Invalid,
     /// Not checked: no certificate for the token's app (or, for 006, no
-    /// channel and uid given).
+    /// channel and uid given); [`Inspection::not_checked`] says which.
     NotChecked,
 }
 
@@ -85,7 +85,15 @@ pub struct Inspection {
     pub v1_crc: Option<(u32, u32)>,
     /// Human-readable remarks (e.g. "this is a v1 token").
     pub notes: Vec<String>,
+    /// Why the signature was not checked, when it was not.
+    pub not_checked: Option<&'static str>,
 }
+
+/// [`Inspection::not_checked`]: no certificate of the token's app is configured.
+pub const NO_CERTIFICATE: &str = "no certificate for this app in the environment";
+/// [`Inspection::not_checked`]: a 006 token's signature covers the channel
+/// and uid it was made for, which the token does not contain.
+pub const NEEDS_CHANNEL_AND_UID: &str = "a 006 token is verified with the channel and uid it was made for: give --channel and --uid or --account";
 
 /// Why a token could not be inspected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,17 +114,24 @@ impl Issuer {
         }
         let t = UnverifiedToken::parse(token).map_err(InspectError)?;
         let certs = self.certificates_for(t.app_id());
-        let signature = if certs.is_empty() {
+        let mut notes = Vec::new();
+        let mut not_checked = None;
+        // An app id is 32 hexadecimal characters: a token with any other
+        // cannot have been issued for an app, whatever the certificates.
+        let signature = if !t.app_id_is_valid() {
+            notes.push(
+                "the embedded app id is not 32 hexadecimal characters: no app can have issued this token"
+                    .to_owned(),
+            );
+            SignatureStatus::Invalid
+        } else if certs.is_empty() {
+            not_checked = Some(NO_CERTIFICATE);
             SignatureStatus::NotChecked
         } else if certs.iter().any(|c| t.verify(c).is_ok()) {
             SignatureStatus::Valid
         } else {
             SignatureStatus::Invalid
         };
-        let mut notes = Vec::new();
-        if !t.app_id_is_valid() {
-            notes.push("the embedded app id is not 32 hexadecimal characters".to_owned());
-        }
         if let Some(ty) = t.stopped_at_unknown_service_type() {
             notes.push(format!(
                 "reading stopped at unknown service type {ty}; later services cannot be read"
@@ -172,6 +187,7 @@ impl Issuer {
             bytes_after_zlib_stream: t.bytes_after_zlib_stream(),
             v1_crc: None,
             notes,
+            not_checked,
         })
     }
 
@@ -189,10 +205,15 @@ impl Issuer {
             "this is a legacy v1 (006) AccessToken; current SDKs expect AccessToken2 (007) tokens"
                 .to_owned(),
         ];
+        let mut not_checked = None;
         let signature = match identity {
-            _ if certs.is_empty() => SignatureStatus::NotChecked,
+            _ if certs.is_empty() => {
+                not_checked = Some(NO_CERTIFICATE);
+                SignatureStatus::NotChecked
+            }
             None => {
-                notes.push("give the channel name and uid it was made for to verify it".to_owned());
+                notes.push(format!("not verified: {NEEDS_CHANNEL_AND_UID}"));
+                not_checked = Some(NEEDS_CHANNEL_AND_UID);
                 SignatureStatus::NotChecked
             }
             Some((channel, uid)) => {
@@ -244,6 +265,7 @@ impl Issuer {
             bytes_after_zlib_stream: 0,
             v1_crc: Some((t.crc_channel_name, t.crc_uid)),
             notes,
+            not_checked,
         }
     }
 }

@@ -822,13 +822,13 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
             || resp.extensions().get::<SuppressedRefusal>().is_some();
         if quiet {
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+                let elapsed_ms = millis(start.elapsed());
                 tracing::debug!(%method, path, status, elapsed_ms, "request");
             }
         } else if tracing::enabled!(tracing::Level::INFO)
             && crate::telemetry::logging::admit_line(&crate::telemetry::logging::REQUEST_LINES)
         {
-            let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+            let elapsed_ms = millis(start.elapsed());
             tracing::info!(%method, path, status, elapsed_ms, "request");
         }
         resp.headers_mut().insert("x-request-id", id);
@@ -848,6 +848,14 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Milliseconds with microsecond precision, as a log field: whole
+/// microseconds divided by 1000 print as `1.034539`, where
+/// `as_secs_f64() * 1000.0` printed `1.0345389999999999`.
+pub(crate) fn millis(d: std::time::Duration) -> f64 {
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    micros as f64 / 1000.0
 }
 
 #[cfg(test)]
@@ -877,5 +885,17 @@ mod tests {
         req.headers_mut()
             .insert("x-request-id", HeaderValue::from_static("no spaces"));
         assert_eq!(request_id(&req).len(), 16);
+    }
+
+    #[test]
+    fn milliseconds_print_with_at_most_three_decimals() {
+        let d = std::time::Duration::from_nanos(1_034_539_123);
+        assert_eq!(millis(d).to_string(), "1034.539");
+        let d = std::time::Duration::from_nanos(42_908_999);
+        assert_eq!(millis(d).to_string(), "42.908");
+        assert_eq!(
+            millis(std::time::Duration::from_micros(1_034_539)).to_string(),
+            "1034.539"
+        );
     }
 }

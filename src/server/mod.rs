@@ -405,7 +405,11 @@ impl Server {
             None => None,
         };
         self.shared.set_ready(true);
-        tracing::info!(addr = %main_addr, "serving gRPC (h2c) and HTTP/1.1");
+        if self.tls.is_some() {
+            tracing::info!(addr = %main_addr, "serving gRPC and HTTP/1.1 over TLS");
+        } else {
+            tracing::info!(addr = %main_addr, "serving gRPC (h2c) and HTTP/1.1");
+        }
 
         tokio::select! {
             () = shutdown => {}

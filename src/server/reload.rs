@@ -213,12 +213,12 @@ where
             other => {
                 if other.is_none() {
                     tracing::info!(
-                        files = ?changed,
+                        files = %join_paths(&changed),
                         "watched file changed; applying it once it stays unchanged for {} ms",
                         STABLE_WINDOW.as_millis()
                     );
                 } else {
-                    tracing::debug!(files = ?changed, "watched file still changing");
+                    tracing::debug!(files = %join_paths(&changed), "watched file still changing");
                 }
                 self.pending = Some(Pending {
                     digests: current,
@@ -315,10 +315,12 @@ where
             .iter()
             .map(|(id, n)| format!("{id} ({n} certificate{})", if *n == 1 { "" } else { "s" }))
             .collect();
+        // Lists as one plain text value, not a JSON array in a string.
+        let apps = apps.join(", ");
         if result.access.is_empty() {
             tracing::info!(
                 trigger = trigger.as_str(),
-                apps = ?apps,
+                apps = %apps,
                 callers = result.callers,
                 source = %config.apps_source,
                 "configuration reloaded (certificates not shown)"
@@ -326,7 +328,7 @@ where
         } else {
             tracing::warn!(
                 trigger = trigger.as_str(),
-                apps = ?apps,
+                apps = %apps,
                 callers = result.callers,
                 source = %config.apps_source,
                 changes = %result.access,
@@ -382,6 +384,12 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         running.rate_limit_store != new.rate_limit_store,
     );
     changed
+}
+
+/// Paths as one plain log value (`a, b`), not a Debug list.
+fn join_paths(paths: &[&Path]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }
 
 #[cfg(test)]

@@ -319,3 +319,36 @@ async fn json_matrix() {
     assert_eq!(r.status, 415, "{}", r.body);
     still_up(&app).await;
 }
+
+/// The JSON messages a newcomer met: `uid` with `account` names the rule
+/// (not "duplicate field"), an unknown enum number says "expected" once.
+#[tokio::test]
+async fn json_messages_name_the_rule() {
+    let app = spawn_app().await;
+    let r = app
+        .post_json(
+            "BuildRtcToken",
+            r#"{"channel_name":"lobby","uid":42,"account":"alice"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["code"], "invalid_argument");
+    let m = j["message"].as_str().unwrap();
+    assert!(m.starts_with("account: "), "{m}");
+    assert!(
+        m.contains("uid or account") && m.contains("send only one"),
+        "{m}"
+    );
+    assert!(!m.contains("duplicate"), "{m}");
+
+    let r = app
+        .post_json("BuildRtcToken", r#"{"channel_name":"lobby","role":7}"#)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["message"],
+        "role: invalid value: integer `7`, expected one of `ROLE_UNSPECIFIED`, `ROLE_PUBLISHER`, `ROLE_SUBSCRIBER`"
+    );
+    still_up(&app).await;
+}

@@ -22,6 +22,9 @@
 //!   `deny`, a silent store.
 //! - `bad_input`: the bad-input matrix over both transports.
 //! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
+//! - `messages`: what the binary says: `--listen localhost:PORT`, a taken
+//!   port once, TLS in the start-up line, plain log values, `[[apps]]`
+//!   leaving out the environment's app.
 //! - `security`: callers, policy, rate limits, CORS, mTLS, property tests
 //!   of the HTTP query and JSON handling, secrets never in logs.
 //! - `lifecycle`: the binary under load: certificate rotation by SIGHUP and
@@ -47,6 +50,7 @@ mod json;
 mod jwt;
 mod lifecycle;
 mod limits;
+mod messages;
 mod ops;
 mod redis_limits;
 mod security;

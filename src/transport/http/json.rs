@@ -44,7 +44,7 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
         };
         let problem = explain(&strip_position(&inner.to_string()));
         let (field, problem) = redact_values(field, &problem);
-        DecodeError { field, problem }
+        duplicate_field(field, problem)
     })?;
     de.end().map_err(|e| DecodeError {
         field: "body".to_owned(),
@@ -89,8 +89,41 @@ fn redact_values(field: String, problem: &str) -> (String, String) {
     (field, out)
 }
 
-/// Makes pbjson's number errors say what the field needs.
+/// pbjson reports a field of a oneof given after another of the same
+/// oneof (`uid` and `account`) as serde's "duplicate field `account`" at
+/// the message's path: name the field and say what the rule is.
+fn duplicate_field(field: String, problem: String) -> DecodeError {
+    let Some(name) = problem
+        .strip_prefix("duplicate field `")
+        .and_then(|p| p.strip_suffix('`'))
+    else {
+        return DecodeError { field, problem };
+    };
+    let field = if field == "body" {
+        name.to_owned()
+    } else {
+        format!("{field}.{name}")
+    };
+    DecodeError {
+        field,
+        problem: "given twice, or together with another field it excludes \
+                  (one of a oneof, such as uid or account): send only one"
+            .to_owned(),
+    }
+}
+
+/// Makes pbjson's number and enum errors say what the field needs.
 pub(crate) fn explain(problem: &str) -> String {
+    // pbjson's enum visitor says "expected one of: [\"A\", \"B\"]" after
+    // serde's own "expected": one "expected", names in backquotes.
+    if let Some(i) = problem.find("expected expected one of: [") {
+        let list = problem[i + "expected expected one of: [".len()..].trim_end_matches(']');
+        let names: Vec<String> = list
+            .split(", ")
+            .map(|n| format!("`{}`", n.trim_matches('"')))
+            .collect();
+        return format!("{}expected one of {}", &problem[..i], names.join(", "));
+    }
     if problem.contains("untagged enum") {
         // pbjson's number visitor: negative, fractional or too large.
         "must be a whole number in the field's range (uint32: 0..=4294967295; int32: -2147483648..=2147483647)".to_owned()
@@ -182,5 +215,24 @@ mod tests {
         assert_eq!(e.field, "services[0].x5CFd2fd…");
         // The schema's names are kept.
         assert!(e.problem.contains("`channelName`"), "{}", e.problem);
+    }
+
+    #[test]
+    fn a_oneof_given_twice_names_the_rule() {
+        let e = decode::<pb::BuildRtcTokenRequest>(br#"{"uid":1,"account":"a"}"#).unwrap_err();
+        assert_eq!(e.field, "account");
+        assert!(e.problem.contains("uid or account"), "{}", e.problem);
+        assert!(e.problem.contains("send only one"), "{}", e.problem);
+        assert!(!e.problem.contains("duplicate"), "{}", e.problem);
+    }
+
+    #[test]
+    fn an_unknown_enum_number_says_expected_once() {
+        let e = decode::<pb::BuildRtcTokenRequest>(br#"{"role":7}"#).unwrap_err();
+        assert_eq!(e.field, "role");
+        assert_eq!(
+            e.problem,
+            "invalid value: integer `7`, expected one of `ROLE_UNSPECIFIED`, `ROLE_PUBLISHER`, `ROLE_SUBSCRIBER`"
+        );
     }
 }
