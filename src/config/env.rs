@@ -388,8 +388,8 @@ mod tests {
 
     #[test]
     fn file_variant_trims_one_newline() {
-        let dir = std::env::temp_dir().join(format!("ta-env-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("cert");
         std::fs::write(&path, format!("{CERT}\n")).unwrap();
         let p = path.to_string_lossy().into_owned();
@@ -405,8 +405,8 @@ mod tests {
     #[test]
     fn secondary_file_may_be_missing_but_primary_may_not() {
         const OLD: &str = "0123456789abcdef0123456789abcdef";
-        let dir = std::env::temp_dir().join(format!("ta-env-sec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let primary = dir.join("certificate");
         std::fs::write(&primary, format!("{CERT}\n")).unwrap();
         let secondary = dir.join("certificate-secondary");
@@ -542,8 +542,8 @@ mod tests {
 
     #[test]
     fn dotenv_never_overrides_or_sets_process_variables() {
-        let dir = std::env::temp_dir().join(format!("ta-dotenv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join(".env");
         let fresh = format!("TA_DOTENV_TEST_{}", std::process::id());
         std::fs::write(&path, format!("PATH=/nowhere\n{fresh}=from-file # c\n")).unwrap();

@@ -142,8 +142,8 @@ mod tests {
 
     #[test]
     fn loads_pem_files_and_explains_errors() {
-        let dir = std::env::temp_dir().join(format!("ta-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");

@@ -453,16 +453,20 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLayer {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ta-audit-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d.join("audit.jsonl")
+    /// A scratch directory (removed when dropped) and the audit file's
+    /// path in it.
+    fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::Builder::new()
+            .prefix(&format!("ta-audit-{name}-"))
+            .tempdir()
+            .unwrap();
+        let path = d.path().join("audit.jsonl");
+        (d, path)
     }
 
     #[tokio::test]
     async fn records_are_written_before_their_receipts_answer_and_follow_renames() {
-        let path = tmp("rename");
+        let (_dir, path) = tmp("rename");
         let dev = AuditFile::open(&path, false).unwrap();
         // Not installed globally: submit and collect by hand.
         PENDING.with(|p| *p.borrow_mut() = Some(Receipts::default()));
@@ -493,7 +497,7 @@ mod tests {
     async fn a_failed_write_leaves_no_partial_line_and_recovers() {
         // /dev/full fails every write with ENOSPC; a directory in the way
         // of the path makes reopening fail.
-        let path = tmp("fail");
+        let (_dir, path) = tmp("fail");
         let dev = AuditFile::open(&path, true).unwrap();
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();

@@ -14,7 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_token-authority");
 
 /// A scratch directory (no `.env` in it).
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ta-bin-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ta-bin-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

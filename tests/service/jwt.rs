@@ -154,7 +154,7 @@ impl JwksServer {
         lp.subject_alt_names
             .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
         let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
-        let dir = std::env::temp_dir().join(format!(
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "ta-jwks-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
@@ -803,7 +803,7 @@ async fn not_ready_until_keys_load_and_stale_keys_expire() {
 #[tokio::test]
 async fn a_jwks_file_and_api_keys_work_side_by_side() {
     let ed = ed();
-    let dir = std::env::temp_dir().join(format!(
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "ta-jwksfile-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
@@ -951,7 +951,7 @@ async fn a_browser_page_on_another_origin_gets_its_own_token_only() {
         return;
     };
     let ed = ed();
-    let dir = std::env::temp_dir().join(format!(
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "ta-browser-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)

@@ -15,7 +15,8 @@ use crate::common::{APP_ID, CERT};
 const BIN: &str = env!("CARGO_BIN_EXE_token-authority");
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ta-msg-{name}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ta-msg-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -560,8 +560,11 @@ impl Pki {
             .push(rcgen::DnType::CommonName, "test CA");
         let ca = p.self_signed(&ca_key).unwrap();
         let ca_params = p;
-        let dir =
-            std::env::temp_dir().join(format!("ta-pki-{}-{}", std::process::id(), rand_suffix()));
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "ta-pki-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         Self {
@@ -874,7 +877,8 @@ mod props {
 /// its whole log output for secrets.
 #[test]
 fn logs_never_contain_secrets_or_whole_tokens() {
-    let dir = std::env::temp_dir().join(format!("ta-logs-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ta-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cert"), format!("{CERT}\n")).unwrap();
     std::fs::write(
@@ -1014,7 +1018,7 @@ fn logs_never_contain_secrets_or_whole_tokens() {
 async fn revocation_takes_effect_on_reload() {
     use token_authority::config::{Config, ServeArgs};
     use token_authority::server::reload::{Reloader, Trigger};
-    let dir = std::env::temp_dir().join(format!(
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "ta-revoke-{}-{}",
         std::process::id(),
         rand_suffix()

@@ -15,7 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_token-authority");
 /// Starts the server (JSON logs) and reads its stdout only up to the line
 /// with its address; from then on nobody reads the pipe.
 fn start(name: &str) -> (Child, BufReader<ChildStdout>, String) {
-    let dir = std::env::temp_dir().join(format!("ta-stall-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ta-stall-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])

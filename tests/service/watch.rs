@@ -494,7 +494,8 @@ async fn cli_watch_out_file_always_holds_a_complete_token() {
         c.callers = vec![caller("sidecar", KEY, &["cli-*"])];
     })
     .await;
-    let dir = std::env::temp_dir().join(format!("ta-watch-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ta-watch-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("token");
