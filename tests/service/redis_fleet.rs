@@ -300,3 +300,220 @@ async fn cluster_shares_limits_and_the_throttle() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod watches {
+    //! `WatchToken` with the shared store: renewals take from the caller's
+    //! shared bucket, and `max_watches_per_caller` holds across the fleet
+    //! (leases in Redis that expire when their replica dies).
+
+    use std::sync::Arc;
+
+    use token_authority::domain::ManualClock;
+    use token_authority::pb::token_service_client::TokenServiceClient;
+    use token_authority::pb::watch_token_request::Request as W;
+    use token_authority::pb::{self, WatchTokenRequest, WatchTokenResponse};
+    use token_authority::policy::store::StoreConfig;
+    use token_authority::policy::{ApiKeyHash, CallerConfig, PolicyConfig};
+    use tonic::{Code, Streaming};
+
+    use super::*;
+    use crate::common::spawn_app_with;
+    use crate::redis_limits::Replica;
+
+    const T0: u32 = 1_800_000_000;
+
+    fn rtc() -> WatchTokenRequest {
+        WatchTokenRequest {
+            request: Some(W::Rtc(pb::BuildRtcTokenRequest {
+                channel_name: "watched".into(),
+                user: Some(pb::build_rtc_token_request::User::Uid(42)),
+                ..Default::default()
+            })),
+            renew_before_seconds: None,
+        }
+    }
+
+    async fn open(
+        addr: std::net::SocketAddr,
+        key: &str,
+    ) -> Result<Streaming<WatchTokenResponse>, tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = TokenServiceClient::new(channel);
+        let mut r = tonic::Request::new(rtc());
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        c.watch_token(r).await.map(tonic::Response::into_inner)
+    }
+
+    async fn next(
+        s: &mut Streaming<WatchTokenResponse>,
+    ) -> Result<WatchTokenResponse, tonic::Status> {
+        match s.message().await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(tonic::Status::ok("the stream ended")),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A replica on `clock`: `fleet` (KEY: burst 4, no refill during the
+    /// test) and `other` (KEY2: burst 10); at most 3 watches per caller.
+    async fn replica_on(clock: &Arc<ManualClock>, store: StoreConfig) -> TestApp {
+        let clock = Arc::clone(clock);
+        spawn_app_with(move |c| {
+            let caller = |name: &str, key: &str, burst| CallerConfig {
+                name: name.into(),
+                api_key_sha256: Some(ApiKeyHash::of_key(key).to_hex()),
+                policy: PolicyConfig {
+                    kinds: Some(vec!["*".into()]),
+                    rate_per_second: Some(0.0001),
+                    burst: Some(burst),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            c.callers = vec![caller("fleet", KEY, 4), caller("other", KEY2, 10)];
+            c.connection.max_watches_per_caller = 3;
+            c.clock = clock;
+            c.rate_limit_store = Some(store);
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renewals_take_from_the_shared_bucket_and_the_cap_holds_fleet_wide() {
+        let dir = temp_dir("watch-redis");
+        let redis = Proc::node(&dir, &[]);
+        let url = format!("redis://127.0.0.1:{}/0", redis.port);
+        let clock = Arc::new(ManualClock::new(T0));
+        let cfg = store(&url, "w1", StoreFailure::Local, None);
+        let (a, b) = (
+            replica_on(&clock, cfg.clone()).await,
+            replica_on(&clock, cfg).await,
+        );
+
+        // `fleet` opens a watch on A (one token of 4), then spends the
+        // other three on B: the renewal on A finds the shared bucket
+        // empty (A's own bucket was never touched: it is full) and, the
+        // wait being longer than the token lives, ends the stream.
+        let mut s = open(a.addr(), KEY).await.unwrap();
+        let m = next(&mut s).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(token_at(b.addr(), Some(KEY)).await.0, 200);
+        }
+        assert_eq!(token_at(b.addr(), Some(KEY)).await.0, 429);
+        clock.set(m.renew_at);
+        let e = next(&mut s).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("rate limit"), "{}", e.message());
+
+        // `other`: 3 watches at most across A and B.
+        let mut streams = Vec::new();
+        for app in [&a, &a, &b] {
+            let mut s = open(app.addr(), KEY2).await.unwrap();
+            next(&mut s).await.unwrap();
+            streams.push(s);
+        }
+        for app in [&a, &b] {
+            let e = open(app.addr(), KEY2).await.unwrap_err();
+            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+            assert!(e.message().contains("max_watches_per_caller"), "{e:?}");
+        }
+        assert_eq!(
+            a.metric("token_authority_rate_limit_store_watch_leases")
+                .await,
+            2
+        );
+        assert_eq!(
+            cli(redis.port, &["ZCARD", "w1:w:c:other"]).as_deref(),
+            Some("3")
+        );
+        let ttl: i64 = cli(redis.port, &["PTTL", "w1:w:c:other"])
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 15_000, "lease set ttl {ttl}");
+        // A watch on A ends: its place is free on B (once A sees it go).
+        drop(streams.remove(0));
+        wait_for(10, "the closed watch's place", async || {
+            match open(b.addr(), KEY2).await {
+                Ok(mut s) => {
+                    next(&mut s).await.unwrap();
+                    streams.push(s);
+                    true
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                    false
+                }
+            }
+        })
+        .await;
+        drop(streams);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_replicas_watches_stop_counting_when_their_leases_expire() {
+        let dir = temp_dir("watch-procs");
+        let redis = Proc::node(&dir, &[]);
+        let config = dir.join("ta.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[callers]]\nname = \"fleet\"\napi_key_sha256 = \"{}\"\nkinds = [\"*\"]\n\
+                 rate_per_second = 1\nburst = 100\n\
+                 [limits]\nmax_watches_per_caller = 2\nrate_limit_store_timeout_ms = 1000\n\
+                 rate_limit_store_key_prefix = \"w2\"\n",
+                ApiKeyHash::of_key(KEY).to_hex()
+            ),
+        )
+        .unwrap();
+        let url = format!("redis://127.0.0.1:{}/0", redis.port);
+        let env = [("TOKEN_AUTHORITY_RATE_LIMIT_STORE", url.as_str())];
+        let mut doomed = Replica::start(&config, &env);
+        let survivor = Replica::start(&config, &env);
+        // Two watches on the doomed replica: the fleet's cap.
+        let mut streams = Vec::new();
+        for _ in 0..2 {
+            let mut s = open(doomed.addr, KEY).await.unwrap();
+            next(&mut s).await.unwrap();
+            streams.push(s);
+        }
+        let e = open(survivor.addr, KEY).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        // SIGKILL: nothing removes its leases...
+        doomed.kill();
+        drop(streams);
+        let e = open(survivor.addr, KEY).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        // ...they expire (15 s without a refresh), and the places are free.
+        let mut opened = Vec::new();
+        wait_for(
+            30,
+            "the dead replica's leases expire",
+            async || match open(survivor.addr, KEY).await {
+                Ok(mut s) => {
+                    next(&mut s).await.unwrap();
+                    opened.push(s);
+                    true
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    false
+                }
+            },
+        )
+        .await;
+        let mut s = open(survivor.addr, KEY).await.unwrap();
+        next(&mut s).await.unwrap();
+        let e = open(survivor.addr, KEY).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "cap 2 again: {e:?}");
+        drop((s, opened, survivor));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -547,17 +547,17 @@ async fn a_silent_store_never_stalls_requests() {
 
 /// The built binary as a replica: `serve` with a config file and the
 /// environment, its log lines collected; killed when dropped.
-struct Replica {
+pub(crate) struct Replica {
     child: Child,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Replica {
     // The child is killed and waited for by `Drop` once it is a `Replica`,
     // and before the panic when it never serves.
     #[allow(clippy::zombie_processes)]
-    fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_token-authority"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .arg("--config")
@@ -631,6 +631,14 @@ impl Replica {
 
     fn whole_log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Replica {
+    /// SIGKILL: the process ends without a word (a crash).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
