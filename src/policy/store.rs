@@ -367,7 +367,10 @@ impl StoreConfig {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         if !self.tls() {
-            return Err((what, "needs a rediss:// (TLS) rate_limit_store".to_owned()));
+            return Err((
+                what,
+                "needs a rediss:// or rediss+cluster:// (TLS) rate_limit_store".to_owned(),
+            ));
         }
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
