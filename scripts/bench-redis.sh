@@ -14,6 +14,10 @@
 #   scripts/bench-redis.sh               # 5 rounds x 10 s, 32 connections, both parts
 #   RUNS=3 DURATION=5 PART=store scripts/bench-redis.sh
 #   PART=latency RATE=2000 scripts/bench-redis.sh   # open loop: p99 below saturation
+#   PART=cluster scripts/bench-redis.sh  # 4. a 3-master Redis Cluster (A) vs one redis-server (B)
+#
+# Ports: the servers on PORT and PORT+1 of each part (18080.., see below), Redis on REDIS_PORT
+# and up (+10..+12 for the cluster); set both when other sessions share the machine.
 #
 # CPUs: the server (and the compared server) on SERVER_CPU (0), the load
 # generator on CLIENT_CPU (1), redis-server on REDIS_CPU (default 0, beside
@@ -32,15 +36,17 @@ HASH=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
 DIR=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-redis() { # redis PORT: a fresh redis-server on REDIS_CPU
-  taskset -c "$REDIS_CPU" redis-server --port "$1" --bind 127.0.0.1 --save "" \
-    --appendonly no --dir "$DIR" >"$DIR/redis-$1.log" 2>&1 &
+redis() { # redis PORT [ARGS...]: a fresh redis-server on REDIS_CPU
+  local port=$1
+  shift
+  taskset -c "$REDIS_CPU" redis-server --port "$port" --bind 127.0.0.1 --save "" \
+    --appendonly no --dir "$DIR" "$@" >"$DIR/redis-$port.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 50); do
-    redis-cli -p "$1" ping >/dev/null 2>&1 && return
+    redis-cli -p "$port" ping >/dev/null 2>&1 && return
     sleep 0.1
   done
-  echo "redis-server did not start on $1" >&2
+  echo "redis-server did not start on $port" >&2
   exit 1
 }
 evalsha() { # evalsha PORT: script calls Redis ran
@@ -94,4 +100,36 @@ if [[ ",$PART," == *",attacker,"* ]]; then
     SERVE_ARGS="--config $DIR/cache.toml" COMPARE_ARGS="--config $DIR/nocache.toml" \
     scripts/bench-local.sh --scenario get --api-key "$KEY" || true
   echo "   Redis script calls: with the cache $(evalsha $((REDIS_PORT + 1))), without $(evalsha $((REDIS_PORT + 2)))"
+fi
+
+if [[ ",$PART," == *",cluster,"* ]]; then
+  # The same token requests as part 1, the store a 3-master cluster (all
+  # nodes on REDIS_CPU) against one redis-server: the cost of the cluster
+  # client and of the two scripts a request with credentials sends there
+  # (throttle and bucket are in different slots).
+  nodes=()
+  for i in 10 11 12; do
+    p=$((REDIS_PORT + i))
+    redis "$p" --cluster-enabled yes --cluster-config-file "$DIR/nodes-$p.conf"
+    nodes+=("127.0.0.1:$p")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-yes >"$DIR/cluster-create.log"
+  for _ in $(seq 100); do
+    redis-cli -p $((REDIS_PORT + 10)) cluster info | grep -q cluster_state:ok && break
+    sleep 0.1
+  done
+  redis $((REDIS_PORT + 4))
+  config cluster 1000000000 4000000000 \
+    "rate_limit_store = \"redis+cluster://${nodes[0]},${nodes[1]}\""
+  config single 1000000000 4000000000 "$(store $((REDIS_PORT + 4)))"
+  echo "== 4. token requests: cluster store (A, :$((${CPORT:-18110}))) vs one redis-server (B)"
+  NO_BUILD=1 PORT=${CPORT:-18110} RUNS=$RUNS DURATION=$DURATION \
+    SERVE_ARGS="--config $DIR/cluster.toml" COMPARE_ARGS="--config $DIR/single.toml" \
+    scripts/bench-local.sh --scenario get,grpc --api-key "$KEY" || true
+  total=0
+  for p in 10 11 12; do
+    c=$(evalsha $((REDIS_PORT + p)))
+    total=$((total + ${c:-0}))
+  done
+  echo "   Redis script calls: cluster $total (over 3 nodes), single $(evalsha $((REDIS_PORT + 4)))"
 fi

@@ -36,6 +36,7 @@ use crate::domain::rules;
 use crate::pb;
 use crate::pb::watch_token_request::Request as Watched;
 use crate::pb::watch_token_response::Response as Delivered;
+use crate::policy::store::{StoreFailure, WatchOwner};
 use crate::policy::{Credentials, Identity};
 use crate::state::{WatchKey, WatchPermit};
 use crate::telemetry::metrics::{Method, Transport};
@@ -224,6 +225,8 @@ struct Watch {
     renew_before: Option<u32>,
     tx: mpsc::Sender<WatchItem>,
     _permit: WatchPermit,
+    /// Its lease in the shared store (`rate_limit_store`), if any.
+    _lease: Option<crate::policy::store::WatchLease>,
 }
 
 impl TokenApi {
@@ -307,17 +310,48 @@ impl TokenApi {
             Identity::Caller(c) => WatchKey::Caller(std::sync::Arc::clone(&c.name)),
             _ => WatchKey::Client(crate::policy::client_key(creds.ip, 64)),
         };
-        let Some(permit) = self.shared.admit_watch(key) else {
+        let over_cap = || {
             self.shared.metrics.watches.refused_cap();
-            return Err(ApiError::new(
+            ApiError::new(
                 Code::ResourceExhausted,
                 format!(
                     "too many watches open for this caller (max_watches_per_caller = {}); \
                      close one or raise the limit",
                     self.shared.watches.max_per_caller
                 ),
-            ));
+            )
         };
+        let owner = match &key {
+            WatchKey::Caller(name) => WatchOwner::Caller(name),
+            WatchKey::Client(c) => WatchOwner::Client(*c),
+        };
+        // This replica's count first (no round trip for a caller already
+        // at the cap here), then the fleet's.
+        let Some(permit) = self.shared.admit_watch(key.clone()) else {
+            return Err(over_cap());
+        };
+        let lease = match self.shared.rate_store.as_ref() {
+            None => None,
+            Some(store) => {
+                let cap = self.shared.watches.max_per_caller;
+                match store.lease_watch(owner, cap).await {
+                    Some(Ok(lease)) => Some(lease),
+                    Some(Err(())) => return Err(over_cap()),
+                    None if store.config().failure == StoreFailure::Deny => {
+                        return Err(store_unavailable());
+                    }
+                    // This replica's cap only, until the store is back.
+                    None => Some(store.unconfirmed_lease(owner)),
+                }
+            }
+        };
+        // With the shared store, the first token is taken from the
+        // caller's shared bucket here (the guard took none: the WatchToken
+        // path names no issuing RPC).
+        let mut who = who;
+        if let Some(store) = self.shared.rate_store.as_deref() {
+            who.rate_decision = shared_decision(store, &snap, &who, &request, creds.ip).await?;
+        }
         let first = self
             .deliver_once(transport, &who, &request)
             .await
@@ -337,6 +371,7 @@ impl TokenApi {
             renew_before: r.renew_before_seconds,
             tx,
             _permit: permit,
+            _lease: lease,
         };
         let first = watch.message(first, 1);
         // The channel is new and holds one message: this cannot fail.
@@ -344,6 +379,50 @@ impl TokenApi {
         self.shared.metrics.watches.delivered();
         tokio::spawn(watch.run(first.1));
         Ok(rx)
+    }
+}
+
+/// The refusal while the shared store is down with
+/// `rate_limit_store_failure = "deny"` (transient: a renewal retries it).
+fn store_unavailable() -> ApiError {
+    ApiError::new(
+        Code::Unavailable,
+        "the shared rate limit store is unavailable and rate_limit_store_failure = \"deny\": \
+         token requests are refused until it answers",
+    )
+    .retry_after(Duration::from_secs(1))
+}
+
+/// With the shared store: the rate-limit decision of a watch's issuance
+/// (the first and every renewal), taken from the caller's shared bucket
+/// as a unary request's is in the server's guard (which cannot: the
+/// `WatchToken` path names no issuing RPC). `None`: this replica's bucket
+/// decides (no bucket, or the store is down with `local`).
+async fn shared_decision(
+    store: &crate::policy::store::RateStore,
+    snap: &crate::state::Snapshot,
+    who: &Authn,
+    request: &Watched,
+    ip: std::net::IpAddr,
+) -> Result<Option<Result<(), Duration>>, ApiError> {
+    use crate::policy::store::{Ask, Verdict};
+    let Ok(identity) = &who.identity else {
+        return Ok(None);
+    };
+    let Some(bucket) = snap.auth.store_bucket(identity, method(request).as_str()) else {
+        return Ok(None);
+    };
+    let ask = Ask {
+        ip,
+        check_throttle: false,
+        failed: false,
+        bucket: Some(bucket),
+    };
+    match store.decide(&ask).await {
+        Some(Verdict::RateLimited(wait) | Verdict::Throttled(wait)) => Ok(Some(Err(wait))),
+        Some(Verdict::Allowed | Verdict::Failed) => Ok(Some(Ok(()))),
+        None if store.config().failure == StoreFailure::Deny => Err(store_unavailable()),
+        None => Ok(None),
     }
 }
 
@@ -431,11 +510,22 @@ impl Watch {
             let mut backoff = 1u32;
             let delivered = loop {
                 let snap = shared.current_full();
-                let who =
-                    Authn::pinned(snap.auth.reauthenticate(&self.identity, &self.creds), snap);
+                let mut who = Authn::pinned(
+                    snap.auth.reauthenticate(&self.identity, &self.creds),
+                    Arc::clone(&snap),
+                );
                 // Boxed: the renewal's state is allocated while it runs,
                 // not kept in every idle watch's task.
-                let renewal = Box::pin(self.api.deliver_once(self.transport, &who, &self.request));
+                let renewal = Box::pin(async {
+                    if let Some(store) = shared.rate_store.as_deref() {
+                        who.rate_decision =
+                            shared_decision(store, &snap, &who, &self.request, self.creds.ip)
+                                .await?;
+                    }
+                    self.api
+                        .deliver_once(self.transport, &who, &self.request)
+                        .await
+                });
                 match renewal.await {
                     Ok(d) => break d,
                     Err(e) if transient(&e) => {

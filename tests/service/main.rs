@@ -20,6 +20,8 @@
 //! - `redis_limits`: fleet-wide rate limits in a real `redis-server` shared
 //!   by several replicas: totals, the throttle, expiry, Redis killed,
 //!   `deny`, a silent store.
+//! - `redis_fleet`: the same through Redis Sentinel (a failover) and a
+//!   3-master Redis Cluster started by the test; watches capped fleet-wide.
 //! - `bad_input`: the bad-input matrix over both transports.
 //! - `binary`: start-up failures, `serve --help`, healthcheck, SIGTERM.
 //! - `messages`: what the binary says: `--listen localhost:PORT`, a taken
@@ -52,6 +54,7 @@ mod lifecycle;
 mod limits;
 mod messages;
 mod ops;
+mod redis_fleet;
 mod redis_limits;
 mod security;
 mod stalled_stdout;

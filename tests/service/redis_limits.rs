@@ -18,8 +18,8 @@ use token_authority::policy::{AnonymousConfig, ApiKeyHash, CallerConfig, PolicyC
 
 use crate::common::{TestApp, spawn_app_with};
 
-const KEY: &str = "ta_fleet-test-key-0123456789";
-const KEY2: &str = "ta_fleet-other-key-0123456789";
+pub(crate) const KEY: &str = "ta_fleet-test-key-0123456789";
+pub(crate) const KEY2: &str = "ta_fleet-other-key-0123456789";
 const PASSWORD: &str = "fleet-redis-s3cret";
 
 /// A `redis-server` on a loopback port, killed when dropped.
@@ -31,7 +31,7 @@ struct Redis {
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -182,7 +182,12 @@ impl Drop for Redis {
 /// counts shared decisions: on a loaded machine (parallel tests, CI) a
 /// 25 ms answer is not guaranteed, and one late answer would switch a
 /// replica to its own limits. The silent-store test uses the default.
-fn store(url: &str, prefix: &str, failure: StoreFailure, password: Option<&str>) -> StoreConfig {
+pub(crate) fn store(
+    url: &str,
+    prefix: &str,
+    failure: StoreFailure,
+    password: Option<&str>,
+) -> StoreConfig {
     store_with(url, prefix, failure, password, 1000)
 }
 
@@ -204,18 +209,18 @@ fn store_with(
     .unwrap()
 }
 
-/// A replica: one caller `fleet` (burst 10, one token per 100 s: no refill
+/// A replica: the callers `fleet` and `other` (each burst 10, one token per 100 s: no refill
 /// during a test) and anonymous GET (burst 4, same rate).
-async fn replica(store: StoreConfig) -> TestApp {
+pub(crate) async fn replica(store: StoreConfig) -> TestApp {
     replica_with(store, 0.01, 10).await
 }
 
 /// [`replica`] with the caller's rate and burst.
 async fn replica_with(store: StoreConfig, rate: f64, burst: u32) -> TestApp {
     spawn_app_with(|c| {
-        c.callers = vec![CallerConfig {
-            name: "fleet".into(),
-            api_key_sha256: Some(ApiKeyHash::of_key(KEY).to_hex()),
+        let caller = |name: &str, key: &str| CallerConfig {
+            name: name.into(),
+            api_key_sha256: Some(ApiKeyHash::of_key(key).to_hex()),
             policy: PolicyConfig {
                 kinds: Some(vec!["*".into()]),
                 rate_per_second: Some(rate),
@@ -223,7 +228,9 @@ async fn replica_with(store: StoreConfig, rate: f64, burst: u32) -> TestApp {
                 ..Default::default()
             },
             ..Default::default()
-        }];
+        };
+        // `other` (KEY2): a second caller with the same limits.
+        c.callers = vec![caller("fleet", KEY), caller("other", KEY2)];
         c.anonymous = Some(AnonymousConfig {
             channels: Some(vec!["public-*".into()]),
             rate_per_second: Some(0.01),
@@ -241,7 +248,7 @@ async fn token(app: &TestApp, key: Option<&str>) -> (u16, Option<String>, String
     token_at(app.addr(), key).await
 }
 
-async fn token_at(addr: SocketAddr, key: Option<&str>) -> (u16, Option<String>, String) {
+pub(crate) async fn token_at(addr: SocketAddr, key: Option<&str>) -> (u16, Option<String>, String) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -282,7 +289,7 @@ async fn spread(apps: &[&TestApp], n: usize, key: Option<&str>) -> Vec<u16> {
     out
 }
 
-fn count(statuses: &[u16], status: u16) -> usize {
+pub(crate) fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
 
@@ -382,7 +389,7 @@ async fn shared_buckets_refill_at_their_rate() {
 }
 
 /// The anonymous limiter's key of an IPv4 address (as the server keys it).
-fn ipv4_key(ip: &str) -> u128 {
+pub(crate) fn ipv4_key(ip: &str) -> u128 {
     token_authority::policy::client_key(ip.parse().unwrap(), 64)
 }
 
@@ -540,17 +547,17 @@ async fn a_silent_store_never_stalls_requests() {
 
 /// The built binary as a replica: `serve` with a config file and the
 /// environment, its log lines collected; killed when dropped.
-struct Replica {
+pub(crate) struct Replica {
     child: Child,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Replica {
     // The child is killed and waited for by `Drop` once it is a `Replica`,
     // and before the panic when it never serves.
     #[allow(clippy::zombie_processes)]
-    fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_token-authority"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .arg("--config")
@@ -624,6 +631,14 @@ impl Replica {
 
     fn whole_log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Replica {
+    /// SIGKILL: the process ends without a word (a crash).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
