@@ -99,12 +99,13 @@ pub(crate) fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
     let allow_origin = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok())
-                .collect::<Vec<_>>(),
-        )
+        // A predicate (an `Arc`) rather than `AllowOrigin::list` (a `Vec`):
+        // the layer is cloned per request.
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        AllowOrigin::predicate(move |origin, _| list.contains(origin))
     };
     CorsLayer::new()
         .allow_origin(allow_origin)

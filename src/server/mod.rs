@@ -140,6 +140,11 @@ fn is_grpc(req: &Request) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
+/// A translated gRPC-Web request with the body type of the guard.
+fn web_request(r: axum::http::Request<tonic::body::Body>) -> Request {
+    r.map(axum::body::Body::new)
+}
+
 /// gRPC-Web, binary (`application/grpc-web`, `+proto`) or text
 /// (`application/grpc-web-text`).
 fn is_grpc_web(req: &Request) -> bool {
@@ -321,26 +326,26 @@ impl Server {
         let http = http::router(http_state.clone());
         // gRPC (and gRPC-Web once translated) to the tonic services,
         // everything else to the HTTP routes; behind the guard.
-        let guarded = Router::new()
-            .fallback_service(tower::service_fn(move |req: Request| {
-                let target = if is_grpc(&req) {
-                    grpc.clone()
-                } else {
-                    http.clone()
-                };
-                target.oneshot(req)
-            }))
-            .layer(middleware::from_fn_with_state(
-                Arc::clone(&self.guard),
-                guard,
-            ));
+        // gRPC (and gRPC-Web once translated) to the tonic services,
+        // everything else to the HTTP routes; behind the guard (without a
+        // Router of its own: one routing level per request).
+        let guarded: middleware::FromFn<_, _, _, (axum::extract::State<Arc<Guard>>, Request)> =
+            middleware::from_fn_with_state(Arc::clone(&self.guard), guard).layer(
+                tower::service_fn(move |req: Request| {
+                    let target = if is_grpc(&req) {
+                        grpc.clone()
+                    } else {
+                        http.clone()
+                    };
+                    target.oneshot(req)
+                }),
+            );
         // gRPC-Web (binary and text, HTTP/1.1 and HTTP/2) is translated to
-        // gRPC before the guard, so its refusals are gRPC-Web too.
-        let web = tower::ServiceExt::<Request>::map_response(
-            tonic_web::GrpcWebLayer::new().layer(guarded.clone()),
-            |r: axum::http::Response<tonic::body::Body>| r.map(axum::body::Body::new),
-        );
-        let web = tower::util::BoxCloneSyncService::new(web);
+        // gRPC before the guard, so its refusals are gRPC-Web too. (In a
+        // Router: cheap to clone.)
+        let web = Router::new().fallback_service(tonic_web::GrpcWebLayer::new().layer(
+            tower::util::MapRequest::new(guarded.clone(), web_request as fn(_) -> _),
+        ));
         let protocols = tower::service_fn(move |req: Request| {
             if is_grpc_web(&req) {
                 Either::Left(web.clone().oneshot(req))
@@ -349,14 +354,19 @@ impl Server {
             }
         });
         // CORS on the browser-facing routes only (not on /metrics and the
-        // probes): preflights answered before the guard.
-        let browser = cors_layer(&self.cors_origins).layer(protocols.clone());
+        // probes): preflights answered before the guard. The router clones
+        // its fallback per request: behind an Arc, only the branch taken
+        // is cloned.
+        let front = Arc::new((
+            cors_layer(&self.cors_origins).layer(protocols.clone()),
+            protocols,
+        ));
         let app = Router::new()
             .fallback_service(tower::service_fn(move |req: Request| {
                 if is_token_path(req.uri().path()) {
-                    Either::Left(browser.clone().oneshot(req))
+                    Either::Left(front.0.clone().oneshot(req))
                 } else {
-                    Either::Right(protocols.clone().oneshot(req))
+                    Either::Right(front.1.clone().oneshot(req))
                 }
             }))
             .layer(middleware::from_fn(request_context));
