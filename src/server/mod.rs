@@ -363,7 +363,11 @@ impl Server {
         ));
         let app = Router::new()
             .fallback_service(tower::service_fn(move |req: Request| {
-                if is_token_path(req.uri().path()) {
+                // A request without `Origin` is not a CORS request (a
+                // preflight always has one): server-to-server calls skip
+                // the layer. Their responses are not cacheable (POST,
+                // `no-store`), so the missing `Vary` changes nothing.
+                if req.headers().contains_key(header::ORIGIN) && is_token_path(req.uri().path()) {
                     Either::Left(front.0.clone().oneshot(req))
                 } else {
                     Either::Right(front.1.clone().oneshot(req))
