@@ -320,6 +320,7 @@ impl TokenApi {
                     self.shared.watches.max_per_caller
                 ),
             )
+            .with_reason("TOO_MANY_WATCHES")
         };
         let owner = match &key {
             WatchKey::Caller(name) => WatchOwner::Caller(name),
@@ -390,6 +391,7 @@ fn store_unavailable() -> ApiError {
         "the shared rate limit store is unavailable and rate_limit_store_failure = \"deny\": \
          token requests are refused until it answers",
     )
+    .with_reason("RATE_LIMIT_STORE_UNAVAILABLE")
     .retry_after(Duration::from_secs(1))
 }
 
@@ -432,6 +434,7 @@ fn shutting_down() -> ApiError {
         Code::Unavailable,
         "the server is shutting down: reconnect (the last token stays valid until its expires_at)",
     )
+    .with_reason("SHUTTING_DOWN")
 }
 
 /// Why a wait ended.
