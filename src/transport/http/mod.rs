@@ -1,8 +1,9 @@
 //! The HTTP side of the one listener: the compatible
 //! `GET /api/agora/token` (DESIGN 4.1), proto3 JSON for every RPC at
 //! `POST /agora.token.v1.TokenService/<Method>` (Connect unary style),
-//! `/healthz`, `/readyz` and `/metrics`, and the JSON form of
-//! `grpc.health.v1.Health/Check`. Unknown paths get a plain 404.
+//! `/healthz`, `/readyz` and `/metrics`, the JSON form of
+//! `grpc.health.v1.Health/Check`, and `/openapi.json` (the OpenAPI 3.1
+//! document of the JSON routes and the GET endpoint). Unknown paths get a plain 404.
 
 mod get_token;
 pub mod json;
@@ -48,6 +49,7 @@ pub fn router(state: HttpState) -> Router {
             post(json_rpc::json_rpc),
         )
         .route("/grpc.health.v1.Health/Check", post(json_health_check))
+        .route("/openapi.json", get(ops::openapi))
         .merge(ops_routes())
         .fallback(not_found)
         .with_state(state)
