@@ -17,7 +17,6 @@
 //! | `grpc_js` | @grpc/grpc-js with @grpc/proto-loader | gRPC over h2c |
 //! | `grpcio` | Python grpcio (`tests/clients/python/grpcio_client.py`) | gRPC over h2c |
 //! | `buf_curl_grpc` | `buf curl --protocol grpc` (reflection) | gRPC over h2c |
-//! | `curl_json` | the `curl` snippet of docs/CLIENTS.md | JSON POST, HTTP/1.1 |
 //! | `browser` | a page on a second origin in headless Chromium (playwright-core) | `fetch` of `GET /api/agora/token` (CORS) |
 //! | `schemathesis` | schemathesis against `/openapi.json` | every JSON route and the GET endpoint |
 //!
@@ -312,5 +311,123 @@ async fn buf_curl_grpc() {
         },
         "error": error,
     }));
+    app.shutdown().await.unwrap();
+}
+
+/// Serves the page (`/`) and its script (`/app.js`) on a loopback port: the
+/// page's own origin, another port than the service's.
+async fn serve_page() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let html = std::fs::read_to_string(clients().join("browser/index.html")).unwrap();
+    let js = std::fs::read_to_string(clients().join("gen/browser/app.js")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (html, js) = (html.clone(), js.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let (status, ctype, body) =
+                    if buf[..n].starts_with(b"GET / ") || buf[..n].starts_with(b"GET /?") {
+                        ("200 OK", "text/html; charset=utf-8", html)
+                    } else if buf[..n].starts_with(b"GET /app.js ") {
+                        ("200 OK", "text/javascript", js)
+                    } else {
+                        ("404 Not Found", "text/plain", String::new())
+                    };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A page on a second origin in headless Chromium (Debian's, driven by
+/// playwright-core) fetches `GET /api/agora/token` across origins (the
+/// service allows the page's origin only) and reads a 400 naming the
+/// parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser() {
+    setup();
+    let (page, page_task) = serve_page().await;
+    let app = spawn(vec![format!("http://{page}")]).await;
+    let url = format!("http://{page}/?api=http://{}&cases=fetch", app.local_addr());
+    let driver = clients().join("browser/run.mjs");
+    let (ok, out, err) = run(node(), &[driver.to_str().unwrap(), &url]).await;
+    assert!(
+        ok,
+        "the browser driver failed\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    let results = result(&out, &err);
+    let fetch = &results[0];
+    assert_eq!(fetch["client"], "browser-fetch", "{results}");
+    verify(
+        fetch["rtc"].as_str().unwrap(),
+        fetch["channel"].as_str(),
+        "42",
+    );
+    assert_eq!(fetch["error"]["status"], 400, "{results}");
+    assert!(
+        fetch["error"]["message"].as_str().unwrap().contains("uid"),
+        "the error names the parameter: {results}"
+    );
+    app.shutdown().await.unwrap();
+    page_task.abort();
+}
+
+/// schemathesis fuzzes every operation of `/openapi.json` (served by the
+/// server under test): no 5xx, every status, content type and body as the
+/// document says. Bounded: 40 examples per operation, a fixed seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis() {
+    setup();
+    let app = spawn(vec![]).await;
+    let schema = format!("http://{}/openapi.json", app.local_addr());
+    // Its cache directory (.schemathesis) goes under target/, not the repo.
+    let work = root().join("target/clients/schemathesis");
+    std::fs::create_dir_all(&work).unwrap();
+    let bin = root().join("target/clients/venv/bin/schemathesis");
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.args([
+        "run",
+        &schema,
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        "--max-examples",
+        "40",
+        "--seed",
+        "16",
+        "--generation-database",
+        "none",
+        "--no-color",
+    ])
+    .current_dir(&work)
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .expect("schemathesis: no answer in 300 s")
+        .unwrap_or_else(|e| panic!("cannot run {bin:?}: {e} (tests/clients/setup.sh installs it)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("12 selected"),
+        "every operation was tested: {stdout}"
+    );
     app.shutdown().await.unwrap();
 }

@@ -50,7 +50,7 @@ async function getToken(api, channelName, uid) {
   const q = new URLSearchParams({ channelName, uid: String(uid) });
   const r = await fetch(`${api}/api/agora/token?${q}`);
   const body = (await r.text()).trim();
-  if (!r.ok) throw new Error(`${r.status}: ${body}`);
+  if (!r.ok) throw Object.assign(new Error(body), { status: r.status });
   return body; // the token
 }
 // --- end snippet ---
@@ -61,7 +61,7 @@ async function fetchCase() {
   try {
     await getToken(api, "matrix", "not-a-uid!");
   } catch (e) {
-    error = { code: String(e.message).split(":")[0], message: String(e.message), details: [] };
+    error = { status: e.status, message: e.message };
   }
   return { client: "browser-fetch", channel: "matrix-browser-fetch", rtc, error };
 }
