@@ -52,6 +52,25 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// The HTTP status when it is more precise than the code's (415, 413).
     http_status: Option<u16>,
+    /// The stable reason of `google.rpc.ErrorInfo`, when the default of
+    /// [`Self::reason`] would not say it.
+    reason: Option<&'static str>,
+}
+
+/// The `google.rpc.ErrorInfo` domain of every error of this service.
+pub const ERROR_DOMAIN: &str = "token-authority";
+
+/// One structured error detail: the full name of a `google.rpc` message
+/// and its protobuf encoding (a `google.protobuf.Any` in a gRPC status, an
+/// entry of `details` in a Connect error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// The message's full name, e.g. `google.rpc.ErrorInfo`.
+    pub type_name: &'static str,
+    /// The message, protobuf-encoded.
+    pub value: Vec<u8>,
+    /// The message in JSON, for people (Connect's `debug`).
+    pub debug: serde_json::Value,
 }
 
 impl ApiError {
@@ -63,7 +82,119 @@ impl ApiError {
             detail: None,
             retry_after: None,
             http_status: None,
+            reason: None,
         }
+    }
+
+    /// With a stable `ErrorInfo` reason (upper snake case).
+    #[must_use]
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// The stable, machine-readable reason (`google.rpc.ErrorInfo.reason`):
+    /// `POLICY_<RULE>` for a policy refusal, `INVALID_ARGUMENT` for bad
+    /// input, `RATE_LIMITED`, `UNAUTHENTICATED`, `INVALID_CREDENTIALS`,
+    /// `OVERLOADED`, ...; otherwise the code's name in upper case.
+    pub fn reason(&self) -> std::borrow::Cow<'static, str> {
+        if let Some(r) = self.reason {
+            return r.into();
+        }
+        if let Some(Detail::PolicyRule(rule)) = &self.detail {
+            let rule: String = rule
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            return format!("POLICY_{rule}").into();
+        }
+        self.code_name().to_ascii_uppercase().into()
+    }
+
+    /// The structured details of this error, in this order: `ErrorInfo`
+    /// (always: the reason, the domain [`ERROR_DOMAIN`], and the field or
+    /// policy rule as metadata), `BadRequest` with the field violation
+    /// for invalid input, `RetryInfo` when the error carries a wait.
+    pub fn details(&self) -> Vec<ErrorDetail> {
+        use prost::Message as _;
+        use tonic_types::pb;
+        let mut metadata = std::collections::HashMap::new();
+        match &self.detail {
+            Some(Detail::Field { field, .. }) => {
+                metadata.insert("field".to_owned(), field.clone());
+            }
+            Some(Detail::PolicyRule(rule)) => {
+                metadata.insert("rule".to_owned(), (*rule).to_owned());
+            }
+            None => {}
+        }
+        let info = pb::ErrorInfo {
+            reason: self.reason().into_owned(),
+            domain: ERROR_DOMAIN.to_owned(),
+            metadata,
+        };
+        let mut out = vec![ErrorDetail {
+            type_name: "google.rpc.ErrorInfo",
+            value: info.encode_to_vec(),
+            debug: serde_json::json!({
+                "reason": info.reason,
+                "domain": info.domain,
+                "metadata": info.metadata,
+            }),
+        }];
+        if let Some(Detail::Field { field, rule }) = &self.detail {
+            let bad = pb::BadRequest {
+                field_violations: vec![pb::bad_request::FieldViolation {
+                    field: field.clone(),
+                    description: rule.clone(),
+                    ..Default::default()
+                }],
+            };
+            out.push(ErrorDetail {
+                type_name: "google.rpc.BadRequest",
+                value: bad.encode_to_vec(),
+                debug: serde_json::json!({
+                    "fieldViolations": [{ "field": field, "description": rule }],
+                }),
+            });
+        }
+        if let Some(d) = self.retry_after {
+            let retry = pb::RetryInfo {
+                retry_delay: Some(prost_types::Duration {
+                    seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    // Below 10^9: fits.
+                    nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+                }),
+            };
+            out.push(ErrorDetail {
+                type_name: "google.rpc.RetryInfo",
+                value: retry.encode_to_vec(),
+                debug: serde_json::json!({
+                    "retryDelay": format!("{}s", d.as_secs_f64()),
+                }),
+            });
+        }
+        out
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750): `Bearer`,
+    /// with `error="invalid_token"` when credentials were presented and
+    /// refused; `None` for any other error.
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        if self.code != Code::Unauthenticated {
+            return None;
+        }
+        Some(if self.reason.is_some_and(|r| r != "UNAUTHENTICATED") {
+            "Bearer realm=\"token-authority\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"token-authority\""
+        })
     }
 
     /// INVALID_ARGUMENT: `field` breaks `rule` (message `field: rule`).
@@ -79,9 +210,12 @@ impl ApiError {
         Self::new(Code::Internal, "internal error")
     }
 
-    /// RESOURCE_EXHAUSTED for the server's own limits, retry after `after`.
+    /// RESOURCE_EXHAUSTED for the server's own limits, retry after `after`
+    /// (reason `OVERLOADED`).
     pub fn busy(message: impl Into<String>, after: Duration) -> Self {
-        Self::new(Code::ResourceExhausted, message).retry_after(after)
+        Self::new(Code::ResourceExhausted, message)
+            .retry_after(after)
+            .with_reason("OVERLOADED")
     }
 
     /// With a retry delay.
@@ -162,17 +296,21 @@ impl From<Denial> for ApiError {
     fn from(d: Denial) -> Self {
         let message = d.to_string();
         match d {
+            // No credentials at all, or credentials that were refused.
+            Denial::Unauthenticated(m) if m.starts_with("credentials required") => {
+                Self::new(Code::Unauthenticated, message).with_reason("UNAUTHENTICATED")
+            }
             Denial::Unauthenticated(_) | Denial::Jwt { .. } => {
-                Self::new(Code::Unauthenticated, message)
+                Self::new(Code::Unauthenticated, message).with_reason("INVALID_CREDENTIALS")
             }
             Denial::Policy { rule, .. } => {
                 let mut e = Self::new(Code::PermissionDenied, message);
                 e.detail = Some(Detail::PolicyRule(rule));
                 e
             }
-            Denial::RateLimited { retry_after } => {
-                Self::new(Code::ResourceExhausted, message).retry_after(retry_after)
-            }
+            Denial::RateLimited { retry_after } => Self::new(Code::ResourceExhausted, message)
+                .retry_after(retry_after)
+                .with_reason("RATE_LIMITED"),
         }
     }
 }

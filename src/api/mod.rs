@@ -236,7 +236,8 @@ impl TokenApi {
                 Code::Unavailable,
                 "the audit log cannot be written: no token is issued until it can",
             )
-            .retry_after(std::time::Duration::from_secs(1)));
+            .retry_after(std::time::Duration::from_secs(1))
+            .with_reason("AUDIT_UNAVAILABLE"));
         }
         result
     }

@@ -316,7 +316,8 @@ impl TokenApi {
                      close one or raise the limit",
                     self.shared.watches.max_per_caller
                 ),
-            ));
+            )
+            .with_reason("TOO_MANY_WATCHES"));
         };
         let first = self
             .deliver_once(transport, &who, &request)
@@ -353,6 +354,7 @@ fn shutting_down() -> ApiError {
         Code::Unavailable,
         "the server is shutting down: reconnect (the last token stays valid until its expires_at)",
     )
+    .with_reason("SHUTTING_DOWN")
 }
 
 /// Why a wait ended.

@@ -1,8 +1,9 @@
 //! What every request passes through: the request context (id, one log
 //! line) and the guard (authentication of token routes, the concurrency
 //! limits: global, per caller or client address, and for unauthenticated
-//! clients together; the request timeout on every route; CORS for the GET
-//! endpoint).
+//! clients together; the request timeout on every route), CORS for the
+//! browser-facing routes ([`cors_layer`]) and the keep-alive of HTTP/1.1
+//! connections whose request body was not read ([`request_context`]).
 
 use super::*;
 use crate::api::{ApiError, Code};
@@ -43,11 +44,111 @@ pub(crate) fn early_refusal(grpc: bool, get: bool, e: ApiError) -> Response {
         {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        crate::transport::http::set_www_authenticate(&mut r, &e);
         r
     } else if get {
         crate::transport::http::text_error(&e)
     } else {
         crate::transport::http::connect_error(&e)
+    }
+}
+
+/// Request headers a browser may send to the browser-facing routes: what
+/// the GET endpoint, the Connect protocol, gRPC-Web and the connect-web /
+/// grpc-web clients send.
+const CORS_ALLOW_HEADERS: [&str; 13] = [
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "accept-encoding",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+    "connect-accept-encoding",
+    "connect-content-encoding",
+    "grpc-timeout",
+    "grpc-accept-encoding",
+    "x-grpc-web",
+    "x-user-agent",
+    "x-request-id",
+];
+
+/// Response headers a page may read: the request id, the gRPC(-Web)
+/// status and its details, the wait of a refusal, the authentication
+/// challenge, the reason of a plain-text refusal, and the codings.
+const CORS_EXPOSE_HEADERS: [&str; 9] = [
+    "x-request-id",
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "retry-after",
+    "www-authenticate",
+    "x-error-reason",
+    "content-encoding",
+    "grpc-encoding",
+];
+
+/// CORS for the browser-facing routes (the GET endpoint, the Connect
+/// routes, gRPC-Web), tower-http's: the configured `[cors]` origins only
+/// (`*`: any), `GET` and `POST`, the headers these protocols need, and
+/// preflights (`OPTIONS`) answered before authentication, on every route
+/// of them. Without configured origins a preflight is still answered (no
+/// 405), without `Access-Control-Allow-Origin`: the browser refuses.
+pub(crate) fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers(CORS_ALLOW_HEADERS.map(HeaderName::from_static))
+        .expose_headers(CORS_EXPOSE_HEADERS.map(HeaderName::from_static))
+        .max_age(Duration::from_secs(600))
+}
+
+/// A request body that records whether it was read to its end, so that
+/// [`request_context`] can tell whether an HTTP/1.1 connection can be
+/// reused after the response.
+struct TrackedBody {
+    inner: axum::body::Body,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        let ended = match &r {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            this.done.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -365,8 +466,8 @@ pub(super) async fn admin_guard(
 }
 
 /// Authentication of token requests, the concurrency limits (global, per
-/// caller or client, unauthenticated clients together), the request
-/// timeout on every route and CORS for the GET endpoint.
+/// caller or client, unauthenticated clients together) and the request
+/// timeout on every route. (CORS is answered before it: [`cors_layer`].)
 pub(super) async fn guard(
     axum::extract::State(g): axum::extract::State<Arc<Guard>>,
     mut req: Request,
@@ -379,44 +480,12 @@ pub(super) async fn guard(
     let grpc = is_grpc(&req);
     let get = path == GET_PATH;
     let req_path_is_watch = path == WATCH_PATH;
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let allowed_origin = origin.as_ref().filter(|o| {
-        o.to_str()
-            .is_ok_and(|o| g.cors_origins.iter().any(|a| a == "*" || a == o))
-    });
-    if get && req.method() == axum::http::Method::OPTIONS {
-        // CORS preflight: answered here, never routed.
-        let mut r = Response::new(axum::body::Body::empty());
-        match allowed_origin {
-            Some(o) => {
-                *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
-                let h = r.headers_mut();
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static("GET"),
-                );
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    HeaderValue::from_static("authorization"),
-                );
-                h.insert(
-                    header::ACCESS_CONTROL_MAX_AGE,
-                    HeaderValue::from_static("600"),
-                );
-            }
-            None => *r.status_mut() = axum::http::StatusCode::FORBIDDEN,
-        }
-        r.headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("origin"));
-        return r;
-    }
     let start = Instant::now();
     let authed = match g.shared.rate_store.as_deref() {
         None => authenticate(&g, &mut req, get).await,
         Some(store) => authenticate_shared(&g, store, &mut req, get).await,
     };
-    let mut resp = match authed {
+    match authed {
         Err(e) => {
             // Refused before anything of the request was read, and before
             // it took a concurrency slot: counted, logged (at a bounded
@@ -466,16 +535,7 @@ pub(super) async fn guard(
                 }
             }
         },
-    };
-    if get && origin.is_some() {
-        if let Some(o) = allowed_origin {
-            resp.headers_mut()
-                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
-        }
-        resp.headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("origin"));
     }
-    resp
 }
 
 /// Identifies the caller of a token request and attaches the result
@@ -556,6 +616,7 @@ fn throttled(wait: Duration) -> ApiError {
         "too many failed authentications from this address; retry later",
     )
     .retry_after(wait)
+    .with_reason("AUTH_THROTTLED")
 }
 
 /// Attaches an authenticated `authn` to the request (and, to a
@@ -642,7 +703,8 @@ async fn authenticate_shared(
                 "the shared rate limit store is unavailable and rate_limit_store_failure = \"deny\": \
                  token requests are refused until it answers",
             )
-            .retry_after(Duration::from_secs(1)));
+            .retry_after(Duration::from_secs(1))
+            .with_reason("RATE_LIMIT_STORE_UNAVAILABLE"));
         }
         // This replica's own limiters, with the same limits.
         None => {
@@ -809,8 +871,28 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
     let uri = req.uri().clone();
     let method = req.method().clone();
     let start = Instant::now();
+    // An HTTP/1.1 request with a body that the route may answer without
+    // reading it (a 401, 404, 405, 413, 415, a refusal before routing):
+    // track whether it was read, and close the connection after the
+    // response when it was not (`Connection: close`), so the client does
+    // not send its next request on a connection hyper will not reuse.
+    let unread = if req.version() <= axum::http::Version::HTTP_11
+        && !hyper::body::Body::is_end_stream(req.body())
+    {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        let req = req.map(|inner| axum::body::Body::new(TrackedBody { inner, done: flag }));
+        (req, Some(done))
+    } else {
+        (req, None)
+    };
+    let (req, unread) = unread;
     crate::telemetry::logfmt::scope(context, async move {
         let mut resp = next.run(req).await;
+        if unread.is_some_and(|d| !d.load(Ordering::Relaxed)) {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let path = truncate(uri.path(), 128);
         let status = resp.status().as_u16();
         // Probes and scrapes at debug level; so are successful token

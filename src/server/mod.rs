@@ -39,14 +39,16 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::{self};
+use futures_util::future::Either;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
-use tower::ServiceExt as _;
+use tower::{Layer as _, ServiceExt as _};
 
 /// Largest gRPC response message, in bytes (tokens are small).
 const MAX_GRPC_RESPONSE: usize = 1024 * 1024;
@@ -66,17 +68,16 @@ pub struct Server {
     request_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     guard: Arc<Guard>,
+    cors_origins: Vec<String>,
 }
 
 /// What every request passes through before routing: authentication of
-/// token requests, the concurrency limits, the request timeout and CORS
-/// for the GET endpoint.
+/// token requests, the concurrency limits and the request timeout.
 #[derive(Debug)]
 struct Guard {
     shared: Arc<Shared>,
     slots: Slots,
     timeout: Duration,
-    cors_origins: Vec<String>,
 }
 
 /// The verified client-certificate names of a TLS connection (mTLS).
@@ -131,11 +132,21 @@ pub async fn spawn(config: &Config) -> std::io::Result<ServerHandle> {
     Ok(Server::bind(config).await?.spawn())
 }
 
+/// gRPC or gRPC-Web (whose requests reach the gRPC services translated).
 fn is_grpc(req: &Request) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// gRPC-Web, binary (`application/grpc-web`, `+proto`) or text
+/// (`application/grpc-web-text`).
+fn is_grpc_web(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc-web"))
 }
 
 impl Server {
@@ -190,7 +201,6 @@ impl Server {
             shared: Arc::clone(&shared),
             slots: Slots::new(config.max_concurrent_requests, &config.connection),
             timeout: config.request_timeout,
-            cors_origins: config.cors_origins.clone(),
         });
         Ok(Self {
             listener,
@@ -203,6 +213,7 @@ impl Server {
             request_timeout: config.request_timeout,
             tls,
             guard,
+            cors_origins: config.cors_origins.clone(),
         })
     }
 
@@ -291,17 +302,26 @@ impl Server {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(std::io::Error::other)?;
+        // gzip both ways (sent only to clients that accept it).
         let token_service = TokenServiceServer::new(api.clone())
             .max_decoding_message_size(self.max_request_bytes)
-            .max_encoding_message_size(MAX_GRPC_RESPONSE);
+            .max_encoding_message_size(MAX_GRPC_RESPONSE)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
         let grpc = tonic::service::Routes::new(token_service)
-            .add_service(health_service)
+            .add_service(
+                health_service
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip),
+            )
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .into_axum_router();
         let http_state = HttpState::new(api, self.max_request_bytes);
         let http = http::router(http_state.clone());
-        let app = Router::new()
+        // gRPC (and gRPC-Web once translated) to the tonic services,
+        // everything else to the HTTP routes; behind the guard.
+        let guarded = Router::new()
             .fallback_service(tower::service_fn(move |req: Request| {
                 let target = if is_grpc(&req) {
                     grpc.clone()
@@ -313,7 +333,32 @@ impl Server {
             .layer(middleware::from_fn_with_state(
                 Arc::clone(&self.guard),
                 guard,
-            ))
+            ));
+        // gRPC-Web (binary and text, HTTP/1.1 and HTTP/2) is translated to
+        // gRPC before the guard, so its refusals are gRPC-Web too.
+        let web = tower::ServiceExt::<Request>::map_response(
+            tonic_web::GrpcWebLayer::new().layer(guarded.clone()),
+            |r: axum::http::Response<tonic::body::Body>| r.map(axum::body::Body::new),
+        );
+        let web = tower::util::BoxCloneSyncService::new(web);
+        let protocols = tower::service_fn(move |req: Request| {
+            if is_grpc_web(&req) {
+                Either::Left(web.clone().oneshot(req))
+            } else {
+                Either::Right(guarded.clone().oneshot(req))
+            }
+        });
+        // CORS on the browser-facing routes only (not on /metrics and the
+        // probes): preflights answered before the guard.
+        let browser = cors_layer(&self.cors_origins).layer(protocols.clone());
+        let app = Router::new()
+            .fallback_service(tower::service_fn(move |req: Request| {
+                if is_token_path(req.uri().path()) {
+                    Either::Left(browser.clone().oneshot(req))
+                } else {
+                    Either::Right(protocols.clone().oneshot(req))
+                }
+            }))
             .layer(middleware::from_fn(request_context));
 
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -8,11 +8,29 @@ use crate::telemetry::metrics::{Method, Transport};
 pub use pb::token_service_server::{TokenService, TokenServiceServer};
 use tonic::{Request, Response, Status};
 
-/// An [`ApiError`] as a gRPC status: its code and message, and the wait
-/// of a refused request as `retry-after` metadata (whole seconds).
+/// An [`ApiError`] as a gRPC status: its code and message, its structured
+/// details ([`ApiError::details`]: `ErrorInfo`, `BadRequest`, `RetryInfo`)
+/// as a `google.rpc.Status` in `grpc-status-details-bin` (the form
+/// `tonic_types::StatusExt` and every gRPC runtime's rich-error API read),
+/// and the wait of a refused request as `retry-after` metadata (whole
+/// seconds).
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        let mut s = Status::new(e.code, e.message.as_str());
+        use prost::Message as _;
+        let details = tonic_types::pb::Status {
+            code: e.code as i32,
+            message: e.message.clone(),
+            details: e
+                .details()
+                .into_iter()
+                .map(|d| prost_types::Any {
+                    type_url: format!("type.googleapis.com/{}", d.type_name),
+                    value: d.value,
+                })
+                .collect(),
+        };
+        let mut s =
+            Status::with_details(e.code, e.message.as_str(), details.encode_to_vec().into());
         if let Some(v) = e
             .retry_after_secs()
             .and_then(|v| v.to_string().parse().ok())
@@ -244,6 +262,35 @@ mod tests {
         assert_eq!(s.metadata().get(RETRY_AFTER).unwrap(), "2");
         let s = Status::from(ApiError::from(Denial::Unauthenticated("x")));
         assert_eq!(s.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn statuses_carry_rich_details_that_tonic_types_reads() {
+        use tonic_types::StatusExt as _;
+        let s = Status::from(ApiError::invalid("uid", "must be a number"));
+        let d = s.get_error_details();
+        let bad = d.bad_request().unwrap();
+        assert_eq!(bad.field_violations[0].field, "uid");
+        assert_eq!(bad.field_violations[0].description, "must be a number");
+        let info = d.error_info().unwrap();
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, "token-authority");
+        let s = Status::from(ApiError::from(Denial::RateLimited {
+            retry_after: std::time::Duration::from_millis(1500),
+        }));
+        let d = s.get_error_details();
+        assert_eq!(d.error_info().unwrap().reason, "RATE_LIMITED");
+        assert_eq!(
+            d.retry_info().unwrap().retry_delay,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        let s = Status::from(ApiError::from(Denial::Policy {
+            rule: "channels",
+            detail: "no".into(),
+        }));
+        let info = s.get_error_details().error_info().unwrap().clone();
+        assert_eq!(info.reason, "POLICY_CHANNELS");
+        assert_eq!(info.metadata.get("rule").unwrap(), "channels");
     }
 
     fn open_request<T>(msg: T) -> Request<T> {

@@ -301,11 +301,18 @@ async fn json_matrix() {
         let msg = v["message"].as_str().unwrap();
         assert!(msg.contains(field), "{body}: {msg}");
     }
-    // Oversized body: 413, Connect-style error.
+    // Oversized body: resource_exhausted with the Connect table's status
+    // (429), naming the limit.
     let big = format!(r#"{{"channelName":"{}"}}"#, "x".repeat(70 * 1024));
     let r = app.post_json("BuildRtcToken", &big).await;
-    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.json()["code"], "resource_exhausted");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_request_bytes")
+    );
     // Wrong content type: 415.
     let r = app
         .request_to(
@@ -317,5 +324,9 @@ async fn json_matrix() {
         )
         .await;
     assert_eq!(r.status, 415, "{}", r.body);
+    assert_eq!(
+        r.headers.get("accept-post").unwrap(),
+        "application/json, application/proto"
+    );
     still_up(&app).await;
 }

@@ -41,6 +41,7 @@ mod audit_file;
 mod bad_input;
 mod binary;
 mod common;
+mod connect;
 mod grants;
 mod grants_prop;
 mod grpc;

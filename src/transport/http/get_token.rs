@@ -143,6 +143,8 @@ pub(crate) async fn get_token(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Err(e) = &result {
         set_retry_after(&mut r, e);
+        super::set_www_authenticate(&mut r, e);
+        super::set_reason(&mut r, e);
     }
     r
 }

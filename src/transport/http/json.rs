@@ -53,6 +53,63 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     Ok(value)
 }
 
+/// [`decode`], as lenient as the proto3 JSON specification allows: when
+/// the strict decoding fails, `null` values (the field's default) are
+/// dropped and integral numbers written as floats (`3600.0`, `1e3`) become
+/// integers, and the message is decoded again; the error, if any, is then
+/// that decoding's (it still names the field). Numbers as strings
+/// (`"3600"`) are accepted by the generated code itself. The retry costs
+/// nothing on the fast path: valid strict JSON decodes once.
+pub fn decode_lenient<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    let first = match decode::<T>(body) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Err(first);
+    };
+    if !normalize(&mut value) {
+        return Err(first);
+    }
+    match serde_json::to_vec(&value) {
+        Ok(again) => decode::<T>(&again),
+        Err(_) => Err(first),
+    }
+}
+
+/// Drops `null` members and turns integral floats into integers, in
+/// place; whether anything changed.
+fn normalize(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let before = m.len();
+            m.retain(|_, x| !x.is_null());
+            let mut changed = m.len() != before;
+            for x in m.values_mut() {
+                changed |= normalize(x);
+            }
+            changed
+        }
+        Value::Array(a) => a.iter_mut().fold(false, |c, x| normalize(x) | c),
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // 2^63: every integral float below it is exact in an i64/u64.
+            if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 {
+                *v = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+                true
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
 /// Values the caller sent, quoted in serde's messages (an unknown field's
 /// name, an unknown enum value, a string of the wrong type), are cut to 8
 /// characters ([`redact`]): a secret pasted into the wrong place must not
@@ -141,6 +198,28 @@ mod tests {
             s,
             r#"{"token":"007x","issuedAt":1,"expiresAt":2,"appId":""}"#
         );
+    }
+
+    #[test]
+    fn lenient_decoding_accepts_what_proto3_json_allows() {
+        let r: pb::BuildRtcTokenRequest = decode_lenient(
+            br#"{"channelName":"c","appId":null,"expireSeconds":3600.0,"uid":"7","role":null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.channel_name, "c");
+        assert_eq!(r.app_id, "");
+        assert_eq!(r.expire_seconds, Some(3600));
+        assert_eq!(r.user, Some(pb::build_rtc_token_request::User::Uid(7)));
+        let r: pb::BuildRtcTokenRequest =
+            decode_lenient(br#"{"channelName":"c","expireSeconds":1e3}"#).unwrap();
+        assert_eq!(r.expire_seconds, Some(1000));
+        // Still refused, still naming the field.
+        let e =
+            decode_lenient::<pb::BuildRtcTokenRequest>(br#"{"appId":null,"expireSeconds":1.5}"#)
+                .unwrap_err();
+        assert_eq!(e.field, "expireSeconds");
+        let e = decode_lenient::<pb::BuildRtcTokenRequest>(br#"{"uid":-1.0}"#).unwrap_err();
+        assert_eq!(e.field, "uid");
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! The HTTP side of the one listener: the compatible
-//! `GET /api/agora/token` (DESIGN 4.1), proto3 JSON for every RPC at
-//! `POST /agora.token.v1.TokenService/<Method>` (Connect unary style),
+//! `GET /api/agora/token` (DESIGN 4.1), the Connect protocol's unary RPCs
+//! for every method at `POST /agora.token.v1.TokenService/<Method>` (JSON
+//! and binary protobuf, gzip; GET for `InspectToken`: [`connect`]),
 //! `/healthz`, `/readyz` and `/metrics`, the JSON form of
 //! `grpc.health.v1.Health/Check`, and `/openapi.json` (the OpenAPI 3.1
-//! document of the JSON routes and the GET endpoint). Unknown paths get a plain 404.
+//! document of the JSON routes and the GET endpoint). Unknown paths get a
+//! plain 404.
 
+pub mod connect;
 mod get_token;
 pub mod json;
-mod json_rpc;
 mod ops;
 
-pub(crate) use json_rpc::json_health_check;
+pub(crate) use connect::json_health_check;
 pub(crate) use ops::{healthz, metrics, readyz};
 
 use axum::Router;
@@ -46,7 +48,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/agora/token", get(get_token::get_token))
         .route(
             "/agora.token.v1.TokenService/{method}",
-            post(json_rpc::json_rpc),
+            post(connect::connect_post).get(connect::connect_get),
         )
         .route("/grpc.health.v1.Health/Check", post(json_health_check))
         .route("/openapi.json", get(ops::openapi))
@@ -96,25 +98,65 @@ pub(crate) fn set_retry_after(r: &mut Response, e: &ApiError) {
     }
 }
 
-/// An [`ApiError`] as a Connect error: the HTTP status of its code and the
-/// body `{"code":"invalid_argument","message":"..."}`.
+/// `WWW-Authenticate: Bearer ...` (RFC 6750) on a 401.
+pub(crate) fn set_www_authenticate(r: &mut Response, e: &ApiError) {
+    if let Some(v) = e.www_authenticate() {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+    }
+}
+
+/// The body of a Connect error: `{"code":"invalid_argument","message":"...",
+/// "details":[{"type":"google.rpc.ErrorInfo","value":"<base64 protobuf>",
+/// "debug":{...}}]}` (values in unpadded standard base64, as connect-go
+/// writes them; `debug` is the detail in JSON, for people).
+pub(crate) fn connect_error_body(e: &ApiError) -> String {
+    use base64::Engine as _;
+    let details: Vec<serde_json::Value> = e
+        .details()
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "type": d.type_name,
+                "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(&d.value),
+                "debug": d.debug,
+            })
+        })
+        .collect();
+    serde_json::json!({ "code": e.code_name(), "message": e.message, "details": details })
+        .to_string()
+}
+
+/// An [`ApiError`] as a Connect error: the HTTP status of its code (the
+/// specification's table) and [`connect_error_body`]; `Retry-After` with
+/// a wait, `WWW-Authenticate` on 401.
 pub(crate) fn connect_error(e: &ApiError) -> Response {
-    let body = serde_json::json!({ "code": e.code_name(), "message": e.message });
-    let mut r = (status_of(e), body.to_string()).into_response();
+    let mut r = (status_of(e), connect_error_body(e)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     set_retry_after(&mut r, e);
+    set_www_authenticate(&mut r, e);
     r
 }
 
 /// An [`ApiError`] as one line of plain text with its HTTP status (the GET
-/// endpoint and refusals made before routing).
+/// endpoint and refusals made before routing), with its stable reason in
+/// `x-error-reason`.
 pub(crate) fn text_error(e: &ApiError) -> Response {
     let mut r = text(status_of(e), format!("{}\n", e.message));
     set_retry_after(&mut r, e);
+    set_www_authenticate(&mut r, e);
+    set_reason(&mut r, e);
     r
+}
+
+/// `x-error-reason`: the stable `ErrorInfo` reason of a plain-text error.
+pub(crate) fn set_reason(r: &mut Response, e: &ApiError) {
+    if let Ok(v) = HeaderValue::from_str(&e.reason()) {
+        r.headers_mut().insert("x-error-reason", v);
+    }
 }
 
 /// The authentication result the server attached (absent: fail closed).
