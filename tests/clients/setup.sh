@@ -32,7 +32,8 @@ if [ "$(cat "$here/node_modules/.stamp" 2>/dev/null)" != "$(stamp "$here/package
   stamp "$here/package-lock.json" > "$here/node_modules/.stamp"
 fi
 
-# Python: grpcio, grpcio-tools, protobuf, schemathesis.
+# Python: grpcio (+ tools, status), connect-python (+ its protoc plugin),
+# protobuf, schemathesis.
 venv="$out/venv"
 if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$(stamp "$here/requirements.txt")" ]; then
   echo "== python venv (target/clients/venv)"
@@ -51,6 +52,8 @@ mkdir -p "$gen/es" "$gen/py"
   --template "$here/buf.gen.yaml" --output "$gen/es")
 "$venv/bin/python" -m grpc_tools.protoc -I "$root/proto" \
   --python_out="$gen/py" --grpc_python_out="$gen/py" \
+  --plugin=protoc-gen-connect-python="$venv/bin/protoc-gen-connect-python" \
+  --connect-python_out="$gen/py" \
   "$root/proto/agora/token/v1/token_service.proto"
 # The browser bundle (connect-web + the generated service), for the page.
 "$here/node_modules/.bin/esbuild" "$here/browser/app.mjs" --bundle --format=esm \

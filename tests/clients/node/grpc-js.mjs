@@ -5,6 +5,21 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
+import protobuf from "protobufjs";
+
+// google.rpc.Status, to read grpc-status-details-bin.
+const Status = protobuf.Root.fromJSON({
+  nested: {
+    Any: { fields: { typeUrl: { type: "string", id: 1 }, value: { type: "bytes", id: 2 } } },
+    Status: {
+      fields: {
+        code: { type: "int32", id: 1 },
+        message: { type: "string", id: 2 },
+        details: { rule: "repeated", type: "Any", id: 3 },
+      },
+    },
+  },
+}).lookupType("Status");
 
 const [target] = process.argv.slice(2);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../proto");
@@ -36,7 +51,9 @@ try {
   error = {
     code: name.toLowerCase(),
     message: e.details,
-    details: e.metadata.get("grpc-status-details-bin").length ? ["grpc-status-details-bin"] : [],
+    details: e.metadata
+      .get("grpc-status-details-bin")
+      .flatMap((bin) => Status.decode(bin).details.map((d) => d.typeUrl.split("/").pop())),
   };
 }
 client.close();

@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gen", "py"))
 
 import grpc  # noqa: E402
+from grpc_status import rpc_status  # noqa: E402
 from agora.token.v1 import token_service_pb2 as pb  # noqa: E402
 from agora.token.v1 import token_service_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -31,11 +32,12 @@ with grpc.insecure_channel(target, compression=compression) as channel:
     try:
         stub.BuildRtcToken(pb.BuildRtcTokenRequest(channel_name="matrix", expire_seconds=0))
     except grpc.RpcError as e:
-        trailers = dict(e.trailing_metadata() or ())
+        # google.rpc.Status from grpc-status-details-bin (grpcio-status).
+        status = rpc_status.from_call(e)
         error = {
             "code": e.code().name.lower(),
             "message": e.details(),
-            "details": ["grpc-status-details-bin"] if "grpc-status-details-bin" in trailers else [],
+            "details": [d.type_url.rsplit("/", 1)[-1] for d in status.details] if status else [],
         }
 
 print(
