@@ -476,3 +476,145 @@ async fn schemathesis() {
     );
     app.shutdown().await.unwrap();
 }
+
+/// The AccessToken2 strings in a client's output.
+fn tokens_in(out: &str) -> Vec<String> {
+    let is_b64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let mut found = Vec::new();
+    let mut rest = out;
+    while let Some(i) = rest.find("007eJ") {
+        let t: String = rest[i..].chars().take_while(|c| is_b64(*c)).collect();
+        rest = &rest[i + t.len()..];
+        found.push(t);
+    }
+    found
+}
+
+/// Runs one snippet of docs/CLIENTS.md (the files in tests/clients/snippets,
+/// quoted there verbatim): every token it prints verifies and is for
+/// channel `room-1`, uid 42; `expect` tokens; `error` in the output when given.
+async fn snippet(program: PathBuf, file: &str, expect: usize, error: Option<&str>) {
+    setup();
+    let app = spawn(vec![]).await;
+    let addr = app.local_addr();
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.arg(clients().join("snippets").join(file))
+        .current_dir(root())
+        .env("TOKEN_AUTHORITY", format!("http://{addr}"))
+        .env("TOKEN_AUTHORITY_ADDR", addr.to_string())
+        .env("PYTHONPATH", clients().join("gen/py"))
+        .env(
+            "PATH",
+            format!("{}:{path}", clients().join("node_modules/.bin").display()),
+        )
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("no answer in 120 s")
+        .unwrap_or_else(|e| panic!("cannot run {program:?}: {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "{file} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let tokens = tokens_in(&stdout);
+    assert_eq!(tokens.len(), expect, "{file}: tokens in\n{stdout}");
+    for t in &tokens {
+        verify(t, Some("room-1"), "42");
+    }
+    if let Some(e) = error {
+        assert!(stdout.contains(e), "{file}: no {e:?} in\n{stdout}");
+    }
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_curl() {
+    snippet("sh".into(), "curl.sh", 2, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_buf_curl() {
+    snippet("sh".into(), "buf_curl.sh", 2, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_grpcio() {
+    snippet(
+        python(),
+        "grpcio.py",
+        1,
+        Some("INVALID_ARGUMENT expire_seconds must be 1..=86400"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_connect_python() {
+    snippet(
+        python(),
+        "connect_python.py",
+        1,
+        Some("invalid_argument expire_seconds: must be"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_connect_node() {
+    snippet(
+        node(),
+        "connect_node.mjs",
+        1,
+        Some("InvalidArgument expire_seconds: must be"),
+    )
+    .await;
+}
+
+/// docs/CLIENTS.md quotes the tested code verbatim: each fenced block after
+/// `<!-- tested: PATH -->` is that file, and after `<!-- tested: PATH#NAME -->`
+/// the region between `--- snippet: NAME` and `--- end snippet ---` in it.
+#[test]
+fn clients_md_quotes_the_tested_code() {
+    let doc = std::fs::read_to_string(root().join("docs/CLIENTS.md")).unwrap();
+    let mut checked = 0;
+    let mut rest = doc.as_str();
+    while let Some(i) = rest.find("<!-- tested: ") {
+        rest = &rest[i + "<!-- tested: ".len()..];
+        let target = &rest[..rest.find(" -->").unwrap()];
+        let fence = rest.find("```").unwrap();
+        let body_start = fence + rest[fence..].find('\n').unwrap() + 1;
+        let body_end = body_start + rest[body_start..].find("\n```").unwrap();
+        let quoted = &rest[body_start..body_end];
+        let (path, region) = match target.split_once('#') {
+            Some((p, r)) => (p, Some(r)),
+            None => (target, None),
+        };
+        let file = std::fs::read_to_string(root().join(path))
+            .unwrap_or_else(|e| panic!("docs/CLIENTS.md quotes {path}: {e}"));
+        let want = match region {
+            None => file.trim_end().to_owned(),
+            Some(name) => {
+                let start = file
+                    .find(&format!("--- snippet: {name} "))
+                    .unwrap_or_else(|| panic!("{path}: no snippet {name}"));
+                let start = start + file[start..].find('\n').unwrap() + 1;
+                let end = start + file[start..].find("--- end snippet ---").unwrap();
+                // Up to the line holding the end marker.
+                let end = file[..end].rfind('\n').unwrap();
+                file[start..end].to_owned()
+            }
+        };
+        assert_eq!(
+            quoted.trim_end(),
+            want.trim_end(),
+            "docs/CLIENTS.md's copy of {target} differs from the tested file"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 7, "{checked} snippets checked");
+}

@@ -349,11 +349,13 @@ impl Server {
             }
         });
         // CORS on the browser-facing routes only (not on /metrics and the
-        // probes): preflights answered before the guard.
+        // probes): preflights answered before the guard. /openapi.json too,
+        // so an API browser on an allowed origin can load it.
         let browser = cors_layer(&self.cors_origins).layer(protocols.clone());
         let app = Router::new()
             .fallback_service(tower::service_fn(move |req: Request| {
-                if is_token_path(req.uri().path()) {
+                let path = req.uri().path();
+                if is_token_path(path) || path == "/openapi.json" {
                     Either::Left(browser.clone().oneshot(req))
                 } else {
                     Either::Right(protocols.clone().oneshot(req))

@@ -19,7 +19,7 @@ use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
 use serde_json::{Value, json};
 
-use crate::common::spawn_app;
+use crate::common::{spawn_app, spawn_app_with};
 
 const PACKAGE: &str = "agora.token.v1";
 const SERVICE: &str = "TokenService";
@@ -486,4 +486,37 @@ async fn served_at_openapi_json() {
         .request_to(admin, "GET", "/openapi.json", None, Vec::new())
         .await;
     assert_eq!(r.status, 404);
+}
+
+/// CORS like the other browser-facing GET routes: the configured origin
+/// may read it, another may not.
+#[tokio::test]
+async fn openapi_json_has_cors_for_the_configured_origins() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let app = spawn_app_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://evil.example", false),
+    ] {
+        let req = hyper::Request::get(format!("http://{}/openapi.json", app.addr()))
+            .header("origin", origin)
+            .body(Empty::new())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let acao = resp
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            acao.as_deref() == Some(origin),
+            allowed,
+            "{origin}: {acao:?}"
+        );
+        resp.into_body().collect().await.unwrap();
+    }
 }

@@ -45,7 +45,7 @@ async function rpcCase(name, transport) {
   };
 }
 
-// --- snippet: browser-fetch (docs/CLIENTS.md) ---
+// --- snippet: fetch (docs/CLIENTS.md) ---
 async function getToken(api, channelName, uid) {
   const q = new URLSearchParams({ channelName, uid: String(uid) });
   const r = await fetch(`${api}/api/agora/token?${q}`);
@@ -66,11 +66,18 @@ async function fetchCase() {
   return { client: "browser-fetch", channel: "matrix-browser-fetch", rtc, error };
 }
 
+// --- snippet: connect-web (docs/CLIENTS.md) ---
+// The page's origin must be one of the service's [cors] allowed_origins.
+const connectWeb = createConnectTransport({ baseUrl: api, useBinaryFormat: false });
+const grpcWeb = createGrpcWebTransport({ baseUrl: api });
+// const client = createClient(TokenService, connectWeb); // or grpcWeb
+// const { token } = await client.buildRtcToken({ channelName, user: { case: "uid", value: 42 } });
+// --- end snippet ---
+
 const runners = {
   fetch: fetchCase,
-  connect: () =>
-    rpcCase("browser-connect-web", createConnectTransport({ baseUrl: api, useBinaryFormat: false })),
-  grpcweb: () => rpcCase("browser-grpc-web", createGrpcWebTransport({ baseUrl: api })),
+  connect: () => rpcCase("browser-connect-web", connectWeb),
+  grpcweb: () => rpcCase("browser-grpc-web", grpcWeb),
 };
 
 (async () => {
