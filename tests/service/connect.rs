@@ -1046,3 +1046,58 @@ async fn keep_alive_survives_error_responses() {
         );
     }
 }
+
+#[tokio::test]
+async fn watch_token_over_connect_streaming() {
+    let app = spawn_app().await;
+    let url = format!("{PATH}/WatchToken");
+    // A refusal before the first delivery: HTTP 200, the end message only.
+    let r = send(
+        app.addr(),
+        "POST",
+        &url,
+        &[("content-type", "application/connect+json")],
+        frame(0, b"{}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/connect+json");
+    let f = frames(&r.body);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].0, 2, "end-stream flag");
+    let end: serde_json::Value = serde_json::from_slice(&f[0].1).unwrap();
+    assert_eq!(end["error"]["code"], "invalid_argument", "{end}");
+    // A stream: the first delivery at once, JSON, in an envelope.
+    let msg = br#"{"rtc":{"channelName":"cw","uid":6,"expireSeconds":600}}"#;
+    let stream = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri(&url)
+        .header("host", "localhost")
+        .header("content-type", "application/connect+json")
+        .header("connect-protocol-version", "1")
+        .body(Full::new(Bytes::from(frame(0, msg))))
+        .unwrap();
+    let resp = s.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut buf = Vec::new();
+    let need = |b: &Vec<u8>| {
+        b.len() >= 5 && b.len() >= 5 + u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize
+    };
+    while !need(&buf) {
+        if let Ok(d) = body.frame().await.unwrap().unwrap().into_data() {
+            buf.extend_from_slice(&d);
+        }
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    assert_eq!(buf[0], 0);
+    let v: serde_json::Value = serde_json::from_slice(&buf[5..5 + len]).unwrap();
+    verified(v["rtc"]["token"].as_str().unwrap(), CERT);
+    // uint64: a string in proto3 JSON.
+    assert_eq!(v["sequence"], "1", "{v}");
+}

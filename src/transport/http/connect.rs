@@ -1,7 +1,8 @@
 //! The Connect protocol's unary RPCs (<https://connectrpc.com/docs/protocol>)
 //! for every TokenService method at `POST /agora.token.v1.TokenService/<Method>`,
-//! Connect GET for the methods without side effects (`InspectToken`), and
-//! the JSON form of `grpc.health.v1.Health/Check`.
+//! Connect GET for the methods without side effects (`InspectToken`),
+//! Connect server streaming for `WatchToken`, and the JSON form of
+//! `grpc.health.v1.Health/Check`.
 //!
 //! - Codecs: `application/json` (proto3 JSON, parsed leniently: see
 //!   [`json::decode_lenient`]) and `application/proto` (binary protobuf).
@@ -28,8 +29,10 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::{HttpState, authn_of, connect_error, json};
+use crate::api::watch::WatchItem;
 use crate::api::{ApiError, Code, TokenApi};
-use crate::policy::Authn;
+use crate::pb;
+use crate::policy::{Authn, Credentials, Denial};
 use crate::telemetry::metrics::{Method, Transport};
 
 /// Responses smaller than this are sent uncompressed even when the client
@@ -280,14 +283,20 @@ fn unsupported_media_type() -> Response {
     r
 }
 
-/// A Connect unary call over POST.
+/// A Connect unary call over POST (or the `WatchToken` stream).
 pub(crate) async fn connect_post(
     State(s): State<HttpState>,
     who: Option<Extension<Authn>>,
+    creds: Option<Extension<Credentials>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if name == "WatchToken" {
+        if let Some(codec) = StreamCodec::of_content_type(&headers) {
+            return connect_watch(&s, who, creds, codec, &headers, body).await;
+        }
+    }
     let Some(method) = rpc_method(&name) else {
         return unknown_method(&name);
     };
@@ -345,7 +354,7 @@ fn unknown_method(name: &str) -> Response {
     if name == "WatchToken" {
         return connect_error(&ApiError::new(
             Code::Unimplemented,
-            "WatchToken is a server stream: call it over gRPC or gRPC-Web (Connect streaming is not served)",
+            "WatchToken is a server stream: call it with Connect streaming (application/connect+json or application/connect+proto), gRPC or gRPC-Web",
         ));
     }
     connect_error(
@@ -355,6 +364,212 @@ fn unknown_method(name: &str) -> Response {
         )
         .with_http_status(StatusCode::NOT_FOUND.as_u16()),
     )
+}
+
+/// A codec of Connect streaming (`application/connect+json`, `+proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamCodec(Codec);
+
+impl StreamCodec {
+    fn of_content_type(headers: &HeaderMap) -> Option<Self> {
+        let t = headers
+            .get(header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?
+            .split(';')
+            .next()?
+            .trim();
+        if t.eq_ignore_ascii_case("application/connect+json") {
+            Some(Self(Codec::Json))
+        } else if t.eq_ignore_ascii_case("application/connect+proto") {
+            Some(Self(Codec::Proto))
+        } else {
+            None
+        }
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self.0 {
+            Codec::Json => "application/connect+json",
+            Codec::Proto => "application/connect+proto",
+        })
+    }
+}
+
+/// Flag of a compressed Connect envelope.
+const FLAG_COMPRESSED: u8 = 0x01;
+/// Flag of the end-of-stream envelope.
+const FLAG_END_STREAM: u8 = 0x02;
+
+/// `payload` in a Connect envelope: flags, big-endian length, payload.
+fn envelope(flags: u8, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(5 + payload.len());
+    out.push(flags);
+    // Messages of this API are far below 4 GiB.
+    out.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// The end-of-stream envelope: `{}` or `{"error":{...}}`.
+fn end_stream(e: Option<&ApiError>) -> Bytes {
+    let body = match e {
+        None => b"{}".to_vec(),
+        Some(e) => serde_json::json!({ "error": super::connect_error_json(e) })
+            .to_string()
+            .into_bytes(),
+    };
+    envelope(FLAG_END_STREAM, &body)
+}
+
+/// The one message of a streaming request body (an envelope; compressed
+/// when its flag says so, with `connect-content-encoding: gzip`).
+fn unenvelope(b: &[u8], gzip: bool, max: usize) -> Result<Vec<u8>, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "body",
+            "must be one Connect envelope (flags, 4-byte big-endian length, message)",
+        )
+    };
+    let [flags, a, b1, c, d, rest @ ..] = b else {
+        return Err(bad());
+    };
+    let len = u32::from_be_bytes([*a, *b1, *c, *d]) as usize;
+    if rest.len() != len {
+        return Err(bad());
+    }
+    if flags & FLAG_COMPRESSED == 0 {
+        return Ok(rest.to_vec());
+    }
+    if !gzip {
+        return Err(ApiError::invalid(
+            "connect-content-encoding",
+            "a compressed message needs connect-content-encoding: gzip",
+        ));
+    }
+    gunzip(rest, max)
+}
+
+/// `WatchToken` over Connect server streaming: the request is one
+/// enveloped message; the response (HTTP 200, `application/connect+json`
+/// or `+proto`) is one enveloped message per delivery, then the end
+/// message (`{}`, or `{"error":...}` with the code and details, as every
+/// refusal before or during the stream is sent). Messages are sent
+/// uncompressed (allowed whatever `connect-accept-encoding` says).
+async fn connect_watch(
+    s: &HttpState,
+    who: Option<Extension<Authn>>,
+    creds: Option<Extension<Credentials>>,
+    codec: StreamCodec,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let opened = async {
+        let gzip = request_gzipped(headers.get("connect-content-encoding"))?;
+        let raw = read_body(body, s.max_body).await?;
+        let msg = unenvelope(&raw, gzip, s.max_body)?;
+        let req: pb::WatchTokenRequest = match codec.0 {
+            Codec::Json => {
+                json::decode_lenient(&msg).map_err(|e| ApiError::invalid(e.field, e.problem))?
+            }
+            Codec::Proto => prost::Message::decode(msg.as_slice()).map_err(|e| {
+                ApiError::invalid("body", format!("is not a valid protobuf message: {e}"))
+            })?,
+        };
+        let who = authn_of(who);
+        let creds = match creds {
+            Some(Extension(c)) => c,
+            None => {
+                return Err(ApiError::from(Denial::Unauthenticated(
+                    "the request was not authenticated",
+                )));
+            }
+        };
+        s.api.watch(Transport::Json, who, creds, req).await
+    }
+    .await;
+    let body = match opened {
+        Ok(rx) => Body::new(WatchBody {
+            rx,
+            codec: codec.0,
+            ended: false,
+        }),
+        Err(e) => Body::from(end_stream(Some(&e))),
+    };
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, codec.content_type());
+    r
+}
+
+/// The response body of a Connect `WatchToken` stream: each delivery in an
+/// envelope, then the end message.
+struct WatchBody {
+    rx: tokio::sync::mpsc::Receiver<WatchItem>,
+    codec: Codec,
+    ended: bool,
+}
+
+impl WatchBody {
+    fn encode(&self, m: &pb::WatchTokenResponse) -> Result<Vec<u8>, ApiError> {
+        match self.codec {
+            Codec::Json => json::encode(m).map_err(|e| {
+                tracing::error!(error = %e, "cannot encode a response");
+                ApiError::internal()
+            }),
+            Codec::Proto => Ok(prost::Message::encode_to_vec(m)),
+        }
+    }
+}
+
+impl hyper::body::Body for WatchBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let data = match this.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(item)) => match this.encode_item(*item) {
+                Ok(b) => b,
+                Err(e) => {
+                    this.ended = true;
+                    end_stream(Some(&e))
+                }
+            },
+            Poll::Ready(None) => {
+                this.ended = true;
+                end_stream(None)
+            }
+        };
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+impl WatchBody {
+    /// A delivery's envelope, or the error that ends the stream.
+    fn encode_item(
+        &self,
+        item: Result<pb::WatchTokenResponse, ApiError>,
+    ) -> Result<Bytes, ApiError> {
+        let m = item?;
+        Ok(envelope(0, &self.encode(&m)?))
+    }
 }
 
 /// The query of a Connect GET request.

@@ -111,6 +111,12 @@ pub(crate) fn set_www_authenticate(r: &mut Response, e: &ApiError) {
 /// "debug":{...}}]}` (values in unpadded standard base64, as connect-go
 /// writes them; `debug` is the detail in JSON, for people).
 pub(crate) fn connect_error_body(e: &ApiError) -> String {
+    connect_error_json(e).to_string()
+}
+
+/// [`connect_error_body`] as a JSON value (also the `error` of a Connect
+/// stream's end message).
+pub(crate) fn connect_error_json(e: &ApiError) -> serde_json::Value {
     use base64::Engine as _;
     let details: Vec<serde_json::Value> = e
         .details()
@@ -124,7 +130,6 @@ pub(crate) fn connect_error_body(e: &ApiError) -> String {
         })
         .collect();
     serde_json::json!({ "code": e.code_name(), "message": e.message, "details": details })
-        .to_string()
 }
 
 /// An [`ApiError`] as a Connect error: the HTTP status of its code (the
