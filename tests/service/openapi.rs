@@ -299,7 +299,7 @@ pub fn generate() -> Value {
         "info": {
             "title": "token-authority",
             "version": PACKAGE,
-            "description": "The JSON routes of agora.token.v1.TokenService (proto3 JSON mapping, Connect unary: POST /agora.token.v1.TokenService/<Method>) and the compatible GET /api/agora/token. Generated from proto/agora/token/v1/token_service.proto (tests/service/openapi.rs). The schemas give the canonical proto3 JSON forms (what the service answers); requests may also use the proto field names, numbers as strings and enum numbers. WatchToken is a server stream, served over gRPC only. Callers authenticate with Authorization: Bearer <API key or JWT> unless the service runs without callers."
+            "description": "The JSON routes of agora.token.v1.TokenService (proto3 JSON mapping, Connect unary: POST /agora.token.v1.TokenService/<Method>) and the compatible GET /api/agora/token. Generated from proto/agora/token/v1/token_service.proto (tests/service/openapi.rs). The schemas give the canonical proto3 JSON forms (what the service answers); requests may also use the proto field names, numbers as strings and enum numbers. WatchToken is a server stream (gRPC, gRPC-Web and Connect streaming; docs/PROTOCOLS.md), not described here. Callers authenticate with Authorization: Bearer <API key or JWT> unless the service runs without callers."
         },
         "paths": paths,
         "components": {
