@@ -354,7 +354,8 @@ impl Server {
             }
         });
         // CORS on the browser-facing routes only (not on /metrics and the
-        // probes): preflights answered before the guard. The router clones
+        // probes): preflights answered before the guard. /openapi.json too, so an
+        // API browser on an allowed origin can load it. The router clones
         // its fallback per request: behind an Arc, only the branch taken
         // is cloned.
         let front = Arc::new((
@@ -367,7 +368,10 @@ impl Server {
                 // preflight always has one): server-to-server calls skip
                 // the layer. Their responses are not cacheable (POST,
                 // `no-store`), so the missing `Vary` changes nothing.
-                if req.headers().contains_key(header::ORIGIN) && is_token_path(req.uri().path()) {
+                let path = req.uri().path();
+                if req.headers().contains_key(header::ORIGIN)
+                    && (is_token_path(path) || path == "/openapi.json")
+                {
                     Either::Left(front.0.clone().oneshot(req))
                 } else {
                     Either::Right(front.1.clone().oneshot(req))

@@ -18,7 +18,8 @@
 //! Series (all prefixed `token_authority_`):
 //! - `requests_total{transport,method,code}`: every RPC call (gRPC and
 //!   JSON) and every `GET /api/agora/token`, by result code (gRPC code name).
-//! - `request_duration_seconds{transport}`: latency histogram of the same.
+//! - `request_duration_seconds{transport,method}`: latency histogram of the
+//!   same (buckets from 50 us to 2.5 s; only pairs that have served appear).
 //! - `tokens_issued_total{kind,app_id,caller}`: tokens issued.
 //! - `build_info{version}`: always 1.
 //! - `ready`: 1 while the service accepts work.
@@ -48,6 +49,10 @@
 //!   `watches_ended_total{reason}` (`client_gone`, `max_watch_seconds`,
 //!   `shutdown`, `error`, `send_timeout`). Each delivery is also counted as
 //!   its unary method in `requests_total` and `tokens_issued_total`.
+//!
+//! And the standard unprefixed `process_*` series (CPU, memory, file
+//! descriptors, start time), read from `/proc` at scrape time: see
+//! `metrics/process.rs`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -215,26 +220,35 @@ fn kind_index(kind: TokenKind) -> usize {
     KINDS.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
-/// Histogram bucket upper bounds, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+/// Histogram bucket upper bounds, in microseconds: from 50 us (an issued
+/// token takes tens of microseconds in the service) to 2.5 s.
+const BUCKET_MICROS: [u64; 15] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// The same bounds as Prometheus `le` label values, in seconds.
+const BUCKET_LE: [&str; 15] = [
+    "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+    "0.1", "0.25", "0.5", "1", "2.5",
 ];
 
 #[derive(Debug, Default)]
 struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
+    buckets: [AtomicU64; BUCKET_MICROS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
     fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // The first bound >= micros (integer compares; the bounds are sorted).
+        let i = BUCKET_MICROS.partition_point(|b| *b < micros);
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 }
@@ -247,7 +261,8 @@ type CallerCounters = HashMap<String, [AtomicU64; KINDS.len()]>;
 pub struct Metrics {
     enabled: bool,
     requests: Vec<AtomicU64>,
-    latency: [Histogram; 3],
+    /// Latency by transport and method ([`Metrics::latency_slot`]).
+    latency: Vec<Histogram>,
     tokens: RwLock<HashMap<String, CallerCounters>>,
     /// Configured apps and their number of certificates, default first.
     apps: RwLock<Vec<(String, u8)>>,
@@ -519,7 +534,9 @@ impl Metrics {
         Self {
             enabled: true,
             requests: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            latency: Default::default(),
+            latency: (0..Transport::ALL.len() * Method::ALL.len())
+                .map(|_| Histogram::default())
+                .collect(),
             tokens: RwLock::new(HashMap::new()),
             apps: RwLock::new(Vec::new()),
             reloads: Default::default(),
@@ -559,7 +576,7 @@ impl Metrics {
         Self {
             enabled: false,
             requests: Vec::new(),
-            latency: Default::default(),
+            latency: Vec::new(),
             tokens: RwLock::new(HashMap::new()),
             apps: RwLock::new(Vec::new()),
             reloads: Default::default(),
@@ -579,6 +596,10 @@ impl Metrics {
         (transport_index(t) * Method::ALL.len() + method_index(m)) * CODES + code_index(c)
     }
 
+    fn latency_slot(t: Transport, m: Method) -> usize {
+        transport_index(t) * Method::ALL.len() + method_index(m)
+    }
+
     /// Records one finished request.
     pub fn request(&self, t: Transport, m: Method, code: tonic::Code, elapsed: Duration) {
         if !self.enabled {
@@ -587,7 +608,9 @@ impl Metrics {
         if let Some(c) = self.requests.get(Self::slot(t, m, code)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        self.latency[transport_index(t)].observe(elapsed);
+        if let Some(h) = self.latency.get(Self::latency_slot(t, m)) {
+            h.observe(elapsed);
+        }
     }
 
     /// Counts one issued token, for the current caller (see [`with_caller`]).
@@ -777,35 +800,40 @@ impl Metrics {
             "# TYPE token_authority_request_duration_seconds histogram"
         );
         for t in Transport::ALL {
-            let h = &self.latency[transport_index(t)];
-            let mut cumulative = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[i].load(Ordering::Relaxed);
+            for m in Method::ALL {
+                let Some(h) = self.latency.get(Self::latency_slot(t, m)) else {
+                    continue;
+                };
+                let count = h.count.load(Ordering::Relaxed);
+                if count == 0 {
+                    // Only the (transport, method) pairs that have served.
+                    continue;
+                }
+                let labels = format!("transport=\"{}\",method=\"{}\"", t.as_str(), m.as_str());
+                let mut cumulative = 0;
+                for (b, le) in h.buckets.iter().zip(BUCKET_LE) {
+                    cumulative += b.load(Ordering::Relaxed);
+                    let _ = writeln!(
+                        out,
+                        "token_authority_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                    );
+                }
                 let _ = writeln!(
                     out,
-                    "token_authority_request_duration_seconds_bucket{{transport=\"{}\",le=\"{b}\"}} {cumulative}",
-                    t.as_str()
+                    "token_authority_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+                );
+                #[allow(clippy::cast_precision_loss)]
+                // a sum of microseconds; f64 is what Prometheus takes
+                let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                let _ = writeln!(
+                    out,
+                    "token_authority_request_duration_seconds_sum{{{labels}}} {sum}"
+                );
+                let _ = writeln!(
+                    out,
+                    "token_authority_request_duration_seconds_count{{{labels}}} {count}"
                 );
             }
-            let count = h.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "token_authority_request_duration_seconds_bucket{{transport=\"{}\",le=\"+Inf\"}} {count}",
-                t.as_str()
-            );
-            #[allow(clippy::cast_precision_loss)]
-            // a sum of microseconds; f64 is what Prometheus takes
-            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "token_authority_request_duration_seconds_sum{{transport=\"{}\"}} {sum}",
-                t.as_str()
-            );
-            let _ = writeln!(
-                out,
-                "token_authority_request_duration_seconds_count{{transport=\"{}\"}} {count}",
-                t.as_str()
-            );
         }
 
         let _ = writeln!(
@@ -835,6 +863,7 @@ impl Metrics {
                 }
             }
         }
+        process::render(&mut out);
         out
     }
 }
@@ -852,6 +881,8 @@ fn escape_label(s: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+mod process;
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,8 @@
 //!   server, every bad JWT, rotation, outage and readiness, claims to policy
 //!   on every transport, and a page on another origin in headless Chromium.
 //! - `limits`: connection caps, timeouts of every phase, in-flight per caller.
+//! - `openapi`: `docs/openapi.json` generated from the proto and compared
+//!   (drift fails), every RPC and field checked, served at `/openapi.json`.
 //! - `ops`: reflection v1/v1alpha, health, /healthz, /readyz, /metrics,
 //!   the admin port, plain 404s, shutdown.
 //! - `redis_limits`: fleet-wide rate limits in a real `redis-server` shared
@@ -54,6 +56,7 @@ mod jwt;
 mod lifecycle;
 mod limits;
 mod messages;
+mod openapi;
 mod ops;
 mod redis_fleet;
 mod redis_limits;

@@ -161,23 +161,40 @@ async fn metrics_move() {
     assert_eq!(app.metric(json_ok).await, 1);
     assert_eq!(app.metric(&issued).await, 3);
     assert_eq!(app.metric(&chat_issued).await, 1);
-    for (transport, n) in [("grpc", 1), ("json", 1)] {
-        let count =
-            format!(r#"token_authority_request_duration_seconds_count{{transport="{transport}"}}"#);
-        assert_eq!(app.metric(&count).await, n, "{transport}");
+    for (transport, method) in [("grpc", "BuildRtcToken"), ("json", "BuildChatAppToken")] {
+        let count = format!(
+            r#"token_authority_request_duration_seconds_count{{transport="{transport}",method="{method}"}}"#
+        );
+        assert_eq!(app.metric(&count).await, 1, "{transport}");
     }
     // Every request took under 2.5 s: the last finite bucket holds them all.
+    let get = r#"transport="http",method="GetToken""#;
     assert_eq!(
-        app.metric(r#"token_authority_request_duration_seconds_bucket{transport="http",le="2.5"}"#)
-            .await,
+        app.metric(&format!(
+            r#"token_authority_request_duration_seconds_bucket{{{get},le="2.5"}}"#
+        ))
+        .await,
         3
     );
     assert_eq!(
-        app.metric(r#"token_authority_request_duration_seconds_count{transport="http"}"#)
-            .await,
+        app.metric(&format!(
+            r#"token_authority_request_duration_seconds_count{{{get}}}"#
+        ))
+        .await,
         3
     );
     let text = app.get("/metrics").await.body;
+    // The standard process series, read from /proc at scrape time.
+    for series in [
+        "\nprocess_cpu_seconds_total ",
+        "\nprocess_resident_memory_bytes ",
+        "\nprocess_open_fds ",
+        "\nprocess_max_fds ",
+        "\nprocess_start_time_seconds ",
+        "\nprocess_virtual_memory_bytes ",
+    ] {
+        assert!(text.contains(series), "no{series}in\n{text}");
+    }
     assert!(
         text.contains("token_authority_build_info{version="),
         "{text}"

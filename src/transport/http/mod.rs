@@ -2,8 +2,10 @@
 //! `GET /api/agora/token` (DESIGN 4.1), the Connect protocol's unary RPCs
 //! for every method at `POST /agora.token.v1.TokenService/<Method>` (JSON
 //! and binary protobuf, gzip; GET for `InspectToken`: [`connect`]),
-//! `/healthz`, `/readyz` and `/metrics`, and the JSON form of
-//! `grpc.health.v1.Health/Check`. Unknown paths get a plain 404.
+//! `/healthz`, `/readyz` and `/metrics`, the JSON form of
+//! `grpc.health.v1.Health/Check`, and `/openapi.json` (the OpenAPI 3.1
+//! document of the JSON routes and the GET endpoint). Unknown paths get a
+//! plain 404.
 
 pub mod connect;
 mod get_token;
@@ -49,6 +51,7 @@ pub fn router(state: HttpState) -> Router {
             post(connect::connect_post).get(connect::connect_get),
         )
         .route("/grpc.health.v1.Health/Check", post(json_health_check))
+        .route("/openapi.json", get(ops::openapi))
         .merge(ops_routes())
         .fallback(not_found)
         .with_state(state)

@@ -1,4 +1,5 @@
-//! Operations routes: `/healthz`, `/readyz`, `/metrics`.
+//! Operations routes: `/healthz`, `/readyz`, `/metrics`; and
+//! `/openapi.json` (main port only).
 
 use super::*;
 use axum::extract::State;
@@ -86,6 +87,20 @@ pub(crate) async fn metrics(State(s): State<HttpState>) -> Response {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// The OpenAPI 3.1 document of the JSON routes and the GET endpoint:
+/// `docs/openapi.json`, generated from the proto and kept current by
+/// tests/service/openapi.rs.
+pub(crate) const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+pub(crate) async fn openapi() -> Response {
+    let mut r = (StatusCode::OK, OPENAPI).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
     r
 }
