@@ -386,9 +386,15 @@ fn toml_examples_load_as_config_files() {
     .into();
     let mut loaded = 0;
     let mut failures = Vec::new();
-    for (i, b) in blocks().iter().filter(|b| b.info == "toml").enumerate() {
+    // `toml fragment`: a few keys of a config file, loaded as the file of
+    // a server that runs open (the rest of the file is another example's).
+    let is_toml = |b: &&Block| b.info == "toml" || b.info == "toml fragment";
+    for (i, b) in blocks().iter().filter(is_toml).enumerate() {
         let dir = scratch(&format!("toml-{i}"));
-        let text = stand_in_files(&b.text, &dir);
+        let mut text = stand_in_files(&b.text, &dir);
+        if b.info == "toml fragment" {
+            text = format!("mode = \"open\"\n{text}");
+        }
         let path = dir.join("token-authority.toml");
         std::fs::write(&path, text).unwrap();
         let args = ServeArgs {

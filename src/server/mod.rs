@@ -301,6 +301,9 @@ impl Server {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc.ErrorInfo, BadRequest, RetryInfo: clients that
+                // resolve types by reflection (grpcurl) print error details.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         };
         let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
