@@ -310,18 +310,16 @@ impl Server {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(std::io::Error::other)?;
-        // gzip both ways (sent only to clients that accept it).
+        // gzip both ways (sent only to clients that accept it, and only
+        // responses worth it: see transport::grpc::call). Health answers
+        // are a few bytes: accepted compressed, never sent compressed.
         let token_service = TokenServiceServer::new(api.clone())
             .max_decoding_message_size(self.max_request_bytes)
             .max_encoding_message_size(MAX_GRPC_RESPONSE)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
         let grpc = tonic::service::Routes::new(token_service)
-            .add_service(
-                health_service
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .send_compressed(CompressionEncoding::Gzip),
-            )
+            .add_service(health_service.accept_compressed(CompressionEncoding::Gzip))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .into_axum_router();

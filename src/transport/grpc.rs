@@ -5,6 +5,7 @@ use crate::api::{ApiError, RETRY_AFTER, TokenApi};
 use crate::pb;
 use crate::policy::{Authn, Denial};
 use crate::telemetry::metrics::{Method, Transport};
+use crate::transport::COMPRESS_MIN_BYTES;
 pub use pb::token_service_server::{TokenService, TokenServiceServer};
 use tonic::{Request, Response, Status};
 
@@ -42,14 +43,26 @@ impl From<ApiError> for Status {
 }
 
 /// Runs one gRPC call through the API (audited, counted and logged there).
-async fn call<T>(
+///
+/// A response smaller than [`COMPRESS_MIN_BYTES`] (a token: its payload is
+/// already deflated) is sent uncompressed even to a client that accepts
+/// gzip: compressing it saves nothing and cost more than the whole call
+/// (a gzip stream per response: ~200k instructions against ~140k).
+async fn call<T: prost::Message>(
     api: &TokenApi,
     method: Method,
     f: impl FnOnce(&TokenApi) -> Result<T, ApiError>,
 ) -> Result<Response<T>, Status> {
     api.call(Transport::Grpc, method, f)
         .await
-        .map(Response::new)
+        .map(|message| {
+            let small = message.encoded_len() < COMPRESS_MIN_BYTES;
+            let mut response = Response::new(message);
+            if small {
+                response.disable_compression();
+            }
+            response
+        })
         .map_err(Status::from)
 }
 

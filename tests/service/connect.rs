@@ -651,6 +651,41 @@ async fn grpc_gzip_both_ways_and_bad_input_details() {
     assert_eq!(d.error_info().unwrap().reason, "INVALID_ARGUMENT");
 }
 
+/// A client that accepts gzip (grpcio, grpc-go and grpc-java do by
+/// default) gets a token uncompressed: its message's flag byte says so.
+/// Compressing a response that small saves nothing and cost more than the
+/// whole call.
+#[tokio::test]
+async fn small_grpc_responses_are_not_compressed_for_clients_that_accept_gzip() {
+    let app = secured().await;
+    let auth = format!("Bearer {KEY}");
+    let msg = pb::BuildRtcTokenRequest {
+        channel_name: "agent-small".into(),
+        user: Some(pb::build_rtc_token_request::User::Uid(77)),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let r = send(
+        app.addr(),
+        "POST",
+        &format!("{PATH}/BuildRtcToken"),
+        &[
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+            ("grpc-accept-encoding", "gzip"),
+            ("authorization", &auth),
+        ],
+        frame(0, &msg),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let f = frames(&r.body);
+    assert_eq!(grpc_web_status(&r, &f), "0");
+    assert_eq!(f[0].0, 0, "the token's message is not compressed");
+    let resp = pb::BuildRtcTokenResponse::decode(f[0].1.as_slice()).unwrap();
+    verified(&resp.token, CERT);
+}
+
 /// A gRPC-Web frame: flag, big-endian length, payload.
 fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![flag];

@@ -35,10 +35,7 @@ use crate::pb;
 use crate::policy::{Authn, Credentials, Denial};
 use crate::telemetry::metrics::{Method, Transport};
 
-/// Responses smaller than this are sent uncompressed even when the client
-/// accepts gzip: a token (~200-400 bytes of base64) gains little and the
-/// compressor costs more than the bytes it saves.
-pub const COMPRESS_MIN_BYTES: usize = 512;
+pub use crate::transport::COMPRESS_MIN_BYTES;
 
 /// What `Accept-Post` lists on a 415.
 const ACCEPT_POST: &str = "application/json, application/proto";
