@@ -155,7 +155,7 @@ pub(crate) async fn serve_connections(
                         let (parts, inner) = resp.into_parts();
                         // Counted on its connection until the body is sent
                         // or dropped (its slot, if any, is in the body too:
-                        // `layers::hold`).
+                        // `slots::hold`).
                         let body = Held::new(inner, in_flight);
                         Ok::<_, std::convert::Infallible>(hyper::Response::from_parts(parts, body))
                     }

@@ -22,10 +22,12 @@ mod conn;
 mod layers;
 pub mod reload;
 mod shutdown;
+mod slots;
 
 pub(crate) use accept::*;
 pub(crate) use layers::*;
 pub(crate) use shutdown::*;
+pub(crate) use slots::*;
 
 use std::future::Future;
 
@@ -433,7 +435,7 @@ impl Server {
         let mut admin_task = match self.admin {
             Some(listener) => {
                 let admin_guard = Arc::new(AdminGuard {
-                    slots: layers::Gate::new(ADMIN_MAX_IN_FLIGHT),
+                    slots: slots::Gate::new(ADMIN_MAX_IN_FLIGHT),
                     timeout: self.request_timeout,
                 });
                 let admin_app = http::admin_router(http_state)
