@@ -6,7 +6,7 @@ use agora_token::{AppCertificate, AppId, UnverifiedToken};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use token_authority::config::Config;
 use token_authority::domain::AppCredentials;
 use token_authority::pb::token_service_client::TokenServiceClient;
@@ -152,4 +152,38 @@ pub fn verified(token: &str, c: &str) -> UnverifiedToken {
 /// The privileges of service `i` as (id, expire) pairs.
 pub fn privileges(t: &UnverifiedToken, i: usize) -> Vec<(u16, u32)> {
     t.services()[i].privileges.iter().collect()
+}
+
+/// One HTTP/1.1 request on a connection of its own: status, headers and
+/// body (POST bodies are JSON).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, hyper::HeaderMap, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    if method == "POST" {
+        b = b.header("content-type", "application/json");
+    }
+    let resp = send
+        .send_request(b.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use agora_token::Payload;
 use base64::Engine as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::Jwk;
@@ -25,7 +25,7 @@ use tonic::Code;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::common::{CERT, TestApp, spawn_app_with, verified};
+use crate::common::{CERT, TestApp, http, spawn_app_with, verified};
 
 const ISS: &str = "https://idp.test.example/";
 const AUD: &str = "token-authority";
@@ -304,38 +304,6 @@ async fn grpc_health(app: &TestApp) -> ServingStatus {
 async fn readyz(app: &TestApp) -> (u16, String) {
     let r = app.get("/readyz").await;
     (r.status, r.body)
-}
-
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, hyper::HeaderMap, String) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    if method == "POST" {
-        b = b.header("content-type", "application/json");
-    }
-    let resp = send
-        .send_request(b.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn get_token(app: &TestApp, jwt: &str, query: &str) -> (u16, String) {

@@ -16,7 +16,7 @@ use token_authority::pb;
 use token_authority::policy::{AnonymousConfig, ApiKeyHash, CallerConfig, PolicyConfig};
 use tonic::Code;
 
-use crate::common::{APP_ID, APP_ID2, CERT, TestApp, spawn_app_with, verified};
+use crate::common::{APP_ID, APP_ID2, CERT, TestApp, http, spawn_app_with, verified};
 
 const KEY: &str = "ta_orchestrator-test-key-0123456789";
 const REVOKED_KEY: &str = "ta_revoked-test-key-0123456789";
@@ -87,39 +87,6 @@ async fn secured() -> TestApp {
         c.cors_origins = vec![ORIGIN.into()];
     })
     .await
-}
-
-/// An HTTP/1.1 request with extra headers.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, hyper::HeaderMap, String) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    if method == "POST" {
-        b = b.header("content-type", "application/json");
-    }
-    let resp = send
-        .send_request(b.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn bearer(key: &str) -> String {
