@@ -9,6 +9,7 @@ use super::*;
 use crate::api::{ApiError, Code};
 use crate::policy::Authn;
 use crate::policy::jwt::JwtFail;
+use crate::transport::http::names;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
@@ -162,7 +163,7 @@ fn client_ip(g: &Guard, req: &Request) -> std::net::IpAddr {
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let xff = || {
         req.headers()
-            .get("x-forwarded-for")
+            .get(names::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
     };
     g.shared.current().auth.client_ip_with(peer, xff)
@@ -368,7 +369,11 @@ fn client_of(
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let headers = req.headers();
-    let xff = || headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let xff = || {
+        headers
+            .get(names::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+    };
     let ip = snap.auth.client_ip_with(peer, xff);
     let names = req
         .extensions()
@@ -583,7 +588,7 @@ pub(crate) async fn lazy_timeout<F: Future>(limit: Duration, f: F) -> Option<F::
 /// correlating logs (they are not secrets): a random per-process key mixed
 /// with a counter, so no system call per request.
 pub(crate) fn request_id(req: &Request) -> HeaderValue {
-    let given = req.headers().get("x-request-id").filter(|v| {
+    let given = req.headers().get(names::X_REQUEST_ID).filter(|v| {
         let b = v.as_bytes();
         (1..=64).contains(&b.len())
             && b.iter()
@@ -681,7 +686,7 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
             let elapsed_ms = millis(start.elapsed());
             tracing::info!(%method, path, status, elapsed_ms, "request");
         }
-        resp.headers_mut().insert("x-request-id", id);
+        resp.headers_mut().insert(names::X_REQUEST_ID, id);
         resp
     })
     .await

@@ -164,7 +164,7 @@ fn request_gzipped(encoding: Option<&HeaderValue>) -> Result<bool, ApiError> {
 /// The checks of the Connect headers: `Connect-Protocol-Version` (when
 /// sent, `1`) and `Connect-Timeout-Ms` (the deadline, when sent).
 fn connect_headers(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
-    if let Some(v) = headers.get("connect-protocol-version") {
+    if let Some(v) = headers.get(super::names::CONNECT_PROTOCOL_VERSION) {
         if v.as_bytes() != b"1" {
             return Err(ApiError::invalid(
                 "connect-protocol-version",
@@ -172,7 +172,7 @@ fn connect_headers(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
             ));
         }
     }
-    match headers.get("connect-timeout-ms") {
+    match headers.get(super::names::CONNECT_TIMEOUT_MS) {
         None => Ok(None),
         Some(v) => {
             let b = v.as_bytes();
@@ -275,8 +275,10 @@ fn too_large(max: usize) -> ApiError {
 /// status to `unknown`; the header tells people what to send).
 fn unsupported_media_type() -> Response {
     let mut r = (StatusCode::UNSUPPORTED_MEDIA_TYPE, Body::empty()).into_response();
-    r.headers_mut()
-        .insert("accept-post", HeaderValue::from_static(ACCEPT_POST));
+    r.headers_mut().insert(
+        super::names::ACCEPT_POST,
+        HeaderValue::from_static(ACCEPT_POST),
+    );
     r
 }
 
@@ -466,7 +468,7 @@ async fn connect_watch(
     body: Body,
 ) -> Response {
     let opened = async {
-        let gzip = request_gzipped(headers.get("connect-content-encoding"))?;
+        let gzip = request_gzipped(headers.get(super::names::CONNECT_CONTENT_ENCODING))?;
         let raw = read_body(body, s.max_body).await?;
         let msg = unenvelope(&raw, gzip, s.max_body)?;
         let req: pb::WatchTokenRequest = match codec.0 {

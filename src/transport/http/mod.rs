@@ -23,6 +23,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::api::{ApiError, TokenApi};
+
+/// Header names read or written on every request, parsed once at compile
+/// time (a `&str` name is parsed and validated at each use).
+pub(crate) mod names {
+    use axum::http::HeaderName;
+    pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub(crate) const X_ERROR_REASON: HeaderName = HeaderName::from_static("x-error-reason");
+    pub(crate) const CONNECT_PROTOCOL_VERSION: HeaderName =
+        HeaderName::from_static("connect-protocol-version");
+    pub(crate) const CONNECT_TIMEOUT_MS: HeaderName = HeaderName::from_static("connect-timeout-ms");
+    pub(crate) const CONNECT_CONTENT_ENCODING: HeaderName =
+        HeaderName::from_static("connect-content-encoding");
+    pub(crate) const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
+}
 use crate::policy::{Authn, Denial};
 
 /// Default JSON request body limit, in bytes.
@@ -160,7 +175,7 @@ pub(crate) fn text_error(e: &ApiError) -> Response {
 /// `x-error-reason`: the stable `ErrorInfo` reason of a plain-text error.
 pub(crate) fn set_reason(r: &mut Response, e: &ApiError) {
     if let Ok(v) = HeaderValue::from_str(&e.reason()) {
-        r.headers_mut().insert("x-error-reason", v);
+        r.headers_mut().insert(names::X_ERROR_REASON, v);
     }
 }
 
