@@ -10,6 +10,7 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -200,35 +201,49 @@ pub(crate) async fn serve_connections(
             let conn = builder.serve_connection(TokioIo::new(io), service(names));
             tokio::pin!(conn);
             // The watchdog and the stop signal run in a task of their own
-            // and tell the connection what to do through a channel: the
+            // and tell the connection what to do through `ctl`: the
             // connection's task, polled on every read and write, only
-            // checks that channel (cheap) besides serving.
-            let (close_tx, mut close_rx) = tokio::sync::mpsc::channel::<Close>(2);
-            let control = tokio::spawn(control(dog, stop, close_tx));
-            let result = loop {
-                tokio::select! {
-                    biased;
-                    r = conn.as_mut() => break r,
-                    c = close_rx.recv() => match c {
-                        Some(Close::Graceful(phase)) => {
-                            if let Some(phase) = phase {
-                                shared.metrics.connections.timed_out(listener_id, phase);
-                                tracing::debug!(%peer, ?phase, "closing the connection (timeout)");
-                            }
+            // loads an atomic besides serving.
+            let ctl = Arc::new(Control::default());
+            let control = tokio::spawn(control(
+                dog,
+                stop,
+                Arc::clone(&ctl),
+                Closing {
+                    shared: Arc::clone(&shared),
+                    listener: listener_id,
+                    peer,
+                },
+            ));
+            let mut graceful = false;
+            let mut registered: Option<std::task::Waker> = None;
+            let result = std::future::poll_fn(|cx| {
+                loop {
+                    match ctl.action.load(Ordering::Acquire) {
+                        CLOSE_NOW => return std::task::Poll::Ready(Ok(())),
+                        CLOSE_GRACEFULLY if !graceful => {
+                            graceful = true;
                             conn.as_mut().graceful_shutdown();
                         }
-                        Some(Close::Now(phase)) => {
-                            if let Some(phase) = phase {
-                                shared.metrics.connections.timed_out(listener_id, phase);
-                                tracing::debug!(%peer, ?phase, "closing the connection (timeout)");
-                            }
-                            break Ok(());
-                        }
-                        // The control task is gone: serve to the end.
-                        None => break conn.as_mut().await,
-                    },
+                        _ => {}
+                    }
+                    if let std::task::Poll::Ready(r) = conn.as_mut().poll(cx) {
+                        return std::task::Poll::Ready(r);
+                    }
+                    // The same task's waker is stored once; a new one
+                    // (the task moved executor) replaces it.
+                    if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        return std::task::Poll::Pending;
+                    }
+                    ctl.set_waker(cx.waker());
+                    registered = Some(cx.waker().clone());
+                    // An action set before the waker was stored: act now.
+                    if ctl.action.load(Ordering::Acquire) == NONE {
+                        return std::task::Poll::Pending;
+                    }
                 }
-            };
+            })
+            .await;
             control.abort();
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection closed with an error");
@@ -244,14 +259,54 @@ pub(crate) async fn serve_connections(
 /// may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// What the control task of a connection asks of it.
-#[derive(Debug)]
-enum Close {
-    /// Finish what is in progress and close (GOAWAY / `Connection: close`);
-    /// the timeout that asked, if any.
-    Graceful(Option<ConnTimeout>),
-    /// Close at once.
-    Now(Option<ConnTimeout>),
+/// No action asked of the connection (yet).
+const NONE: u8 = 0;
+/// Finish what is in progress and close (GOAWAY / `Connection: close`).
+const CLOSE_GRACEFULLY: u8 = 1;
+/// Close at once.
+const CLOSE_NOW: u8 = 2;
+
+/// What the control task of a connection asks of it: an action (only
+/// ever raised: [`NONE`] → [`CLOSE_GRACEFULLY`] → [`CLOSE_NOW`]) and the
+/// connection task's waker, to wake it when the action changes.
+#[derive(Debug, Default)]
+struct Control {
+    action: AtomicU8,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Control {
+    fn set_waker(&self, waker: &std::task::Waker) {
+        // A poisoned lock only means a panic while swapping a waker.
+        let mut w = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        *w = Some(waker.clone());
+    }
+
+    /// Raises the action to `action` and wakes the connection.
+    fn ask(&self, action: u8) {
+        self.action.fetch_max(action, Ordering::AcqRel);
+        let w = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = w.as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// What a connection closed by its watchdog is counted and logged with.
+struct Closing {
+    shared: Arc<Shared>,
+    listener: Listener,
+    peer: std::net::SocketAddr,
+}
+
+impl Closing {
+    fn timed_out(&self, phase: ConnTimeout) {
+        self.shared
+            .metrics
+            .connections
+            .timed_out(self.listener, phase);
+        tracing::debug!(peer = %self.peer, ?phase, "closing the connection (timeout)");
+    }
 }
 
 /// A connection's control: its watchdog (first request, idle, stalled)
@@ -259,10 +314,11 @@ enum Close {
 async fn control(
     mut dog: Watchdog,
     mut stop: watch::Receiver<bool>,
-    close: tokio::sync::mpsc::Sender<Close>,
+    ctl: Arc<Control>,
+    closing: Closing,
 ) {
     if *stop.borrow() {
-        let _ = close.send(Close::Graceful(None)).await;
+        ctl.ask(CLOSE_GRACEFULLY);
         return;
     }
     let mut tick = tokio::time::interval(dog.tick());
@@ -273,7 +329,7 @@ async fn control(
             r = stop.changed() => {
                 if r.is_err() || *stop.borrow() {
                     // Shutdown: finish gracefully (the server bounds the wait).
-                    let _ = close.send(Close::Graceful(None)).await;
+                    ctl.ask(CLOSE_GRACEFULLY);
                     return;
                 }
             }
@@ -284,13 +340,14 @@ async fn control(
                     Verdict::Idle => ConnTimeout::Idle,
                     Verdict::Stalled => ConnTimeout::Stalled,
                 };
+                closing.timed_out(phase);
                 if phase == ConnTimeout::Stalled {
-                    let _ = close.send(Close::Now(Some(phase))).await;
+                    ctl.ask(CLOSE_NOW);
                     return;
                 }
-                let _ = close.send(Close::Graceful(Some(phase))).await;
+                ctl.ask(CLOSE_GRACEFULLY);
                 tokio::time::sleep(CLOSE_GRACE).await;
-                let _ = close.send(Close::Now(None)).await;
+                ctl.ask(CLOSE_NOW);
                 return;
             }
         }
